@@ -1,0 +1,254 @@
+//! Building, running and stopping the server.
+//!
+//! [`App::build`] does everything that can fail at start (open and migrate
+//! the store, load the counts, bind the port) so errors surface before the
+//! server reports itself ready. [`App::run_until`] serves until a shutdown
+//! future completes, then stops in the order that loses nothing: stop
+//! accepting, close every socket, publish the last total, flush the counts.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use socketioxide::{SocketIo, TransportType};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, Transport};
+use crate::counter::{self, Counters};
+use crate::http::{self, OriginPolicy};
+use crate::realtime;
+use crate::state::AppState;
+use crate::store::{self, Store, StoreError};
+
+/// How long open connections get to finish after the shutdown signal before
+/// the final flush goes ahead without them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    FinalFlush(#[from] counter::flush::FinalFlushError),
+    #[error("a background task panicked: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A server that is bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    io: SocketIo,
+    state: AppState,
+    flush_interval: Duration,
+}
+
+impl App {
+    /// Opens the store named in `config` and builds the server on it.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let store = store::connect(&config.database_url).await?;
+        Self::build_with_store(config, store).await
+    }
+
+    /// Builds the server on a store the caller provides (tests use this to
+    /// inject failures).
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        let counters = Arc::new(Counters::from_totals(store.load().await?));
+        tracing::info!(
+            backend = store.backend(),
+            total = counters.global().total(),
+            "store ready"
+        );
+        let state = AppState {
+            counters,
+            store,
+            broadcast_interval: config.broadcast_interval,
+        };
+
+        let (socket_layer, io) = socket_io_builder(&config)
+            .with_state(state.clone())
+            .build_layer();
+        realtime::register(&io);
+
+        let policy = OriginPolicy::new(&config.allowed_origins);
+        let mut router = http::routes()
+            .with_state(state.clone())
+            .layer(socket_layer);
+        if let Some(cors) = policy.cors() {
+            router = router.layer(cors);
+        }
+        let router = router
+            .layer(axum::middleware::from_fn_with_state(policy, http::origin_check))
+            .layer(TraceLayer::new_for_http());
+
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+
+        Ok(App {
+            listener,
+            router,
+            io,
+            state,
+            flush_interval: config.flush_interval,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The shared state, for embedding and tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then shuts down without losing a click.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+        let addr = self.local_addr();
+        let App {
+            listener,
+            router,
+            io,
+            state,
+            flush_interval,
+        } = self;
+
+        let stop_flushing = CancellationToken::new();
+        let flusher = tokio::spawn(counter::flush::run(
+            state.counters.clone(),
+            state.store.clone(),
+            flush_interval,
+            stop_flushing.clone(),
+        ));
+        let stop_publishing = CancellationToken::new();
+        let coalescer = (!state.broadcast_interval.is_zero()).then(|| {
+            let io = io.clone();
+            tokio::spawn(counter::coalesce::run(
+                state.counters.clone(),
+                state.broadcast_interval,
+                stop_publishing.clone(),
+                move |changed| {
+                    let io = io.clone();
+                    async move { realtime::broadcast(&io, &changed).await }
+                },
+            ))
+        });
+
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+
+        tracing::info!("listening on http://{addr}");
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        // Sockets are closed as soon as the signal arrives: WebSocket
+        // connections are no longer tracked by the HTTP server once upgraded,
+        // and long-polling requests would otherwise hold the drain open. The
+        // last coalesced total goes out first, while the sockets are still there.
+        let close_sockets = async {
+            stop.cancelled().await;
+            tracing::info!("shutting down: closing connections");
+            stop_publishing.cancel();
+            let published = match coalescer {
+                Some(coalescer) => coalescer.await,
+                None => Ok(()),
+            };
+            io.close().await;
+            published
+        };
+        let drained = async { tokio::join!(server, close_sockets) };
+        tokio::pin!(drained);
+        let (served, published) = tokio::select! {
+            results = &mut drained => results,
+            () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; flushing anyway");
+                (Ok(()), Ok(()))
+            }
+        };
+
+        // Whatever happened above, the counts are flushed before reporting it.
+        stop_flushing.cancel();
+        let flushed = flusher.await?;
+        served.map_err(RunError::Serve)?;
+        published?;
+        flushed?;
+        tracing::info!(total = state.counters.global().total(), "stopped");
+        Ok(())
+    }
+}
+
+fn socket_io_builder(config: &Config) -> socketioxide::SocketIoBuilder {
+    let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
+    let builder = SocketIo::builder()
+        .ping_interval(config.ping_interval)
+        .ping_timeout(config.ping_timeout)
+        .max_payload(config.max_payload)
+        // engine.io applies `max_payload` to polling bodies only; these make
+        // WebSocket messages obey the same limit.
+        .ws_max_message_size(max_payload)
+        .ws_max_frame_size(max_payload);
+    match (config.allows(Transport::Websocket), config.allows(Transport::Polling)) {
+        (true, false) => builder.transports([TransportType::Websocket]),
+        (false, true) => builder.transports([TransportType::Polling]),
+        _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

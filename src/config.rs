@@ -1,0 +1,227 @@
+//! Command-line and environment configuration.
+//!
+//! Every option is a `--kebab-case` flag with a `TALLY_SNAKE_CASE` environment
+//! variable. Values are validated while parsing, so a bad value stops the
+//! process before anything starts and the error names the option.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tally: a real-time click tracker speaking Socket.IO.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options for `serve`, accepted without the subcommand too, because
+    /// plain `tally` runs the server.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+impl Cli {
+    /// The command to run; plain `tally` means `tally serve`.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the click tracker server (the default).
+    Serve(Config),
+}
+
+/// Server configuration.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "TALLY_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Database URL. `sqlite://PATH` (created if missing) is the embedded default.
+    #[arg(long, env = "TALLY_DATABASE_URL", default_value = "sqlite://tally.db")]
+    pub database_url: String,
+
+    /// Origins allowed to open Socket.IO connections from a browser, as a comma
+    /// list of `scheme://host[:port]`, or `*` for any. Empty means the page's own
+    /// origin only. Clients that send no `Origin` header (non-browser) are always
+    /// allowed.
+    #[arg(
+        long,
+        env = "TALLY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub allowed_origins: Vec<AllowedOrigin>,
+
+    /// Socket.IO transports to accept: `websocket`, `polling`, or both as a comma list.
+    #[arg(
+        long,
+        env = "TALLY_TRANSPORTS",
+        value_delimiter = ',',
+        value_enum,
+        default_value = "websocket,polling"
+    )]
+    pub transports: Vec<Transport>,
+
+    /// How often the server pings each client to check it is alive.
+    #[arg(long, env = "TALLY_PING_INTERVAL", default_value = "25s", value_parser = parse_positive_duration)]
+    pub ping_interval: Duration,
+
+    /// How long the server waits for a ping answer before dropping the client.
+    #[arg(long, env = "TALLY_PING_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub ping_timeout: Duration,
+
+    /// Largest Socket.IO payload accepted from a client, in bytes; larger
+    /// packets close that client's connection.
+    #[arg(long, env = "TALLY_MAX_PAYLOAD", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_payload: u64,
+
+    /// How often counts are written to the database (write-behind).
+    #[arg(long, env = "TALLY_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub flush_interval: Duration,
+
+    /// Least time between two `count` broadcasts. Clicks inside the window are
+    /// coalesced into one trailing broadcast of the latest total; `0` broadcasts
+    /// after every click.
+    #[arg(long, env = "TALLY_BROADCAST_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
+    pub broadcast_interval: Duration,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `tally=debug,info`.
+    /// When not given, `RUST_LOG` is used, and `info` when neither is set.
+    #[arg(long, env = "TALLY_LOG")]
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn new(addr: SocketAddr, database_url: impl Into<String>) -> Self {
+        let mut config = Cli::parse_from(["tally"]).serve;
+        config.addr = addr;
+        config.database_url = database_url.into();
+        config
+    }
+
+    /// True when the given transport is enabled.
+    pub fn allows(&self, transport: Transport) -> bool {
+        self.transports.contains(&transport)
+    }
+}
+
+/// A Socket.IO transport that can be switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Websocket,
+    Polling,
+}
+
+/// One entry of `--allowed-origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigin {
+    /// `*`: any origin may connect.
+    Any,
+    /// One exact origin, normalised to lower case without a trailing slash.
+    Exact(String),
+}
+
+fn parse_origin(raw: &str) -> Result<AllowedOrigin, String> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(AllowedOrigin::Any);
+    }
+    let origin = raw.trim_end_matches('/').to_ascii_lowercase();
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{raw}` is not an origin: expected scheme://host[:port] or `*`"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(format!(
+            "`{raw}` is not an origin: expected scheme://host[:port] with no path"
+        ));
+    }
+    Ok(AllowedOrigin::Exact(origin))
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    if raw.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("`{raw}`: {e} (examples: 10ms, 1s, 2m)"))
+}
+
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    if duration.is_zero() {
+        return Err(format!("`{raw}`: must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let config = Cli::parse_from(["tally"]).serve;
+        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.database_url, "sqlite://tally.db");
+        assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.transports, [Transport::Websocket, Transport::Polling]);
+        assert_eq!(config.ping_interval, Duration::from_secs(25));
+        assert_eq!(config.ping_timeout, Duration::from_secs(20));
+        assert_eq!(config.max_payload, 100_000);
+        assert_eq!(config.flush_interval, Duration::from_secs(1));
+        assert_eq!(config.broadcast_interval, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn serve_subcommand_and_plain_invocation_agree() {
+        let plain = Cli::parse_from(["tally", "--addr", "127.0.0.1:0"]).into_command();
+        let serve = Cli::parse_from(["tally", "serve", "--addr", "127.0.0.1:0"]).into_command();
+        let (Command::Serve(a), Command::Serve(b)) = (plain, serve);
+        assert_eq!(a.addr, b.addr);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for args in [
+            ["tally", "--broadcast-interval", "soon"],
+            ["tally", "--flush-interval", "0"],
+            ["tally", "--transports", "carrier-pigeon"],
+            ["tally", "--allowed-origins", "example.com"],
+            ["tally", "--max-payload", "12"],
+            ["tally", "--addr", "localhost"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains(args[1]), "error for {args:?} should name the option: {err}");
+        }
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        let config =
+            Cli::parse_from(["tally", "--allowed-origins", "https://Example.com/,*"]).serve;
+        assert_eq!(
+            config.allowed_origins,
+            [AllowedOrigin::Exact("https://example.com".into()), AllowedOrigin::Any]
+        );
+    }
+
+    #[test]
+    fn zero_broadcast_interval_means_every_click() {
+        let config = Cli::parse_from(["tally", "--broadcast-interval", "0"]).serve;
+        assert!(config.broadcast_interval.is_zero());
+    }
+}

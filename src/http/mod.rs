@@ -1,0 +1,37 @@
+//! HTTP side of tally: the page, its assets, the health check, and the
+//! origin policy in front of Socket.IO.
+
+mod assets;
+mod error;
+mod origin;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+pub use origin::{OriginPolicy, check as origin_check};
+
+use crate::state::AppState;
+
+/// Routes served next to Socket.IO (which is mounted as a layer by `app`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/app.css", get(assets::style))
+        .route("/healthz", get(healthz))
+        .fallback(async || ApiError::NotFound)
+}
+
+/// 200 when the store answers, 503 otherwise. Load balancers use it to stop
+/// sending clicks to a node whose database is gone.
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "store": state.store.backend(),
+        "pending": state.counters.pending_total(),
+    })))
+}

@@ -1,0 +1,119 @@
+//! SQLite backend: the embedded default.
+//!
+//! The file is created if missing, runs in WAL mode (readers never block the
+//! flush), and is migrated at start from `migrations/sqlite/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{Store, StoreError, from_db, key_name, parse_key, to_db};
+use crate::counter::{CounterKey, Delta};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// A SQLite database file (or an in-memory database for tests).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::InvalidUrl)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; only
+            // a power loss can drop the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        // Each connection to `:memory:` is its own empty database, so an
+        // in-memory store must stay on one connection.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(if in_memory { 1 } else { 0 })
+            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
+            .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, value FROM counters")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("name")?;
+                let value: i64 = row.try_get("value")?;
+                Ok((parse_key(&name)?, from_db(&name, value)?))
+            })
+            .collect()
+    }
+
+    async fn add(&self, deltas: &[Delta]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for delta in deltas {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value, \
+                 updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(key_name(&delta.key))
+            .bind(to_db(delta.amount)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deltas_add_up_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        assert!(store.load().await.unwrap().is_empty());
+        let delta = |amount| Delta { key: CounterKey::Global, amount };
+        store.add(&[delta(3)]).await.unwrap();
+        store.add(&[delta(4)]).await.unwrap();
+        drop(store);
+
+        let store = SqliteStore::connect(&url).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), [(CounterKey::Global, 7)]);
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_memory_databases_work() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.add(&[Delta { key: CounterKey::Global, amount: 1 }]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), [(CounterKey::Global, 1)]);
+    }
+}

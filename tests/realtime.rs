@@ -1,0 +1,244 @@
+//! The Socket.IO contract, end to end: real server on port 0, real clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
+use rust_socketio::Payload;
+use serde_json::json;
+
+#[tokio::test]
+async fn connecting_sends_the_current_total_over_each_transport() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    for transport in [TransportType::Websocket, TransportType::Polling, TransportType::Any] {
+        let mut client = TestClient::connect(&server.url(), transport).await;
+        assert_eq!(client.first_total().await, 0);
+        client.disconnect().await;
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn click_ack_carries_the_total_including_that_click() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let mut client = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    client.first_total().await;
+    assert_eq!(client.click().await, json!({"total": 1}));
+    assert_eq!(client.click().await, json!({"total": 2}));
+    // An empty object or null is accepted as "no payload".
+    assert_eq!(client.emit_with_ack("click", json!({}).into()).await, json!({"total": 3}));
+    assert_eq!(client.emit_with_ack("click", Payload::Text(vec![json!(null)])).await, json!({"total": 4}));
+    assert_eq!(client.wait_for_total(4).await, 4);
+    client.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+/// N clients click M times each, concurrently; everyone ends on exactly N×M.
+async fn clients_converge(broadcast_interval: Duration) {
+    const CLIENTS: u64 = 10;
+    const CLICKS: u64 = 25;
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.broadcast_interval = broadcast_interval;
+    let server = TestServer::start(config).await;
+
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let transport = if i % 2 == 0 { TransportType::Websocket } else { TransportType::Polling };
+        let mut client = TestClient::connect(&server.url(), transport).await;
+        client.first_total().await;
+        clients.push(client);
+    }
+    let acked: Vec<Vec<u64>> = futures_util::future::join_all(clients.iter().map(|client| async move {
+        let mut totals = Vec::new();
+        for _ in 0..CLICKS {
+            totals.push(client.click_total().await);
+        }
+        totals
+    }))
+    .await;
+
+    // Every ack is a distinct total: no click was counted twice or lost.
+    let mut all: Vec<u64> = acked.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=CLIENTS * CLICKS).collect::<Vec<_>>());
+
+    for client in &mut clients {
+        assert_eq!(client.wait_for_total(CLIENTS * CLICKS).await, CLIENTS * CLICKS);
+    }
+    for client in clients {
+        client.disconnect().await;
+    }
+    server.stop().await.unwrap();
+    assert_eq!(common::stored_total(&db).await, CLIENTS * CLICKS);
+}
+
+#[tokio::test]
+async fn clients_converge_with_coalesced_broadcasts() {
+    clients_converge(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn clients_converge_with_a_broadcast_per_click() {
+    clients_converge(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_lone_click_is_broadcast_without_waiting_for_the_interval() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    // A long interval: if the first click after a quiet period waited for it,
+    // this test would time out.
+    config.broadcast_interval = Duration::from_secs(60);
+    let server = TestServer::start(config).await;
+    let mut watcher = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let clicker = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    watcher.first_total().await;
+    clicker.click_total().await;
+    assert_eq!(watcher.wait_for_total(1).await, 1);
+    watcher.disconnect().await;
+    clicker.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_clicks_are_refused_and_not_counted() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let mut client = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    client.first_total().await;
+
+    for garbage in [
+        Payload::Text(vec![json!("garbage")]),
+        Payload::Text(vec![json!(42)]),
+        Payload::Text(vec![json!([1, 2, 3])]),
+        Payload::Text(vec![json!({"count": 1_000_000})]),
+        Payload::Text(vec![json!({}), json!({})]),
+    ] {
+        let ack = client.emit_with_ack("click", garbage.clone()).await;
+        assert_eq!(ack["error"]["code"], "bad_request", "{garbage:?} → {ack}");
+    }
+    // Unknown events are ignored; refused clicks without an ack are fine too.
+    // (Binary goes without an ack because rust_socketio sends a binary
+    // emit-with-ack as a BINARY_ACK packet; the JS test covers that case.)
+    client.client.emit("explode", json!({"now": true})).await.unwrap();
+    client.client.emit("click", json!("garbage")).await.unwrap();
+    client.client.emit("click", Payload::Binary(vec![0xde, 0xad].into())).await.unwrap();
+
+    assert_eq!(client.click().await, json!({"total": 1}));
+    client.disconnect().await;
+    server.stop().await.unwrap();
+    assert_eq!(common::stored_total(&db).await, 1);
+}
+
+#[tokio::test]
+async fn oversized_packets_close_only_the_sender() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.max_payload = 2_000;
+    let server = TestServer::start(config).await;
+    let bystander = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    bystander.click_total().await;
+
+    for (name, transport) in [("websocket", TransportType::Websocket), ("polling", TransportType::Polling)] {
+        let mut offender = TestClient::connect(&server.url(), transport).await;
+        offender.first_total().await;
+        let huge = json!({"pad": "x".repeat(10_000)});
+        // The send may fail or succeed depending on when the server drops the
+        // connection; what matters is that nothing is counted and no ack comes.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let _ = offender
+            .client
+            .emit_with_ack("click", huge, Duration::from_secs(2), move |_, _| {
+                tx.lock().unwrap().take().map(|tx| tx.send(()));
+                futures_util::FutureExt::boxed(async {})
+            })
+            .await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), rx).await.is_err(),
+            "an oversized click must not be acknowledged ({name})"
+        );
+    }
+
+    // The server is still up and the count is exact.
+    assert_eq!(bystander.click().await, json!({"total": 2}));
+    bystander.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_unless_allowed() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let handshake = format!("{}/socket.io/?EIO=4&transport=polling", server.url());
+
+    let foreign = http.get(&handshake).header("Origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    let body: serde_json::Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden_origin");
+
+    let same = http.get(&handshake).header("Origin", server.url()).send().await.unwrap();
+    assert_eq!(same.status(), 200);
+    let no_origin = http.get(&handshake).send().await.unwrap();
+    assert_eq!(no_origin.status(), 200);
+    server.stop().await.unwrap();
+
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.allowed_origins = vec![tally::config::AllowedOrigin::Exact("https://app.example".into())];
+    let server = TestServer::start(config).await;
+    let handshake = format!("{}/socket.io/?EIO=4&transport=polling", server.url());
+    let listed = http.get(&handshake).header("Origin", "https://app.example").send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.headers()["access-control-allow-origin"], "https://app.example");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn polling_only_servers_refuse_websocket_clients() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.transports = vec![tally::config::Transport::Polling];
+    let server = TestServer::start(config).await;
+    let ws = rust_socketio::asynchronous::ClientBuilder::new(server.url())
+        .transport_type(TransportType::Websocket)
+        .reconnect(false)
+        .connect();
+    assert!(tokio::time::timeout(WAIT, ws).await.unwrap().is_err());
+    let mut polling = TestClient::connect(&server.url(), TransportType::Polling).await;
+    assert_eq!(polling.first_total().await, 0);
+    assert_eq!(polling.click_total().await, 1);
+    polling.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_page_and_health_check_are_served() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+
+    let page = http.get(server.url()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/app.js"), "the page loads its script");
+    for asset in ["/app.js", "/app.css"] {
+        let response = http.get(format!("{}{asset}", server.url())).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+    }
+
+    let health = http.get(format!("{}/healthz", server.url())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let missing = http.get(format!("{}/nope", server.url())).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    server.stop().await.unwrap();
+}
