@@ -12,7 +12,13 @@ const FILES: [&str; 3] = ["index.html", "app.js", "app.css"];
 fn main() {
     let web = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("web");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("web");
-    for input in ["src", "index.html", "build.mjs", "package.json", "package-lock.json"] {
+    for input in [
+        "src",
+        "index.html",
+        "build.mjs",
+        "package.json",
+        "package-lock.json",
+    ] {
         println!("cargo::rerun-if-changed=web/{input}");
     }
     println!("cargo::rerun-if-env-changed=TALLY_WEB_DIST");
@@ -24,7 +30,10 @@ fn main() {
         std::fs::create_dir_all(&out).unwrap();
         for file in FILES {
             if let Err(err) = std::fs::copy(dist.join(file), out.join(file)) {
-                fail(&format!("TALLY_WEB_DIST: cannot copy {file} from {}: {err}", dist.display()));
+                fail(&format!(
+                    "TALLY_WEB_DIST: cannot copy {file} from {}: {err}",
+                    dist.display()
+                ));
             }
         }
         return;
@@ -39,7 +48,12 @@ fn main() {
         );
     }
     if needs_install(&web) {
-        run(Command::new(npm).args(["ci", "--no-audit", "--no-fund"]).current_dir(&web), "npm ci");
+        run(
+            Command::new(npm)
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&web),
+            "npm ci",
+        );
     }
     run(
         Command::new(npm)
@@ -50,7 +64,10 @@ fn main() {
     );
     for file in FILES {
         if !out.join(file).is_file() {
-            fail(&format!("the web build did not produce {file} in {}", out.display()));
+            fail(&format!(
+                "the web build did not produce {file} in {}",
+                out.display()
+            ));
         }
     }
 }

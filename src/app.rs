@@ -70,7 +70,10 @@ impl App {
 
     /// Builds the server on a store the caller provides (tests use this to
     /// inject failures).
-    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
+    pub async fn build_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let counters = Arc::new(Counters::from_totals(store.load().await?));
         tracing::info!(
             backend = store.backend(),
@@ -89,14 +92,15 @@ impl App {
         realtime::register(&io);
 
         let policy = OriginPolicy::new(&config.allowed_origins);
-        let mut router = http::routes()
-            .with_state(state.clone())
-            .layer(socket_layer);
+        let mut router = http::routes().with_state(state.clone()).layer(socket_layer);
         if let Some(cors) = policy.cors() {
             router = router.layer(cors);
         }
         let router = router
-            .layer(axum::middleware::from_fn_with_state(policy, http::origin_check))
+            .layer(axum::middleware::from_fn_with_state(
+                policy,
+                http::origin_check,
+            ))
             .layer(TraceLayer::new_for_http());
 
         let listener = TcpListener::bind(config.addr)
@@ -128,7 +132,10 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then shuts down without losing a click.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
         let addr = self.local_addr();
         let App {
             listener,
@@ -218,7 +225,10 @@ fn socket_io_builder(config: &Config) -> socketioxide::SocketIoBuilder {
         // WebSocket messages obey the same limit.
         .ws_max_message_size(max_payload)
         .ws_max_frame_size(max_payload);
-    match (config.allows(Transport::Websocket), config.allows(Transport::Polling)) {
+    match (
+        config.allows(Transport::Websocket),
+        config.allows(Transport::Polling),
+    ) {
         (true, false) => builder.transports([TransportType::Websocket]),
         (false, true) => builder.transports([TransportType::Polling]),
         _ => builder.transports([TransportType::Polling, TransportType::Websocket]),

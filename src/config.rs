@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.database_url, "sqlite://tally.db");
         assert!(config.allowed_origins.is_empty());
-        assert_eq!(config.transports, [Transport::Websocket, Transport::Polling]);
+        assert_eq!(
+            config.transports,
+            [Transport::Websocket, Transport::Polling]
+        );
         assert_eq!(config.ping_interval, Duration::from_secs(25));
         assert_eq!(config.ping_timeout, Duration::from_secs(20));
         assert_eq!(config.max_payload, 100_000);
@@ -205,7 +208,10 @@ mod tests {
             ["tally", "--addr", "localhost"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err().to_string();
-            assert!(err.contains(args[1]), "error for {args:?} should name the option: {err}");
+            assert!(
+                err.contains(args[1]),
+                "error for {args:?} should name the option: {err}"
+            );
         }
     }
 
@@ -215,7 +221,10 @@ mod tests {
             Cli::parse_from(["tally", "--allowed-origins", "https://Example.com/,*"]).serve;
         assert_eq!(
             config.allowed_origins,
-            [AllowedOrigin::Exact("https://example.com".into()), AllowedOrigin::Any]
+            [
+                AllowedOrigin::Exact("https://example.com".into()),
+                AllowedOrigin::Any
+            ]
         );
     }
 

@@ -92,7 +92,11 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     }
     // Several flush intervals pass while the store is down.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(stored(&store.inner).await, 5, "nothing can be written while down");
+    assert_eq!(
+        stored(&store.inner).await,
+        5,
+        "nothing can be written while down"
+    );
 
     store.down.store(false, Ordering::SeqCst);
     wait_until_stored(&store.inner, 12).await;
@@ -116,11 +120,20 @@ async fn shutdown_reports_clicks_it_could_not_store() {
     client.click_total().await;
     client.disconnect().await;
     let err = server.stop().await.unwrap_err();
-    assert!(err.to_string().contains("2 click(s) could not be written"), "{err}");
+    assert!(
+        err.to_string().contains("2 click(s) could not be written"),
+        "{err}"
+    );
 }
 
 async fn stored(store: &SqliteStore) -> u64 {
-    store.load().await.unwrap().into_iter().map(|(_, total)| total).sum()
+    store
+        .load()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, total)| total)
+        .sum()
 }
 
 async fn wait_until_stored(store: &SqliteStore, total: u64) {
@@ -128,7 +141,11 @@ async fn wait_until_stored(store: &SqliteStore, total: u64) {
     // Polls the database because the flush is a background task with no
     // event to wait on; the bound keeps a regression from hanging the suite.
     while stored(store).await != total {
-        assert!(tokio::time::Instant::now() < deadline, "store never reached {total}; has {}", stored(store).await);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "store never reached {total}; has {}",
+            stored(store).await
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -12,7 +12,11 @@ use serde_json::json;
 async fn connecting_sends_the_current_total_over_each_transport() {
     let db = TempDb::new();
     let server = TestServer::start(db.config()).await;
-    for transport in [TransportType::Websocket, TransportType::Polling, TransportType::Any] {
+    for transport in [
+        TransportType::Websocket,
+        TransportType::Polling,
+        TransportType::Any,
+    ] {
         let mut client = TestClient::connect(&server.url(), transport).await;
         assert_eq!(client.first_total().await, 0);
         client.disconnect().await;
@@ -29,8 +33,16 @@ async fn click_ack_carries_the_total_including_that_click() {
     assert_eq!(client.click().await, json!({"total": 1}));
     assert_eq!(client.click().await, json!({"total": 2}));
     // An empty object or null is accepted as "no payload".
-    assert_eq!(client.emit_with_ack("click", json!({}).into()).await, json!({"total": 3}));
-    assert_eq!(client.emit_with_ack("click", Payload::Text(vec![json!(null)])).await, json!({"total": 4}));
+    assert_eq!(
+        client.emit_with_ack("click", json!({}).into()).await,
+        json!({"total": 3})
+    );
+    assert_eq!(
+        client
+            .emit_with_ack("click", Payload::Text(vec![json!(null)]))
+            .await,
+        json!({"total": 4})
+    );
     assert_eq!(client.wait_for_total(4).await, 4);
     client.disconnect().await;
     server.stop().await.unwrap();
@@ -47,19 +59,24 @@ async fn clients_converge(broadcast_interval: Duration) {
 
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let transport = if i % 2 == 0 { TransportType::Websocket } else { TransportType::Polling };
+        let transport = if i % 2 == 0 {
+            TransportType::Websocket
+        } else {
+            TransportType::Polling
+        };
         let mut client = TestClient::connect(&server.url(), transport).await;
         client.first_total().await;
         clients.push(client);
     }
-    let acked: Vec<Vec<u64>> = futures_util::future::join_all(clients.iter().map(|client| async move {
-        let mut totals = Vec::new();
-        for _ in 0..CLICKS {
-            totals.push(client.click_total().await);
-        }
-        totals
-    }))
-    .await;
+    let acked: Vec<Vec<u64>> =
+        futures_util::future::join_all(clients.iter().map(|client| async move {
+            let mut totals = Vec::new();
+            for _ in 0..CLICKS {
+                totals.push(client.click_total().await);
+            }
+            totals
+        }))
+        .await;
 
     // Every ack is a distinct total: no click was counted twice or lost.
     let mut all: Vec<u64> = acked.into_iter().flatten().collect();
@@ -67,7 +84,10 @@ async fn clients_converge(broadcast_interval: Duration) {
     assert_eq!(all, (1..=CLIENTS * CLICKS).collect::<Vec<_>>());
 
     for client in &mut clients {
-        assert_eq!(client.wait_for_total(CLIENTS * CLICKS).await, CLIENTS * CLICKS);
+        assert_eq!(
+            client.wait_for_total(CLIENTS * CLICKS).await,
+            CLIENTS * CLICKS
+        );
     }
     for client in clients {
         client.disconnect().await;
@@ -124,9 +144,17 @@ async fn garbage_clicks_are_refused_and_not_counted() {
     // Unknown events are ignored; refused clicks without an ack are fine too.
     // (Binary goes without an ack because rust_socketio sends a binary
     // emit-with-ack as a BINARY_ACK packet; the JS test covers that case.)
-    client.client.emit("explode", json!({"now": true})).await.unwrap();
+    client
+        .client
+        .emit("explode", json!({"now": true}))
+        .await
+        .unwrap();
     client.client.emit("click", json!("garbage")).await.unwrap();
-    client.client.emit("click", Payload::Binary(vec![0xde, 0xad].into())).await.unwrap();
+    client
+        .client
+        .emit("click", Payload::Binary(vec![0xde, 0xad].into()))
+        .await
+        .unwrap();
 
     assert_eq!(client.click().await, json!({"total": 1}));
     client.disconnect().await;
@@ -143,7 +171,10 @@ async fn oversized_packets_close_only_the_sender() {
     let bystander = TestClient::connect(&server.url(), TransportType::Websocket).await;
     bystander.click_total().await;
 
-    for (name, transport) in [("websocket", TransportType::Websocket), ("polling", TransportType::Polling)] {
+    for (name, transport) in [
+        ("websocket", TransportType::Websocket),
+        ("polling", TransportType::Polling),
+    ] {
         let mut offender = TestClient::connect(&server.url(), transport).await;
         offender.first_total().await;
         let huge = json!({"pad": "x".repeat(10_000)});
@@ -159,7 +190,9 @@ async fn oversized_packets_close_only_the_sender() {
             })
             .await;
         assert!(
-            tokio::time::timeout(Duration::from_secs(2), rx).await.is_err(),
+            tokio::time::timeout(Duration::from_secs(2), rx)
+                .await
+                .is_err(),
             "an oversized click must not be acknowledged ({name})"
         );
     }
@@ -177,12 +210,22 @@ async fn foreign_origins_are_refused_unless_allowed() {
     let http = reqwest::Client::new();
     let handshake = format!("{}/socket.io/?EIO=4&transport=polling", server.url());
 
-    let foreign = http.get(&handshake).header("Origin", "https://evil.example").send().await.unwrap();
+    let foreign = http
+        .get(&handshake)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(foreign.status(), 403);
     let body: serde_json::Value = foreign.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden_origin");
 
-    let same = http.get(&handshake).header("Origin", server.url()).send().await.unwrap();
+    let same = http
+        .get(&handshake)
+        .header("Origin", server.url())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(same.status(), 200);
     let no_origin = http.get(&handshake).send().await.unwrap();
     assert_eq!(no_origin.status(), 200);
@@ -190,12 +233,22 @@ async fn foreign_origins_are_refused_unless_allowed() {
 
     let db = TempDb::new();
     let mut config = db.config();
-    config.allowed_origins = vec![tally::config::AllowedOrigin::Exact("https://app.example".into())];
+    config.allowed_origins = vec![tally::config::AllowedOrigin::Exact(
+        "https://app.example".into(),
+    )];
     let server = TestServer::start(config).await;
     let handshake = format!("{}/socket.io/?EIO=4&transport=polling", server.url());
-    let listed = http.get(&handshake).header("Origin", "https://app.example").send().await.unwrap();
+    let listed = http
+        .get(&handshake)
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listed.status(), 200);
-    assert_eq!(listed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        listed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     server.stop().await.unwrap();
 }
 
@@ -225,20 +278,37 @@ async fn the_page_and_health_check_are_served() {
 
     let page = http.get(server.url()).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("/app.js"), "the page loads its script");
     for asset in ["/app.js", "/app.css"] {
-        let response = http.get(format!("{}{asset}", server.url())).send().await.unwrap();
+        let response = http
+            .get(format!("{}{asset}", server.url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{asset}");
     }
 
-    let health = http.get(format!("{}/healthz", server.url())).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["status"], "ok");
 
-    let missing = http.get(format!("{}/nope", server.url())).send().await.unwrap();
+    let missing = http
+        .get(format!("{}/nope", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     server.stop().await.unwrap();
 }

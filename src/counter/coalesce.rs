@@ -76,7 +76,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         counters.increment(&CounterKey::Global);
         let (at, first) = rx.recv().await.unwrap();
-        assert_eq!(at, start, "the first change after a quiet period is not delayed");
+        assert_eq!(
+            at, start,
+            "the first change after a quiet period is not delayed"
+        );
         assert_eq!(first[0].total, 1);
 
         for _ in 0..99 {
@@ -84,11 +87,17 @@ mod tests {
         }
         let (at, trailing) = rx.recv().await.unwrap();
         assert_eq!(at - start, Duration::from_millis(10));
-        assert_eq!(trailing[0].total, 100, "the trailing update carries the latest total");
+        assert_eq!(
+            trailing[0].total, 100,
+            "the trailing update carries the latest total"
+        );
 
         cancel.cancel();
         task.await.unwrap();
-        assert!(rx.try_recv().is_err(), "a burst yields exactly one trailing update");
+        assert!(
+            rx.try_recv().is_err(),
+            "a burst yields exactly one trailing update"
+        );
     }
 
     #[tokio::test(start_paused = true)]

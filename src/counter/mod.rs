@@ -144,7 +144,9 @@ impl Counters {
     fn read_others(&self) -> std::sync::RwLockReadGuard<'_, HashMap<CounterKey, Arc<Counter>>> {
         // A panic elsewhere cannot leave a counter half-updated (they are
         // atomics), so a poisoned lock is still safe to use.
-        self.others.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.others
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn for_each(&self, mut f: impl FnMut(&CounterKey, &Counter)) {
@@ -228,12 +230,24 @@ mod tests {
             counters.increment(&CounterKey::Global);
         }
         let deltas = counters.take_pending();
-        assert_eq!(deltas, [Delta { key: CounterKey::Global, amount: 3 }]);
+        assert_eq!(
+            deltas,
+            [Delta {
+                key: CounterKey::Global,
+                amount: 3
+            }]
+        );
         assert!(counters.take_pending().is_empty());
 
         counters.increment(&CounterKey::Global);
         counters.restore(&deltas);
-        assert_eq!(counters.take_pending(), [Delta { key: CounterKey::Global, amount: 4 }]);
+        assert_eq!(
+            counters.take_pending(),
+            [Delta {
+                key: CounterKey::Global,
+                amount: 4
+            }]
+        );
         assert_eq!(counters.global().total(), 4);
     }
 
@@ -243,7 +257,13 @@ mod tests {
         assert!(counters.take_changed().is_empty());
         counters.increment(&CounterKey::Global);
         counters.increment(&CounterKey::Global);
-        assert_eq!(counters.take_changed(), [Changed { key: CounterKey::Global, total: 12 }]);
+        assert_eq!(
+            counters.take_changed(),
+            [Changed {
+                key: CounterKey::Global,
+                total: 12
+            }]
+        );
         assert!(counters.take_changed().is_empty());
     }
 

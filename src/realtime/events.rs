@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// Name of the event carrying the global total.
@@ -97,6 +97,9 @@ mod tests {
         let ok = serde_json::to_value(Ack::Ok(Count { total: 3 })).unwrap();
         assert_eq!(ok, json!({"total": 3}));
         let err = serde_json::to_value(Ack::<Count>::error("bad_request", "nope")).unwrap();
-        assert_eq!(err, json!({"error": {"code": "bad_request", "message": "nope"}}));
+        assert_eq!(
+            err,
+            json!({"error": {"code": "bad_request", "message": "nope"}})
+        );
     }
 }

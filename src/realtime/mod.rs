@@ -48,7 +48,14 @@ async fn on_click(
     let total = state.counters.increment(&CounterKey::Global);
     ack.send(&Ack::Ok(Count { total })).ok();
     if state.broadcast_interval.is_zero() {
-        broadcast(&io, &[Changed { key: CounterKey::Global, total }]).await;
+        broadcast(
+            &io,
+            &[Changed {
+                key: CounterKey::Global,
+                total,
+            }],
+        )
+        .await;
     }
 }
 
@@ -76,7 +83,9 @@ pub async fn broadcast(io: &SocketIo, changed: &[Changed]) {
     for change in changed {
         match change.key {
             CounterKey::Global => {
-                let count = Count { total: change.total };
+                let count = Count {
+                    total: change.total,
+                };
                 if let Err(err) = everyone.clone().emit(COUNT, &count).await {
                     // A slow client whose buffer is full misses this update but
                     // will get the next one, which carries the newer total.

@@ -111,13 +111,19 @@ mod tests {
 
     #[test]
     fn key_names_round_trip() {
-        assert_eq!(parse_key(&key_name(&CounterKey::Global)).unwrap(), CounterKey::Global);
+        assert_eq!(
+            parse_key(&key_name(&CounterKey::Global)).unwrap(),
+            CounterKey::Global
+        );
         assert!(parse_key("nope").is_err());
     }
 
     #[tokio::test]
     async fn unknown_schemes_are_refused_with_a_clear_error() {
         let err = connect("mongodb://localhost").await.err().unwrap();
-        assert!(err.to_string().contains("unsupported database URL"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported database URL"),
+            "{err}"
+        );
     }
 }

@@ -38,8 +38,16 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
             .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-            .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
@@ -100,7 +108,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::connect(&url).await.unwrap();
         assert!(store.load().await.unwrap().is_empty());
-        let delta = |amount| Delta { key: CounterKey::Global, amount };
+        let delta = |amount| Delta {
+            key: CounterKey::Global,
+            amount,
+        };
         store.add(&[delta(3)]).await.unwrap();
         store.add(&[delta(4)]).await.unwrap();
         drop(store);
@@ -113,7 +124,13 @@ mod tests {
     #[tokio::test]
     async fn in_memory_databases_work() {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.add(&[Delta { key: CounterKey::Global, amount: 1 }]).await.unwrap();
+        store
+            .add(&[Delta {
+                key: CounterKey::Global,
+                amount: 1,
+            }])
+            .await
+            .unwrap();
         assert_eq!(store.load().await.unwrap(), [(CounterKey::Global, 1)]);
     }
 }

@@ -59,7 +59,12 @@ impl TestServer {
     }
 
     pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Self {
-        Self::started(App::build_with_store(config, store).await.expect("server builds")).await
+        Self::started(
+            App::build_with_store(config, store)
+                .await
+                .expect("server builds"),
+        )
+        .await
     }
 
     async fn started(app: App) -> Self {
@@ -148,7 +153,9 @@ impl TestClient {
     /// Clicks and returns the acked total, failing the test on an error ack.
     pub async fn click_total(&self) -> u64 {
         let ack = self.click().await;
-        ack["total"].as_u64().unwrap_or_else(|| panic!("click ack has a total: {ack}"))
+        ack["total"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("click ack has a total: {ack}"))
     }
 
     pub async fn emit_with_ack(&self, event: &str, payload: Payload) -> Value {
@@ -183,10 +190,16 @@ impl TestClient {
     /// Waits until a `count` of at least `total` has arrived; returns it.
     pub async fn wait_for_total(&mut self, total: u64) -> u64 {
         let last = self.seen.clone();
-        let seen = tokio::time::timeout(WAIT, self.seen.wait_for(|s| s.is_some_and(|s| s >= total)))
-            .await
-            .unwrap_or_else(|_| panic!("no count >= {total} within {WAIT:?}; last seen {:?}", *last.borrow()))
-            .expect("client alive");
+        let seen =
+            tokio::time::timeout(WAIT, self.seen.wait_for(|s| s.is_some_and(|s| s >= total)))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no count >= {total} within {WAIT:?}; last seen {:?}",
+                        *last.borrow()
+                    )
+                })
+                .expect("client alive");
         seen.unwrap()
     }
 
