@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{Config, Transport};
+use crate::auth::{Auth, Tokens};
+use crate::config::{Config, ConfigError, Transport};
+use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::{self, Counters};
 use crate::http::{self, OriginPolicy};
 use crate::realtime;
@@ -31,6 +33,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("could not open the store: {0}")]
     Store(#[from] StoreError),
     #[error("could not listen on {addr}: {source}")]
@@ -59,11 +63,13 @@ pub struct App {
     io: SocketIo,
     state: AppState,
     flush_interval: Duration,
+    leaderboard_interval: Duration,
 }
 
 impl App {
     /// Opens the store named in `config` and builds the server on it.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
         let store = store::connect(&config.database_url).await?;
         Self::build_with_store(config, store).await
     }
@@ -74,15 +80,27 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
+        config.validate()?;
         let counters = Arc::new(Counters::from_totals(store.load().await?));
         tracing::info!(
             backend = store.backend(),
             total = counters.global().total(),
             "store ready"
         );
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.0.as_bytes().to_vec(),
+            None => Tokens::random_secret(),
+        };
+        let auth = Auth {
+            mode: config.auth,
+            tokens: Tokens::new(&secret, config.token_ttl),
+            guest_login: config.guest_login(),
+        };
         let state = AppState {
+            leaderboard: Arc::new(LiveLeaderboard::new(&counters)),
             counters,
             store,
+            auth: Arc::new(auth),
             broadcast_interval: config.broadcast_interval,
         };
 
@@ -116,6 +134,7 @@ impl App {
             io,
             state,
             flush_interval: config.flush_interval,
+            leaderboard_interval: config.leaderboard_interval,
         })
     }
 
@@ -143,6 +162,7 @@ impl App {
             io,
             state,
             flush_interval,
+            leaderboard_interval,
         } = self;
 
         let stop_flushing = CancellationToken::new();
@@ -161,10 +181,23 @@ impl App {
                 stop_publishing.clone(),
                 move |changed| {
                     let io = io.clone();
-                    async move { realtime::broadcast(&io, &changed).await }
+                    async move { realtime::publish(&io, &changed).await }
                 },
             ))
         });
+        let leaderboard = tokio::spawn(counter::leaderboard::run(
+            state.counters.clone(),
+            state.leaderboard.clone(),
+            leaderboard_interval,
+            stop_publishing.clone(),
+            {
+                let io = io.clone();
+                move |top| {
+                    let io = io.clone();
+                    async move { realtime::publish_leaderboard(&io, &top).await }
+                }
+            },
+        ));
 
         let stop = CancellationToken::new();
         tokio::spawn({
@@ -191,6 +224,7 @@ impl App {
                 Some(coalescer) => coalescer.await,
                 None => Ok(()),
             };
+            let published = published.and(leaderboard.await);
             io.close().await;
             published
         };

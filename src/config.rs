@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::auth::AuthMode;
+use crate::auth::MIN_SECRET_LEN;
+
 /// tally: a real-time click tracker speaking Socket.IO.
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about, args_conflicts_with_subcommands = true)]
@@ -92,6 +95,33 @@ pub struct Config {
     #[arg(long, env = "TALLY_BROADCAST_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub broadcast_interval: Duration,
 
+    /// How Socket.IO clients identify themselves: `open` (a token, a bare
+    /// username, or nothing for anonymous clicks) or `token` (a valid JWT on
+    /// every connection).
+    #[arg(long, env = "TALLY_AUTH", value_enum, default_value = "open")]
+    pub auth: AuthMode,
+
+    /// Secret that signs and checks HS256 tokens, at least 32 bytes. Required
+    /// with `--auth token`. Without it, `--auth open` makes a random one at
+    /// start, so its tokens do not survive a restart.
+    #[arg(long, env = "TALLY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Lifetime of the tokens issued by `POST /api/session`.
+    #[arg(long, env = "TALLY_TOKEN_TTL", default_value = "1h", value_parser = parse_positive_duration)]
+    pub token_ttl: Duration,
+
+    /// Whether `POST /api/session` hands a token to anyone who names a free
+    /// username (`true`/`false`). Default: on with `--auth open`, off with
+    /// `--auth token`.
+    #[arg(long, env = "TALLY_GUEST_LOGIN", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub guest_login: Option<bool>,
+
+    /// Least time between two `leaderboard` broadcasts.
+    #[arg(long, env = "TALLY_LEADERBOARD_INTERVAL", default_value = "500ms", value_parser = parse_positive_duration)]
+    pub leaderboard_interval: Duration,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `tally=debug,info`.
     /// When not given, `RUST_LOG` is used, and `info` when neither is set.
     #[arg(long, env = "TALLY_LOG")]
@@ -107,9 +137,49 @@ impl Config {
         config
     }
 
+    /// Checks the rules that involve several options.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.jwt_secret, self.auth) {
+            (None, AuthMode::Token) => Err(ConfigError::MissingSecret),
+            (Some(secret), _) if secret.0.len() < MIN_SECRET_LEN => Err(ConfigError::ShortSecret),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether guest login is on, after applying the mode's default.
+    pub fn guest_login(&self) -> bool {
+        self.guest_login.unwrap_or(self.auth == AuthMode::Open)
+    }
+
     /// True when the given transport is enabled.
     pub fn allows(&self, transport: Transport) -> bool {
         self.transports.contains(&transport)
+    }
+}
+
+/// A configuration that parses but cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--jwt-secret (TALLY_JWT_SECRET) is required with --auth token")]
+    MissingSecret,
+    #[error("--jwt-secret (TALLY_JWT_SECRET) must be at least {MIN_SECRET_LEN} bytes")]
+    ShortSecret,
+}
+
+/// A secret string that never shows up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
     }
 }
 
@@ -225,6 +295,31 @@ mod tests {
                 AllowedOrigin::Exact("https://example.com".into()),
                 AllowedOrigin::Any
             ]
+        );
+    }
+
+    #[test]
+    fn token_mode_needs_a_long_enough_secret() {
+        let parse = |args: &[&str]| Cli::parse_from([&["tally"], args].concat()).serve;
+        assert_eq!(
+            parse(&["--auth", "token"]).validate(),
+            Err(ConfigError::MissingSecret)
+        );
+        assert_eq!(
+            parse(&["--auth", "token", "--jwt-secret", "short"]).validate(),
+            Err(ConfigError::ShortSecret)
+        );
+        let ok = parse(&["--auth", "token", "--jwt-secret", &"k".repeat(32)]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(
+            !ok.guest_login(),
+            "guest login is off by default in token mode"
+        );
+        assert!(parse(&[]).guest_login(), "and on in open mode");
+        assert!(!parse(&["--guest-login", "false"]).guest_login());
+        assert!(
+            !format!("{ok:?}").contains("kkkk"),
+            "the secret never shows in Debug output"
         );
     }
 

@@ -5,6 +5,7 @@
 //! embedders can start the real server on port 0.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod counter;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod realtime;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod user;
 
 pub use app::App;
 pub use config::Config;

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::counter::Counters;
+use crate::counter::leaderboard::LiveLeaderboard;
 use crate::store::Store;
 
 /// Cheap to clone: every field is a handle or a copyable value.
@@ -11,6 +13,9 @@ use crate::store::Store;
 pub struct AppState {
     pub counters: Arc<Counters>,
     pub store: Arc<dyn Store>,
+    /// The live top list, as last published.
+    pub leaderboard: Arc<LiveLeaderboard>,
+    pub auth: Arc<Auth>,
     /// Zero means "broadcast after every click" instead of coalescing.
     pub broadcast_interval: Duration,
 }

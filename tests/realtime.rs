@@ -30,18 +30,18 @@ async fn click_ack_carries_the_total_including_that_click() {
     let server = TestServer::start(db.config()).await;
     let mut client = TestClient::connect(&server.url(), TransportType::Websocket).await;
     client.first_total().await;
-    assert_eq!(client.click().await, json!({"total": 1}));
-    assert_eq!(client.click().await, json!({"total": 2}));
+    assert_eq!(client.click().await, json!({"total": 1, "you": null}));
+    assert_eq!(client.click().await, json!({"total": 2, "you": null}));
     // An empty object or null is accepted as "no payload".
     assert_eq!(
         client.emit_with_ack("click", json!({}).into()).await,
-        json!({"total": 3})
+        json!({"total": 3, "you": null})
     );
     assert_eq!(
         client
             .emit_with_ack("click", Payload::Text(vec![json!(null)]))
             .await,
-        json!({"total": 4})
+        json!({"total": 4, "you": null})
     );
     assert_eq!(client.wait_for_total(4).await, 4);
     client.disconnect().await;
@@ -156,7 +156,7 @@ async fn garbage_clicks_are_refused_and_not_counted() {
         .await
         .unwrap();
 
-    assert_eq!(client.click().await, json!({"total": 1}));
+    assert_eq!(client.click().await, json!({"total": 1, "you": null}));
     client.disconnect().await;
     server.stop().await.unwrap();
     assert_eq!(common::stored_total(&db).await, 1);
@@ -198,7 +198,7 @@ async fn oversized_packets_close_only_the_sender() {
     }
 
     // The server is still up and the count is exact.
-    assert_eq!(bystander.click().await, json!({"total": 2}));
+    assert_eq!(bystander.click().await, json!({"total": 2, "you": null}));
     bystander.disconnect().await;
     server.stop().await.unwrap();
 }

@@ -53,7 +53,6 @@ pub async fn run<P, F>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::CounterKey;
     use tokio::sync::mpsc;
 
     #[tokio::test(start_paused = true)]
@@ -74,7 +73,7 @@ mod tests {
         ));
 
         let start = tokio::time::Instant::now();
-        counters.increment(&CounterKey::Global);
+        counters.click(None);
         let (at, first) = rx.recv().await.unwrap();
         assert_eq!(
             at, start,
@@ -83,7 +82,7 @@ mod tests {
         assert_eq!(first[0].total, 1);
 
         for _ in 0..99 {
-            counters.increment(&CounterKey::Global);
+            counters.click(None);
         }
         let (at, trailing) = rx.recv().await.unwrap();
         assert_eq!(at - start, Duration::from_millis(10));
@@ -114,9 +113,9 @@ mod tests {
                 async move { tx.send(changed).unwrap() }
             },
         ));
-        counters.increment(&CounterKey::Global);
+        counters.click(None);
         assert_eq!(rx.recv().await.unwrap()[0].total, 1);
-        counters.increment(&CounterKey::Global);
+        counters.click(None);
         cancel.cancel();
         task.await.unwrap();
         assert_eq!(rx.recv().await.unwrap()[0].total, 2);

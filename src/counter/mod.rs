@@ -4,31 +4,38 @@
 //! (what clients see) and the part of it not yet written to the store
 //! (`pending`). The write-behind task in [`flush`] drains `pending` into the
 //! store; the coalescing task in [`coalesce`] turns bursts of changes into
-//! bounded broadcasts. Counters are addressed by [`CounterKey`] so per-room
-//! and per-user counters can join the global one without a new mechanism.
+//! bounded broadcasts; [`leaderboard`] ranks users. Counters are addressed by
+//! [`CounterKey`]: the global total and one counter per user today, rooms
+//! later, all flushed and published by the same mechanism.
 
 pub mod coalesce;
 pub mod flush;
+pub mod leaderboard;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use tokio::sync::Notify;
 
-/// Names one counter. Only the global click counter exists today; rooms and
-/// users become further variants.
+use crate::user::Username;
+
+/// Names one counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CounterKey {
-    /// Every click from everyone.
+    /// Every click from everyone, anonymous or not.
     Global,
+    /// The clicks of one user.
+    User(Username),
 }
 
 impl fmt::Display for CounterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CounterKey::Global => f.write_str("global"),
+            CounterKey::User(name) => write!(f, "user:{name}"),
         }
     }
 }
@@ -47,7 +54,16 @@ pub struct Changed {
     pub total: u64,
 }
 
-/// One counter. All fields are atomics so that a click never takes a lock.
+/// What one click produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Click {
+    /// The global total including this click.
+    pub total: u64,
+    /// The clicking user's total including this click; `None` if anonymous.
+    pub you: Option<u64>,
+}
+
+/// One counter. All fields are atomics so that a click never waits on I/O.
 #[derive(Debug, Default)]
 pub struct Counter {
     /// What clients are told: the stored value plus every accepted increment.
@@ -56,38 +72,49 @@ pub struct Counter {
     pending: AtomicU64,
     /// The last total handed to the coalescer, so unchanged counters are skipped.
     published: AtomicU64,
+    /// Set while the counter sits in the dirty list, so it is queued once per tick.
+    dirty: AtomicBool,
 }
 
 impl Counter {
     fn starting_at(total: u64) -> Self {
         Counter {
             total: AtomicU64::new(total),
-            pending: AtomicU64::new(0),
             published: AtomicU64::new(total),
+            ..Counter::default()
         }
     }
 
     /// The current total.
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Acquire)
+        self.total.load(Ordering::SeqCst)
     }
 
-    /// Adds `amount` and returns the total including it. The pending amount
-    /// is raised first so a flush can never see a total it cannot account for.
-    fn add(&self, amount: u64) -> u64 {
-        self.pending.fetch_add(amount, Ordering::AcqRel);
-        self.total.fetch_add(amount, Ordering::AcqRel) + amount
+    /// Adds one and returns the total including it.
+    fn add_one(&self) -> u64 {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
 /// Every counter of the process, plus a signal raised on each change.
 #[derive(Debug)]
 pub struct Counters {
-    /// The global counter, kept outside the map because every click touches it.
-    global: Arc<Counter>,
-    /// Keyed counters other than the global one. Locked only briefly and never
-    /// across an `.await`.
-    others: RwLock<HashMap<CounterKey, Arc<Counter>>>,
+    /// The global counter, outside the map because every click touches it.
+    global: Counter,
+    /// One counter per user who has clicked (or was loaded from the store).
+    users: RwLock<HashMap<Username, Arc<Counter>>>,
+    /// Users whose total moved since the coalescer last looked. A list rather
+    /// than a scan, so a publication costs the number of active users, not
+    /// the number of known users.
+    dirty_users: Mutex<Vec<(Username, Arc<Counter>)>>,
+    /// Clicks made by identified users since start; the leaderboard task
+    /// compares it between ticks to skip work when no user clicked.
+    user_clicks: AtomicU64,
+    /// Shared by every click, exclusive while pending deltas are taken, so a
+    /// flush never stores a click in the global total but not in its user's
+    /// (or the reverse). Never held across an `.await`.
+    gate: RwLock<()>,
     changed: Notify,
 }
 
@@ -95,19 +122,21 @@ impl Counters {
     /// Builds the counters from the totals the store holds.
     pub fn from_totals(totals: impl IntoIterator<Item = (CounterKey, u64)>) -> Self {
         let mut global = 0;
-        let mut others = HashMap::new();
+        let mut users = HashMap::new();
         for (key, total) in totals {
             match key {
                 CounterKey::Global => global = total,
-                #[allow(unreachable_patterns)]
-                other => {
-                    others.insert(other, Arc::new(Counter::starting_at(total)));
+                CounterKey::User(name) => {
+                    users.insert(name, Arc::new(Counter::starting_at(total)));
                 }
             }
         }
         Counters {
-            global: Arc::new(Counter::starting_at(global)),
-            others: RwLock::new(others),
+            global: Counter::starting_at(global),
+            users: RwLock::new(users),
+            dirty_users: Mutex::new(Vec::new()),
+            user_clicks: AtomicU64::new(0),
+            gate: RwLock::new(()),
             changed: Notify::new(),
         }
     }
@@ -117,89 +146,144 @@ impl Counters {
         &self.global
     }
 
-    /// Counts one click on `key` and returns the new total.
-    pub fn increment(&self, key: &CounterKey) -> u64 {
-        let total = self.with_counter(key, |counter| counter.add(1));
+    /// Counts one click, attributed to `user` if given.
+    pub fn click(&self, user: Option<&Username>) -> Click {
+        let user = user.map(|name| self.user_counter(name));
+        let click = {
+            let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let you = user.as_ref().map(|(_, counter)| counter.add_one());
+            Click {
+                total: self.global.add_one(),
+                you,
+            }
+        };
+        if let Some((name, counter)) = user {
+            self.user_clicks.fetch_add(1, Ordering::SeqCst);
+            if !counter.dirty.swap(true, Ordering::SeqCst) {
+                lock(&self.dirty_users).push((name, counter));
+            }
+        }
         self.changed.notify_one();
-        total
+        click
     }
 
-    fn with_counter<R>(&self, key: &CounterKey, f: impl FnOnce(&Counter) -> R) -> R {
-        if *key == CounterKey::Global {
-            return f(&self.global);
+    /// The counter of `name`, created at zero if the user is new. The
+    /// returned name is the spelling first seen, which is the one stored.
+    fn user_counter(&self, name: &Username) -> (Username, Arc<Counter>) {
+        if let Some((known, counter)) = self.read_users().get_key_value(name) {
+            return (known.clone(), counter.clone());
         }
-        if let Some(counter) = self.read_others().get(key) {
-            return f(counter);
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        match users.entry(name.clone()) {
+            Entry::Occupied(known) => (known.key().clone(), known.get().clone()),
+            Entry::Vacant(new) => {
+                let counter = new.insert(Arc::new(Counter::default())).clone();
+                (name.clone(), counter)
+            }
         }
-        let counter = self
-            .others
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        f(&counter)
     }
 
-    fn read_others(&self) -> std::sync::RwLockReadGuard<'_, HashMap<CounterKey, Arc<Counter>>> {
-        // A panic elsewhere cannot leave a counter half-updated (they are
-        // atomics), so a poisoned lock is still safe to use.
-        self.others
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read_users(&self) -> RwLockReadGuard<'_, HashMap<Username, Arc<Counter>>> {
+        // Counters are atomics, so a panic elsewhere cannot leave one
+        // half-updated: a poisoned lock is still safe to use.
+        self.users.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn for_each(&self, mut f: impl FnMut(&CounterKey, &Counter)) {
-        f(&CounterKey::Global, &self.global);
-        for (key, counter) in self.read_others().iter() {
-            f(key, counter);
+    /// A user's total, if the user has ever clicked.
+    pub fn user_total(&self, name: &Username) -> Option<u64> {
+        let total = self.read_users().get(name)?.total();
+        (total > 0).then_some(total)
+    }
+
+    /// The spelling under which a user is known, if they ever clicked.
+    pub fn known_username(&self, name: &Username) -> Option<Username> {
+        self.read_users()
+            .get_key_value(name)
+            .filter(|(_, counter)| counter.total() > 0)
+            .map(|(known, _)| known.clone())
+    }
+
+    /// Clicks by identified users since start (only ever grows).
+    pub fn user_clicks(&self) -> u64 {
+        self.user_clicks.load(Ordering::SeqCst)
+    }
+
+    /// Calls `f` with every user and their total.
+    pub fn for_each_user(&self, mut f: impl FnMut(&Username, u64)) {
+        for (name, counter) in self.read_users().iter() {
+            f(name, counter.total());
         }
     }
 
     /// Takes every pending increment, leaving zero behind. The caller must
     /// either store the deltas or hand them back with [`Counters::restore`].
     pub fn take_pending(&self) -> Vec<Delta> {
+        let users = self.read_users();
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut deltas = Vec::new();
-        self.for_each(|key, counter| {
-            let amount = counter.pending.swap(0, Ordering::AcqRel);
+        let mut take = |key: &dyn Fn() -> CounterKey, counter: &Counter| {
+            let amount = counter.pending.swap(0, Ordering::SeqCst);
             if amount > 0 {
-                deltas.push(Delta {
-                    key: key.clone(),
-                    amount,
-                });
+                deltas.push(Delta { key: key(), amount });
             }
-        });
+        };
+        take(&|| CounterKey::Global, &self.global);
+        for (name, counter) in users.iter() {
+            take(&|| CounterKey::User(name.clone()), counter);
+        }
         deltas
     }
 
     /// Puts back deltas that could not be stored, so the next flush retries them.
     pub fn restore(&self, deltas: &[Delta]) {
         for delta in deltas {
-            self.with_counter(&delta.key, |counter| {
-                counter.pending.fetch_add(delta.amount, Ordering::AcqRel)
-            });
+            let counter = match &delta.key {
+                CounterKey::Global => {
+                    self.global
+                        .pending
+                        .fetch_add(delta.amount, Ordering::SeqCst);
+                    continue;
+                }
+                CounterKey::User(name) => self.user_counter(name).1,
+            };
+            counter.pending.fetch_add(delta.amount, Ordering::SeqCst);
         }
     }
 
-    /// The sum of increments not yet stored.
+    /// The sum of increments not yet stored, over every counter.
     pub fn pending_total(&self) -> u64 {
-        let mut sum = 0;
-        self.for_each(|_, counter| sum += counter.pending.load(Ordering::Acquire));
-        sum
+        let users = self.read_users();
+        self.global.pending.load(Ordering::SeqCst)
+            + users
+                .values()
+                .map(|c| c.pending.load(Ordering::SeqCst))
+                .sum::<u64>()
     }
 
-    /// Totals that moved since the last call, each reported once.
+    /// Totals that moved since the last call, each reported once with its
+    /// latest value.
     pub fn take_changed(&self) -> Vec<Changed> {
         let mut changed = Vec::new();
-        self.for_each(|key, counter| {
+        let total = self.global.total();
+        if self.global.published.swap(total, Ordering::SeqCst) != total {
+            changed.push(Changed {
+                key: CounterKey::Global,
+                total,
+            });
+        }
+        let dirty = std::mem::take(&mut *lock(&self.dirty_users));
+        for (name, counter) in dirty {
+            // Cleared before reading the total: a click after this line
+            // queues the user again, a click before it is in the total read.
+            counter.dirty.store(false, Ordering::SeqCst);
             let total = counter.total();
-            if counter.published.swap(total, Ordering::AcqRel) != total {
+            if counter.published.swap(total, Ordering::SeqCst) != total {
                 changed.push(Changed {
-                    key: key.clone(),
+                    key: CounterKey::User(name),
                     total,
                 });
             }
-        });
+        }
         changed
     }
 
@@ -211,23 +295,74 @@ impl Counters {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn name(raw: &str) -> Username {
+        Username::parse(raw).unwrap()
+    }
+
     #[test]
-    fn increments_return_the_new_total() {
-        let counters = Counters::from_totals([(CounterKey::Global, 41)]);
-        assert_eq!(counters.increment(&CounterKey::Global), 42);
-        assert_eq!(counters.global().total(), 42);
-        assert_eq!(counters.pending_total(), 1);
+    fn clicks_return_the_new_totals() {
+        let counters =
+            Counters::from_totals([(CounterKey::Global, 41), (CounterKey::User(name("ada")), 5)]);
+        assert_eq!(
+            counters.click(None),
+            Click {
+                total: 42,
+                you: None
+            }
+        );
+        assert_eq!(
+            counters.click(Some(&name("ADA"))),
+            Click {
+                total: 43,
+                you: Some(6)
+            }
+        );
+        assert_eq!(
+            counters.click(Some(&name("bob"))),
+            Click {
+                total: 44,
+                you: Some(1)
+            }
+        );
+        assert_eq!(counters.pending_total(), 3 + 2);
+        assert_eq!(counters.user_total(&name("Ada")), Some(6));
+        assert_eq!(counters.user_total(&name("carol")), None);
+    }
+
+    #[test]
+    fn the_first_spelling_of_a_user_is_kept() {
+        let counters = Counters::from_totals([]);
+        counters.click(Some(&name("Ada")));
+        counters.click(Some(&name("ADA")));
+        assert_eq!(
+            counters.known_username(&name("ada")).unwrap().as_str(),
+            "Ada"
+        );
+        let deltas = counters.take_pending();
+        let user = deltas
+            .iter()
+            .find(|d| matches!(d.key, CounterKey::User(_)))
+            .unwrap();
+        assert_eq!(user.amount, 2);
+        let CounterKey::User(stored) = &user.key else {
+            unreachable!()
+        };
+        assert_eq!(stored.as_str(), "Ada");
     }
 
     #[test]
     fn pending_is_taken_once_and_restored_on_failure() {
         let counters = Counters::from_totals([]);
         for _ in 0..3 {
-            counters.increment(&CounterKey::Global);
+            counters.click(None);
         }
         let deltas = counters.take_pending();
         assert_eq!(
@@ -239,7 +374,7 @@ mod tests {
         );
         assert!(counters.take_pending().is_empty());
 
-        counters.increment(&CounterKey::Global);
+        counters.click(None);
         counters.restore(&deltas);
         assert_eq!(
             counters.take_pending(),
@@ -255,35 +390,67 @@ mod tests {
     fn changes_are_reported_once_with_the_latest_total() {
         let counters = Counters::from_totals([(CounterKey::Global, 10)]);
         assert!(counters.take_changed().is_empty());
-        counters.increment(&CounterKey::Global);
-        counters.increment(&CounterKey::Global);
+        counters.click(None);
+        counters.click(Some(&name("ada")));
+        counters.click(Some(&name("ada")));
+        let changed = counters.take_changed();
         assert_eq!(
-            counters.take_changed(),
-            [Changed {
-                key: CounterKey::Global,
-                total: 12
-            }]
+            changed,
+            [
+                Changed {
+                    key: CounterKey::Global,
+                    total: 13
+                },
+                Changed {
+                    key: CounterKey::User(name("ada")),
+                    total: 2
+                },
+            ]
         );
         assert!(counters.take_changed().is_empty());
+        counters.click(Some(&name("ada")));
+        assert_eq!(
+            counters.take_changed().len(),
+            2,
+            "a user is queued again after being published"
+        );
     }
 
     #[test]
-    fn concurrent_increments_are_exact() {
+    fn concurrent_clicks_are_exact_and_flushes_never_split_a_click() {
         let counters = Arc::new(Counters::from_totals([]));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
+        let threads: Vec<_> = ["ada", "bob", "carol", "dan"]
+            .map(|user| {
                 let counters = counters.clone();
+                let user = name(user);
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        counters.increment(&CounterKey::Global);
+                        counters.click(Some(&user));
                     }
                 })
             })
+            .into_iter()
             .collect();
+        // Flush while clicks are under way. Every click is attributed, so in
+        // every batch the global delta must equal the sum of the user deltas.
+        let mut stored = 0;
+        let mut check = |deltas: Vec<Delta>| {
+            let (global, users) = deltas.iter().fold((0, 0), |(g, u), d| match d.key {
+                CounterKey::Global => (g + d.amount, u),
+                CounterKey::User(_) => (g, u + d.amount),
+            });
+            assert_eq!(global, users, "a flush split a click");
+            stored += global;
+        };
+        while threads.iter().any(|t| !t.is_finished()) {
+            check(counters.take_pending());
+        }
         for thread in threads {
             thread.join().unwrap();
         }
+        check(counters.take_pending());
         assert_eq!(counters.global().total(), 40_000);
-        assert_eq!(counters.pending_total(), 40_000);
+        assert_eq!(stored, 40_000);
+        assert_eq!(counters.user_clicks(), 40_000);
     }
 }

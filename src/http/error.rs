@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::store::StoreError;
+use crate::user::USERNAME_RULE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -16,16 +17,29 @@ pub enum ApiError {
     ForbiddenOrigin,
     #[error("not found")]
     NotFound,
+    #[error("no such user")]
+    UnknownUser,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{USERNAME_RULE}")]
+    InvalidUsername,
+    #[error("guest login is disabled on this server")]
+    GuestLoginDisabled,
     #[error("the database is unavailable")]
     StoreUnavailable(#[from] StoreError),
+    #[error("internal error")]
+    Internal(String),
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::ForbiddenOrigin => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ForbiddenOrigin | ApiError::GuestLoginDisabled => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::UnknownUser => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidUsername => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -33,15 +47,24 @@ impl ApiError {
         match self {
             ApiError::ForbiddenOrigin => "forbidden_origin",
             ApiError::NotFound => "not_found",
+            ApiError::UnknownUser => "unknown_user",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidUsername => "invalid_username",
+            ApiError::GuestLoginDisabled => "guest_login_disabled",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Internal(_) => "internal",
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::StoreUnavailable(source) = &self {
-            tracing::warn!(error = %source, "request failed: store unavailable");
+        match &self {
+            ApiError::StoreUnavailable(source) => {
+                tracing::warn!(error = %source, "request failed: store unavailable");
+            }
+            ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
+            _ => {}
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         (self.status(), Json(body)).into_response()

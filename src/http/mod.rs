@@ -1,12 +1,13 @@
-//! HTTP side of tally: the page, its assets, the health check, and the
-//! origin policy in front of Socket.IO.
+//! HTTP side of tally: the page, its assets, the JSON API, the health check,
+//! and the origin policy in front of Socket.IO.
 
+mod api;
 mod assets;
 mod error;
 mod origin;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -22,6 +23,9 @@ pub fn routes() -> Router<AppState> {
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
         .route("/healthz", get(healthz))
+        .route("/api/leaderboard", get(api::leaderboard))
+        .route("/api/users/{username}", get(api::user))
+        .route("/api/session", post(api::session))
         .fallback(async || ApiError::NotFound)
 }
 

@@ -3,23 +3,67 @@
 //! | direction | event | payload |
 //! |---|---|---|
 //! | server → client | `count` | [`Count`] |
-//! | client → server | `click` | none (or `{}`), ack → [`Count`] or [`AckError`] |
+//! | server → client | `me` | [`Me`] (identified sockets only) |
+//! | server → client | `leaderboard` | list of [`Ranked`](crate::counter::leaderboard::Ranked) |
+//! | server → client | `session_expired` | [`SessionExpired`] |
+//! | client → server | `click` | none (or `{}`), ack → [`ClickAck`] or [`AckError`] |
+//! | client → server | `refresh` | [`Refresh`], ack → [`Refreshed`] or [`AckError`] |
 
 use std::fmt;
 
-use serde::Serialize;
-use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Name of the event carrying the global total.
+use crate::user::Username;
+
 pub const COUNT: &str = "count";
-/// Name of the event a client sends to click.
+pub const ME: &str = "me";
+pub const LEADERBOARD: &str = "leaderboard";
+pub const SESSION_EXPIRED: &str = "session_expired";
 pub const CLICK: &str = "click";
+pub const REFRESH: &str = "refresh";
 
 /// The global total. Totals only grow; a client keeps the largest it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Count {
     pub total: u64,
+}
+
+/// The ack of a `click`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClickAck {
+    /// The global total including this click.
+    pub total: u64,
+    /// The clicking user's count including this click; `null` if anonymous.
+    pub you: Option<u64>,
+}
+
+/// A user's own count, sent to every socket of that user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Me {
+    pub username: Username,
+    pub count: u64,
+}
+
+/// Sent just before the server closes a socket whose token ran out.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionExpired {
+    pub reason: &'static str,
+}
+
+/// A new token for the current session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    pub token: String,
+}
+
+/// The ack of a successful `refresh`.
+#[derive(Debug, Serialize)]
+pub struct Refreshed {
+    /// The new expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// An ack answer: the data on success, `{"error": {...}}` on failure. Clients
@@ -94,8 +138,12 @@ mod tests {
 
     #[test]
     fn ack_shapes_match_the_documented_contract() {
-        let ok = serde_json::to_value(Ack::Ok(Count { total: 3 })).unwrap();
-        assert_eq!(ok, json!({"total": 3}));
+        let ok = serde_json::to_value(Ack::Ok(ClickAck {
+            total: 3,
+            you: None,
+        }))
+        .unwrap();
+        assert_eq!(ok, json!({"total": 3, "you": null}));
         let err = serde_json::to_value(Ack::<Count>::error("bad_request", "nope")).unwrap();
         assert_eq!(
             err,

@@ -1,35 +1,60 @@
 //! Socket.IO handlers: the live side of tally.
 //!
-//! Owns the namespace `/`: greets each socket with the current total, turns
-//! `click` events into counter increments, and publishes totals as `count`
-//! broadcasts (coalesced by [`crate::counter::coalesce`], or one per click
-//! when the broadcast interval is zero).
+//! Owns the namespace `/`: checks each handshake ([`session`]), greets each
+//! socket with the current state (`count`, `leaderboard`, and `me` for an
+//! identified user), turns `click` events into counter increments, and
+//! publishes changes: totals as `count`, per-user counts as `me` to that
+//! user's room, and the top list as `leaderboard`.
 
 pub mod events;
+pub mod session;
 
 use serde_json::Value;
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 
+use crate::counter::leaderboard::Ranked;
 use crate::counter::{Changed, CounterKey};
 use crate::state::AppState;
-use events::{Ack, Args, CLICK, COUNT, Count};
+use events::{Ack, Args, CLICK, COUNT, ClickAck, Count, LEADERBOARD, ME, Me, REFRESH};
+use session::Identity;
 
 /// Registers the handlers of namespace `/`.
 pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect);
+    io.ns("/", on_connect.with(session::authenticate));
 }
 
-async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
-    tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), "socket connected");
+async fn on_connect(
+    socket: SocketRef,
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) {
+    tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
+    session::start(&socket, &identity);
+
+    // A reconnecting client gets the whole current state: socketioxide does
+    // not replay what it missed.
     let total = state.counters.global().total();
-    if let Err(err) = socket.emit(COUNT, &Count { total }) {
-        tracing::debug!(sid = %socket.id, error = %err, "could not greet socket");
+    socket.emit(COUNT, &Count { total }).ok();
+    socket.emit(LEADERBOARD, &*state.leaderboard.get()).ok();
+    if let Some(user) = &identity.user {
+        let username = state
+            .counters
+            .known_username(user)
+            .unwrap_or_else(|| user.clone());
+        let count = state.counters.user_total(user).unwrap_or(0);
+        socket.emit(ME, &Me { username, count }).ok();
     }
+
     socket.on(CLICK, on_click);
-    socket.on_disconnect(async |socket: SocketRef| {
-        tracing::debug!(sid = %socket.id, "socket disconnected");
-    });
+    socket.on(REFRESH, session::on_refresh);
+    socket.on_disconnect(
+        async |socket: SocketRef, Extension(identity): Extension<Identity>| {
+            session::stop(&identity);
+            tracing::debug!(sid = %socket.id, "socket disconnected");
+        },
+    );
 }
 
 async fn on_click(
@@ -38,24 +63,33 @@ async fn on_click(
     ack: AckSender,
     TryData(args): TryData<Args>,
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
 ) {
     if let Err(reason) = check_click_args(args) {
         tracing::debug!(sid = %socket.id, reason, "click refused");
         // The client may not have asked for an ack; then there is nobody to tell.
-        ack.send(&Ack::<Count>::error("bad_request", reason)).ok();
+        ack.send(&Ack::<ClickAck>::error("bad_request", reason))
+            .ok();
         return;
     }
-    let total = state.counters.increment(&CounterKey::Global);
-    ack.send(&Ack::Ok(Count { total })).ok();
+    let click = state.counters.click(identity.user.as_ref());
+    ack.send(&Ack::Ok(ClickAck {
+        total: click.total,
+        you: click.you,
+    }))
+    .ok();
     if state.broadcast_interval.is_zero() {
-        broadcast(
-            &io,
-            &[Changed {
-                key: CounterKey::Global,
+        let mut changed = vec![Changed {
+            key: CounterKey::Global,
+            total: click.total,
+        }];
+        if let (Some(user), Some(total)) = (identity.user, click.you) {
+            changed.push(Changed {
+                key: CounterKey::User(user),
                 total,
-            }],
-        )
-        .await;
+            });
+        }
+        publish(&io, &changed).await;
     }
 }
 
@@ -73,25 +107,47 @@ fn check_click_args(args: Result<Args, socketioxide::ParserError>) -> Result<(),
     }
 }
 
-/// Publishes changed totals to every connected socket. The payload is
-/// serialised once for all recipients by socketioxide.
-pub async fn broadcast(io: &SocketIo, changed: &[Changed]) {
+/// Publishes changed totals: the global one to everyone, a user's to that
+/// user's sockets. Each payload is serialised once for all its recipients.
+pub async fn publish(io: &SocketIo, changed: &[Changed]) {
     // The namespace is gone once the server has closed; nobody is left to tell.
     let Some(everyone) = io.of("/") else {
         return;
     };
     for change in changed {
-        match change.key {
+        let sent = match &change.key {
             CounterKey::Global => {
                 let count = Count {
                     total: change.total,
                 };
-                if let Err(err) = everyone.clone().emit(COUNT, &count).await {
-                    // A slow client whose buffer is full misses this update but
-                    // will get the next one, which carries the newer total.
-                    tracing::debug!(error = %err, "count broadcast incomplete");
-                }
+                everyone.clone().emit(COUNT, &count).await
             }
+            CounterKey::User(user) => {
+                let me = Me {
+                    username: user.clone(),
+                    count: change.total,
+                };
+                everyone
+                    .clone()
+                    .to(session::user_room(user))
+                    .emit(ME, &me)
+                    .await
+            }
+        };
+        if let Err(err) = sent {
+            // A slow client whose buffer is full misses this update but will
+            // get the next one, which carries the newer total.
+            tracing::debug!(error = %err, key = %change.key, "broadcast incomplete");
         }
+    }
+}
+
+/// Publishes a new top list to everyone.
+pub async fn publish_leaderboard(io: &SocketIo, top: &[Ranked]) {
+    let Some(everyone) = io.of("/") else {
+        return;
+    };
+    if let Err(err) = everyone.emit(LEADERBOARD, top).await {
+        tracing::debug!(error = %err, "leaderboard broadcast incomplete");
     }
 }

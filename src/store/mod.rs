@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::counter::{CounterKey, Delta};
+use crate::user::Username;
 
 pub use sqlite::SqliteStore;
 
@@ -34,7 +35,8 @@ pub enum StoreError {
     Overflow(u64),
 }
 
-/// Durable home of the counts.
+/// Durable home of the counts: the global total in `counters`, per-user
+/// counts in `users`.
 ///
 /// Implementations must make [`Store::add`] atomic (all deltas or none) and
 /// additive (`value = value + delta`), because the write-behind task retries a
@@ -72,17 +74,24 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The name under which a counter is stored.
+/// The name under which a row of the `counters` table is stored.
 fn key_name(key: &CounterKey) -> String {
     key.to_string()
 }
 
-/// The counter a stored name refers to.
+/// The counter a row of the `counters` table refers to.
 fn parse_key(name: &str) -> Result<CounterKey, StoreError> {
     match name {
         "global" => Ok(CounterKey::Global),
         other => Err(StoreError::UnknownCounter(other.to_string())),
     }
+}
+
+/// The counter of a row of the `users` table.
+fn parse_username(name: &str) -> Result<CounterKey, StoreError> {
+    Username::parse(name)
+        .map(CounterKey::User)
+        .map_err(|_| StoreError::UnknownCounter(format!("user {name:?}")))
 }
 
 fn to_db(value: u64) -> Result<i64, StoreError> {

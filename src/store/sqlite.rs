@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{Store, StoreError, from_db, key_name, parse_key, to_db};
+use super::{Store, StoreError, from_db, key_name, parse_key, parse_username, to_db};
 use crate::counter::{CounterKey, Delta};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -59,30 +59,48 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT name, value FROM counters")
+        let mut totals = Vec::new();
+        for row in sqlx::query("SELECT name, value FROM counters")
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get("name")?;
-                let value: i64 = row.try_get("value")?;
-                Ok((parse_key(&name)?, from_db(&name, value)?))
-            })
-            .collect()
+            .await?
+        {
+            let name: String = row.try_get("name")?;
+            let value: i64 = row.try_get("value")?;
+            totals.push((parse_key(&name)?, from_db(&name, value)?));
+        }
+        for row in sqlx::query("SELECT username, user_count FROM users")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let name: String = row.try_get("username")?;
+            let count: i64 = row.try_get("user_count")?;
+            totals.push((parse_username(&name)?, from_db(&name, count)?));
+        }
+        Ok(totals)
     }
 
     async fn add(&self, deltas: &[Delta]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for delta in deltas {
-            sqlx::query(
-                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
-                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value, \
-                 updated_at = CURRENT_TIMESTAMP",
-            )
-            .bind(key_name(&delta.key))
-            .bind(to_db(delta.amount)?)
-            .execute(&mut *tx)
-            .await?;
+            let amount = to_db(delta.amount)?;
+            let query = match &delta.key {
+                CounterKey::Global => sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value, \
+                     updated_at = CURRENT_TIMESTAMP",
+                )
+                .bind(key_name(&delta.key)),
+                // The conflict target is case-insensitive (NOCASE), so the
+                // spelling inserted first is the one that stays.
+                CounterKey::User(name) => sqlx::query(
+                    "INSERT INTO users (username, user_count) VALUES (?1, ?2) \
+                     ON CONFLICT (username) DO UPDATE SET \
+                     user_count = user_count + excluded.user_count, \
+                     updated_at = CURRENT_TIMESTAMP",
+                )
+                .bind(name.as_str()),
+            };
+            query.bind(amount).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -119,6 +137,55 @@ mod tests {
         let store = SqliteStore::connect(&url).await.unwrap();
         assert_eq!(store.load().await.unwrap(), [(CounterKey::Global, 7)]);
         store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn user_counts_are_unique_regardless_of_case_and_keep_the_first_spelling() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let user = |raw| CounterKey::User(crate::user::Username::parse(raw).unwrap());
+        store
+            .add(&[
+                Delta {
+                    key: CounterKey::Global,
+                    amount: 5,
+                },
+                Delta {
+                    key: user("Ada"),
+                    amount: 2,
+                },
+                Delta {
+                    key: user("bob"),
+                    amount: 1,
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .add(&[Delta {
+                key: user("ADA"),
+                amount: 3,
+            }])
+            .await
+            .unwrap();
+        let mut loaded: Vec<(String, u64)> = store
+            .load()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(key, total)| match key {
+                CounterKey::User(name) => (name.as_str().to_string(), total),
+                CounterKey::Global => ("<global>".to_string(), total),
+            })
+            .collect();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            [
+                ("<global>".to_string(), 5),
+                ("Ada".to_string(), 5),
+                ("bob".to_string(), 1)
+            ]
+        );
     }
 
     #[tokio::test]

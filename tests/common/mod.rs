@@ -11,9 +11,10 @@ use rust_socketio::Payload;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use serde_json::{Value, json};
 use tally::app::RunError;
+use tally::counter::CounterKey;
 use tally::store::Store;
 use tally::{App, Config};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use rust_socketio::TransportType;
@@ -103,24 +104,48 @@ impl Drop for TestServer {
     }
 }
 
-/// A rust_socketio client that remembers the largest `count` it has seen.
+/// A rust_socketio client that remembers the largest `count` it has seen
+/// and queues every other event for the test to inspect.
 pub struct TestClient {
     pub client: Client,
     seen: watch::Receiver<Option<u64>>,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
 }
 
 impl TestClient {
+    /// Connects anonymously and waits until the socket is in the namespace.
     pub async fn connect(url: &str, transport: TransportType) -> Self {
+        Self::connect_with(url, transport, None)
+            .await
+            .unwrap_or_else(|err| panic!("connection refused: {err}"))
+    }
+
+    /// Connects with an `auth` payload; `Err` carries the `connect_error` text.
+    pub async fn connect_as(
+        url: &str,
+        transport: TransportType,
+        auth: Value,
+    ) -> Result<Self, String> {
+        Self::connect_with(url, transport, Some(auth)).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        transport: TransportType,
+        auth: Option<Value>,
+    ) -> Result<Self, String> {
         let (tx, seen) = watch::channel(None);
         let tx = Arc::new(tx);
-        let client = ClientBuilder::new(url)
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (error_tx, mut errors) = mpsc::unbounded_channel();
+        let mut builder = ClientBuilder::new(url)
             .namespace("/")
             .transport_type(transport)
             .reconnect(false)
             .on("count", move |payload, _| {
                 let tx = tx.clone();
                 async move {
-                    if let Some(total) = total_of(&payload) {
+                    if let Some(total) = first_value(&payload)["total"].as_u64() {
                         // Totals only grow; an older total arriving late is ignored,
                         // exactly as the contract asks of clients.
                         tx.send_if_modified(|seen| {
@@ -134,15 +159,47 @@ impl TestClient {
                 }
                 .boxed()
             })
-            .connect()
-            .await
-            .expect("client connects");
-        let mut client = TestClient { client, seen };
+            .on("error", move |payload, _| {
+                let text = match first_value(&payload) {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                error_tx.send(text).ok();
+                async {}.boxed()
+            })
+            .on("close", {
+                let events_tx = events_tx.clone();
+                move |_, _| {
+                    events_tx.send(("close".to_string(), Value::Null)).ok();
+                    async {}.boxed()
+                }
+            })
+            .on_any(move |event, payload, _| {
+                events_tx
+                    .send((event.as_str().to_string(), first_value(&payload)))
+                    .ok();
+                async {}.boxed()
+            });
+        if let Some(auth) = auth {
+            builder = builder.auth(auth);
+        }
+        let client = builder.connect().await.expect("engine.io connection opens");
+        let mut client = TestClient {
+            client,
+            seen,
+            events,
+        };
         // rust_socketio returns before the namespace handshake completes and
         // does not buffer emits meanwhile (the JS client does); the greeting
-        // `count` proves the socket is connected.
-        client.first_total().await;
-        client
+        // `count` proves the socket is connected, a `connect_error` that it
+        // was refused.
+        tokio::select! {
+            _ = client.first_total() => Ok(client),
+            err = errors.recv() => {
+                client.client.disconnect().await.ok();
+                Err(err.unwrap_or_default())
+            }
+        }
     }
 
     /// Clicks with no payload and returns the ack.
@@ -212,6 +269,32 @@ impl TestClient {
         seen.unwrap()
     }
 
+    /// Waits for an event named `name` whose payload satisfies `matches`,
+    /// skipping other events; returns its payload.
+    pub async fn wait_for_event(&mut self, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_event_within(name, WAIT, matches)
+            .await
+            .unwrap_or_else(|| panic!("no matching `{name}` within {WAIT:?}"))
+    }
+
+    /// Like [`TestClient::wait_for_event`], but `None` after `limit`.
+    pub async fn wait_for_event_within(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (event, payload) = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .ok()??;
+            if event == name && matches(&payload) {
+                return Some(payload);
+            }
+        }
+    }
+
     pub async fn disconnect(self) {
         self.client.disconnect().await.ok();
     }
@@ -226,18 +309,17 @@ fn first_value(payload: &Payload) -> Value {
     }
 }
 
-fn total_of(payload: &Payload) -> Option<u64> {
-    first_value(payload)["total"].as_u64()
-}
-
 /// The global total as the database holds it.
 pub async fn stored_total(db: &TempDb) -> u64 {
-    let store = tally::store::SqliteStore::connect(&db.url()).await.unwrap();
-    store
-        .load()
+    stored(db)
         .await
-        .unwrap()
         .into_iter()
-        .map(|(_, total)| total)
-        .sum()
+        .find(|(key, _)| *key == CounterKey::Global)
+        .map_or(0, |(_, total)| total)
+}
+
+/// Every stored counter.
+pub async fn stored(db: &TempDb) -> Vec<(CounterKey, u64)> {
+    let store = tally::store::SqliteStore::connect(&db.url()).await.unwrap();
+    store.load().await.unwrap()
 }

@@ -1,0 +1,292 @@
+//! Who is clicking: JWT sessions for Socket.IO handshakes.
+//!
+//! Tokens are HS256 JWTs whose `sub` is the username and whose `exp` is
+//! required. Another backend can issue compatible tokens with the same
+//! secret (see the README). With `--auth open` a handshake may also just name
+//! a username, or nothing at all (anonymous).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::user::Username;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// Longest token accepted. Real tokens are a few hundred bytes; the limit
+/// keeps a client from making the server verify megabytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Shortest accepted `--jwt-secret`: HS256 keys shorter than the hash output
+/// (32 bytes) weaken the signature.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// How Socket.IO clients must identify themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// A token, a bare `username`, or nothing (anonymous).
+    Open,
+    /// A valid token on every connection.
+    Token,
+}
+
+/// The authentication policy of a running server.
+#[derive(Debug)]
+pub struct Auth {
+    pub mode: AuthMode,
+    pub tokens: Tokens,
+    /// Whether `POST /api/session` issues tokens to anyone.
+    pub guest_login: bool,
+}
+
+/// Why a handshake, a refresh or a token was refused. The `Display` text is
+/// what the client sees in `connect_error`, so it stays short and generic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token where one is required.
+    #[error("unauthorized")]
+    Missing,
+    /// Malformed, badly signed, wrong algorithm, too large, or a bad `sub`.
+    #[error("unauthorized")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// An open-mode handshake named an invalid username.
+    #[error("invalid username")]
+    InvalidUsername,
+}
+
+/// The claims tally reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The username.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub username: Username,
+    /// When the token stops being valid, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub username: Username,
+    pub expires_at: u64,
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    /// A random secret, for open mode without `--jwt-secret`. Tokens signed
+    /// with it stop working when the process restarts.
+    pub fn random_secret() -> Vec<u8> {
+        let mut secret = vec![0; MIN_SECRET_LEN];
+        getrandom::fill(&mut secret).expect("the operating system provides random bytes");
+        secret
+    }
+
+    /// Issues a token for `username` valid for the configured lifetime.
+    pub fn issue(&self, username: Username) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        let now = unix_now();
+        let expires_at = now + self.ttl.as_secs().max(1);
+        let claims = Claims {
+            sub: username.as_str().to_string(),
+            exp: expires_at,
+            iat: Some(now),
+            nbf: None,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok(IssuedToken {
+            token,
+            username,
+            expires_at,
+        })
+    }
+
+    /// Checks a token: size, algorithm (HS256 only; `none` is refused),
+    /// signature, `exp` (required), `nbf` and `iat`, and that `sub` is a
+    /// valid username.
+    pub fn verify(&self, token: &str) -> Result<Session, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Invalid);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                _ => AuthError::Invalid,
+            })?
+            .claims;
+        // jsonwebtoken does not check `iat`; a token issued in the future
+        // comes from a broken clock or a forger.
+        if claims.iat.is_some_and(|iat| iat > unix_now() + LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid);
+        }
+        let username = Username::parse(&claims.sub).map_err(|_| AuthError::Invalid)?;
+        Ok(Session {
+            username,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Time left until `expires_at` (seconds since the epoch), zero if past.
+pub fn time_until(expires_at: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(expires_at))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn sign(claims: &serde_json::Value, alg: Algorithm, secret: &[u8]) -> String {
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60));
+        let issued = tokens.issue(Username::parse("Ada").unwrap()).unwrap();
+        let session = tokens.verify(&issued.token).unwrap();
+        assert_eq!(session.username.as_str(), "Ada");
+        assert_eq!(session.expires_at, issued.expires_at);
+    }
+
+    #[test]
+    fn every_bad_token_is_refused_with_its_reason() {
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60));
+        let now = unix_now();
+        let good = serde_json::json!({"sub": "ada", "exp": now + 60});
+        let cases = [
+            ("".to_string(), AuthError::Invalid),
+            ("not.a.jwt".to_string(), AuthError::Invalid),
+            (
+                sign(&good, Algorithm::HS256, b"another-secret-another-secret-xx"),
+                AuthError::Invalid,
+            ),
+            (sign(&good, Algorithm::HS512, SECRET), AuthError::Invalid),
+            (
+                sign(&serde_json::json!({"sub": "ada"}), Algorithm::HS256, SECRET),
+                AuthError::Invalid,
+            ),
+            (
+                sign(
+                    &serde_json::json!({"sub": "not valid!", "exp": now + 60}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::Invalid,
+            ),
+            (
+                sign(
+                    &serde_json::json!({"sub": "ada", "exp": now - 60}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::Expired,
+            ),
+            (
+                sign(
+                    &serde_json::json!({"sub": "ada", "exp": now + 600, "nbf": now + 300}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::NotYetValid,
+            ),
+            (
+                sign(
+                    &serde_json::json!({"sub": "ada", "exp": now + 600, "iat": now + 300}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::NotYetValid,
+            ),
+            ("x".repeat(MAX_TOKEN_LEN + 1), AuthError::Invalid),
+        ];
+        for (token, reason) in cases {
+            assert_eq!(tokens.verify(&token), Err(reason.clone()), "{token}");
+        }
+        // alg "none": an unsigned token with a valid-looking payload.
+        let unsigned = format!(
+            "{}.{}.",
+            base64url(br#"{"alg":"none","typ":"JWT"}"#),
+            base64url(format!(r#"{{"sub":"ada","exp":{}}}"#, now + 60).as_bytes())
+        );
+        assert_eq!(tokens.verify(&unsigned), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn small_clock_skew_is_tolerated() {
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60));
+        let now = unix_now();
+        let token = sign(
+            &serde_json::json!({"sub": "ada", "exp": now - 2, "nbf": now + 2}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(tokens.verify(&token).is_ok());
+    }
+
+    fn base64url(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}

@@ -1,0 +1,171 @@
+//! Who is behind a socket: the handshake check, token expiry and refresh.
+//!
+//! The handshake runs as a socketioxide connect middleware, before the socket
+//! joins the namespace, so a refused client never reaches a handler and
+//! nothing it sends is counted. Sockets that authenticated with a token are
+//! disconnected when it expires, after a `session_expired` event, unless the
+//! client sent `refresh` with a newer token for the same user in time.
+
+use serde::Deserialize;
+use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{Ack, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
+use crate::auth::{AuthError, AuthMode, time_until};
+use crate::state::AppState;
+use crate::user::Username;
+
+/// The `auth` object of the handshake: a token, or (open mode) a username.
+#[derive(Debug, Default, Deserialize)]
+pub struct Handshake {
+    token: Option<String>,
+    username: Option<String>,
+}
+
+/// What the server knows about a connected socket, kept in its extensions.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `None` for anonymous sockets.
+    pub user: Option<Username>,
+    /// Present when the socket authenticated with a token.
+    session: Option<TokenSession>,
+}
+
+#[derive(Debug, Clone)]
+struct TokenSession {
+    /// Current expiry (seconds since the epoch); `refresh` moves it.
+    expires_at: watch::Sender<u64>,
+    /// Fired on disconnect so the expiry timer stops with the socket.
+    closed: CancellationToken,
+}
+
+/// The room every socket of one user joins, for `me` updates.
+pub fn user_room(user: &Username) -> String {
+    format!("user:{}", user.folded())
+}
+
+/// Connect middleware: accepts or refuses the handshake. The error text is
+/// what the client receives in `connect_error`.
+pub async fn authenticate(
+    socket: SocketRef,
+    State(state): State<AppState>,
+    TryData(handshake): TryData<Handshake>,
+) -> Result<(), AuthError> {
+    let result = identify(&state, handshake.ok());
+    match &result {
+        Ok(identity) => {
+            socket.extensions.insert(identity.clone());
+        }
+        Err(reason) => tracing::debug!(sid = %socket.id, %reason, "handshake refused"),
+    }
+    result.map(|_| ())
+}
+
+fn identify(state: &AppState, handshake: Option<Handshake>) -> Result<Identity, AuthError> {
+    // A handshake whose `auth` is not an object is refused in both modes: the
+    // client meant to say something and would otherwise be counted anonymously.
+    let handshake = handshake.ok_or(AuthError::Invalid)?;
+    if let Some(token) = handshake.token {
+        let session = state.auth.tokens.verify(&token)?;
+        return Ok(Identity {
+            user: Some(session.username),
+            session: Some(TokenSession {
+                expires_at: watch::Sender::new(session.expires_at),
+                closed: CancellationToken::new(),
+            }),
+        });
+    }
+    match (state.auth.mode, handshake.username) {
+        (AuthMode::Token, _) => Err(AuthError::Missing),
+        (AuthMode::Open, Some(name)) => Ok(Identity {
+            user: Some(Username::parse(&name).map_err(|_| AuthError::InvalidUsername)?),
+            session: None,
+        }),
+        (AuthMode::Open, None) => Ok(Identity {
+            user: None,
+            session: None,
+        }),
+    }
+}
+
+/// Starts the per-socket work an identity needs: the user's room, and the
+/// expiry timer of a token session.
+pub fn start(socket: &SocketRef, identity: &Identity) {
+    if let Some(user) = &identity.user {
+        socket.join(user_room(user));
+    }
+    if let Some(session) = &identity.session {
+        tokio::spawn(expire(
+            socket.clone(),
+            session.expires_at.subscribe(),
+            session.closed.clone(),
+        ));
+    }
+}
+
+/// Stops the expiry timer of a disconnected socket.
+pub fn stop(identity: &Identity) {
+    if let Some(session) = &identity.session {
+        session.closed.cancel();
+    }
+}
+
+async fn expire(
+    socket: SocketRef,
+    mut expires_at: watch::Receiver<u64>,
+    closed: CancellationToken,
+) {
+    loop {
+        let deadline = *expires_at.borrow_and_update();
+        tokio::select! {
+            () = closed.cancelled() => return,
+            changed = expires_at.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(time_until(deadline)) => {
+                tracing::debug!(sid = %socket.id, "session expired");
+                socket.emit(SESSION_EXPIRED, &SessionExpired { reason: "token expired" }).ok();
+                socket.disconnect().ok();
+                return;
+            }
+        }
+    }
+}
+
+/// `refresh`: replaces the token of the current session with a newer one for
+/// the same user.
+pub async fn on_refresh(
+    socket: SocketRef,
+    ack: AckSender,
+    State(state): State<AppState>,
+    Data(refresh): Data<Refresh>,
+) {
+    ack.send(&refresh_session(&socket, &state, &refresh.token))
+        .ok();
+}
+
+fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Ack<Refreshed> {
+    let Some(identity) = socket.extensions.get::<Identity>() else {
+        return Ack::error("unauthorized", "no session");
+    };
+    let (Some(user), Some(session)) = (identity.user, identity.session) else {
+        return Ack::error(
+            "no_session",
+            "this connection did not authenticate with a token",
+        );
+    };
+    match state.auth.tokens.verify(token) {
+        Ok(fresh) if fresh.username == user => {
+            session.expires_at.send_replace(fresh.expires_at);
+            Ack::Ok(Refreshed {
+                expires_at: fresh.expires_at,
+            })
+        }
+        Ok(_) => Ack::error("wrong_user", "the new token is for another user"),
+        Err(AuthError::Expired) => Ack::error("token_expired", "token expired"),
+        Err(reason) => Ack::error("unauthorized", reason.to_string()),
+    }
+}

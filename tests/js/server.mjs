@@ -1,0 +1,138 @@
+// Starts the real tally binary for a test: port 0, a database in a temporary
+// directory, and the bound address read from its log.
+
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Upper bound for anything a test waits for, in milliseconds. */
+export const WAIT_MS = 10_000;
+
+/** The server binary: `TALLY_BIN`, or the debug build of this repository. */
+export const TALLY_BIN =
+  process.env.TALLY_BIN ?? fileURLToPath(new URL('../../target/debug/tally', import.meta.url));
+
+const LISTENING = /listening on (http:\/\/[^\s]+)/;
+// Strips terminal colour codes, in case the log ever has them.
+const ANSI = /\x1b\[[0-9;]*m/g;
+
+/** A fresh temporary directory; remove it with `removeDir`. */
+export function makeDir() {
+  return mkdtemp(join(tmpdir(), 'tally-js-'));
+}
+
+export function removeDir(dir) {
+  return rm(dir, { recursive: true, force: true });
+}
+
+/** The environment for the server: ours without anything that configures tally. */
+function serverEnv() {
+  const env = { ...process.env, NO_COLOR: '1' };
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('TALLY_') || name === 'RUST_LOG') delete env[name];
+  }
+  return env;
+}
+
+/**
+ * Starts `tally serve` on 127.0.0.1:0 with its database in `dir`, plus `args`,
+ * and resolves once it logs its address. Rejects with the server's output if
+ * it exits first or does not say where it listens within `WAIT_MS`.
+ */
+export function startServer(dir, args = []) {
+  const argv = [
+    'serve',
+    '--addr',
+    '127.0.0.1:0',
+    '--database-url',
+    `sqlite://${join(dir, 'tally.db')}`,
+    ...args,
+  ];
+  const child = spawn(TALLY_BIN, argv, { env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = new Server(child, argv);
+  return server.ready;
+}
+
+class Server {
+  constructor(child, argv) {
+    this.child = child;
+    this.argv = argv;
+    this.log = '';
+    this.url = null;
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      // A binary that cannot be started never exits; report it the same way.
+      child.once('error', (error) => {
+        resolve({ code: null, signal: null, error });
+      });
+    });
+    this.ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(this.failure(`did not log its address within ${WAIT_MS} ms`)),
+        WAIT_MS,
+      );
+      const onData = (chunk) => {
+        this.log += chunk.toString().replace(ANSI, '');
+        const match = this.url === null && LISTENING.exec(this.log);
+        if (match) {
+          this.url = match[1];
+          clearTimeout(timer);
+          resolve(this);
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      this.exited.then(({ code, signal, error }) => {
+        clearTimeout(timer);
+        reject(
+          this.failure(
+            error
+              ? `could not be started (${error.message}); build it or set TALLY_BIN`
+              : `exited (code ${code}, signal ${signal}) before listening`,
+          ),
+        );
+      });
+    });
+    // `ready` may be dropped unobserved after a late rejection; that is fine.
+    this.ready.catch(() => {});
+  }
+
+  failure(what) {
+    return new Error(
+      `tally ${what}\n  command: ${TALLY_BIN} ${this.argv.join(' ')}\n  output:\n${this.log}`,
+    );
+  }
+
+  get running() {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /**
+   * Sends `signal` and resolves with `{code, signal}` once the process has
+   * exited; rejects with its output if it takes longer than `WAIT_MS`.
+   */
+  async stop(signal = 'SIGTERM') {
+    if (this.running) this.child.kill(signal);
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(this.failure(`did not exit within ${WAIT_MS} ms of ${signal}`)),
+        WAIT_MS,
+      );
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ends the process whatever state it is in; for cleanup. */
+  async kill() {
+    if (!this.running) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
