@@ -15,6 +15,7 @@ use axum::Router;
 use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Tokens};
@@ -110,7 +111,12 @@ impl App {
         realtime::register(&io);
 
         let policy = OriginPolicy::new(&config.allowed_origins);
-        let mut router = http::routes().with_state(state.clone()).layer(socket_layer);
+        // Compression wraps the page and API routes only: Socket.IO traffic is
+        // handled by its own layer outside it and never buffered by it.
+        let mut router = http::routes()
+            .with_state(state.clone())
+            .layer(CompressionLayer::new())
+            .layer(socket_layer);
         if let Some(cors) = policy.cors() {
             router = router.layer(cors);
         }

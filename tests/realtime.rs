@@ -312,3 +312,46 @@ async fn the_page_and_health_check_are_served() {
     assert_eq!(missing.status(), 404);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn assets_are_compressed_and_revalidated_with_etags() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/app.js", server.url());
+
+    let plain = http.get(&url).send().await.unwrap();
+    let etag = plain.headers()["etag"].clone();
+    assert_eq!(plain.headers()["cache-control"], "no-cache");
+    let size = plain.bytes().await.unwrap().len();
+
+    let gzipped = http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let compressed = gzipped.bytes().await.unwrap().len();
+    assert!(
+        compressed < size,
+        "gzip shrinks the script ({compressed} < {size})"
+    );
+
+    let revalidated = http
+        .get(&url)
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(revalidated.headers()["etag"], etag);
+    let stale = http
+        .get(&url)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    server.stop().await.unwrap();
+}

@@ -1,36 +1,95 @@
 //! The web page, built from `web/` by `build.rs` and embedded in the binary.
+//!
+//! Every asset carries a strong `ETag` (a hash of its bytes) and
+//! `Cache-Control: no-cache`: browsers keep their copy and revalidate it with
+//! a tiny conditional request that answers `304 Not Modified` until a new
+//! release changes the file. Compression is applied by the router's layer.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
-const INDEX_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/web/index.html"));
-const APP_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/web/app.js"));
-const APP_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/web/app.css"));
-
-/// Browsers revalidate every time; the files are small and change with each
-/// release, and a stale script talking to a newer server is worse than a
-/// round trip.
-const CACHE: &str = "no-cache";
-
-pub async fn index() -> impl IntoResponse {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+/// One embedded file.
+pub struct Asset {
+    content_type: &'static str,
+    body: &'static str,
+    /// FNV-1a of the bytes, computed at compile time.
+    hash: u64,
 }
 
-pub async fn script() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", APP_JS)
+impl Asset {
+    const fn new(content_type: &'static str, body: &'static str) -> Self {
+        Asset {
+            content_type,
+            body,
+            hash: fnv1a(body.as_bytes()),
+        }
+    }
+
+    fn respond(&self, request: &HeaderMap) -> Response {
+        let etag = format!("\"{:016x}-{:x}\"", self.hash, self.body.len());
+        let headers = [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::ETAG,
+                HeaderValue::from_str(&etag).expect("a hex tag is a valid header value"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ];
+        let fresh = request
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|tags| {
+                tags.split(',')
+                    .any(|tag| tag.trim() == etag || tag.trim() == "*")
+            });
+        if fresh {
+            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        }
+        (headers, self.body).into_response()
+    }
 }
 
-pub async fn style() -> impl IntoResponse {
-    asset("text/css; charset=utf-8", APP_CSS)
+/// A 64-bit FNV-1a hash: enough to tell releases of a file apart, and a
+/// `const fn`, so each tag is computed by the compiler.
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, CACHE),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
+static INDEX_HTML: Asset = Asset::new(
+    "text/html; charset=utf-8",
+    include_str!(concat!(env!("OUT_DIR"), "/web/index.html")),
+);
+static APP_JS: Asset = Asset::new(
+    "text/javascript; charset=utf-8",
+    include_str!(concat!(env!("OUT_DIR"), "/web/app.js")),
+);
+static APP_CSS: Asset = Asset::new(
+    "text/css; charset=utf-8",
+    include_str!(concat!(env!("OUT_DIR"), "/web/app.css")),
+);
+
+pub async fn index(request: HeaderMap) -> Response {
+    INDEX_HTML.respond(&request)
+}
+
+pub async fn script(request: HeaderMap) -> Response {
+    APP_JS.respond(&request)
+}
+
+pub async fn style(request: HeaderMap) -> Response {
+    APP_CSS.respond(&request)
 }
