@@ -355,3 +355,22 @@ async fn assets_are_compressed_and_revalidated_with_etags() {
     assert_eq!(stale.status(), 200);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn older_engine_io_v3_clients_can_open_a_session() {
+    // socket.io 1.x and 2.x clients speak engine.io v3 (`EIO=3`).
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let v3 = reqwest::get(format!(
+        "{}/socket.io/?EIO=3&transport=polling",
+        server.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(v3.status(), 200);
+    assert!(
+        v3.text().await.unwrap().contains("\"sid\""),
+        "an engine.io v3 open packet"
+    );
+    server.stop().await.unwrap();
+}
