@@ -36,6 +36,17 @@ fn token(sub: &str, lifetime_secs: u64) -> String {
     )
 }
 
+/// A WebSocket client signed in with a fresh token for `sub`.
+async fn signed_in(server: &TestServer, sub: &str, lifetime_secs: u64) -> TestClient {
+    TestClient::connect_as(
+        &server.url(),
+        TransportType::Websocket,
+        json!({ "token": token(sub, lifetime_secs) }),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{sub} signs in: {err}"))
+}
+
 async fn refused(server: &TestServer, auth: Value) -> String {
     TestClient::connect_as(&server.url(), TransportType::Websocket, auth.clone())
         .await
@@ -147,13 +158,7 @@ async fn open_mode_accepts_names_and_tokens_but_not_bad_tokens() {
         err.contains("unauthorized"),
         "a bad token is not silently ignored: {err}"
     );
-    let mut by_token = TestClient::connect_as(
-        &server.url(),
-        TransportType::Websocket,
-        json!({"token": token("bob", 60)}),
-    )
-    .await
-    .unwrap();
+    let mut by_token = signed_in(&server, "bob", 60).await;
     assert_eq!(
         by_token.wait_for_event("me", |_| true).await["username"],
         "bob"
@@ -166,13 +171,7 @@ async fn open_mode_accepts_names_and_tokens_but_not_bad_tokens() {
 async fn sessions_end_when_their_token_expires() {
     let db = TempDb::new();
     let server = TestServer::start(token_mode(&db)).await;
-    let mut client = TestClient::connect_as(
-        &server.url(),
-        TransportType::Websocket,
-        json!({"token": token("ada", 2)}),
-    )
-    .await
-    .unwrap();
+    let mut client = signed_in(&server, "ada", 2).await;
     let expired = client.wait_for_event("session_expired", |_| true).await;
     assert_eq!(expired, json!({"reason": "token expired"}));
     client
@@ -187,13 +186,7 @@ async fn sessions_end_when_their_token_expires() {
 async fn a_refreshed_session_outlives_its_first_token() {
     let db = TempDb::new();
     let server = TestServer::start(token_mode(&db)).await;
-    let mut client = TestClient::connect_as(
-        &server.url(),
-        TransportType::Websocket,
-        json!({"token": token("ada", 2)}),
-    )
-    .await
-    .unwrap();
+    let mut client = signed_in(&server, "ada", 2).await;
 
     let wrong_user = client
         .emit_with_ack("refresh", json!({"token": token("mallory", 60)}).into())
