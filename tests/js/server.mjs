@@ -37,15 +37,15 @@ function serverEnv() {
 }
 
 /**
- * Starts `tally serve` on 127.0.0.1:0 with its database in `dir`, plus `args`,
+ * Starts `tally serve` on `addr` (default 127.0.0.1:0) with its database in `dir`, plus `args`,
  * and resolves once it logs its address. Rejects with the server's output if
  * it exits first or does not say where it listens within `WAIT_MS`.
  */
-export function startServer(dir, args = []) {
+export function startServer(dir, args = [], { addr = '127.0.0.1:0' } = {}) {
   const argv = [
     'serve',
     '--addr',
-    '127.0.0.1:0',
+    addr,
     '--database-url',
     `sqlite://${join(dir, 'tally.db')}`,
     ...args,

@@ -1,49 +1,239 @@
-// The tally page: shows the live total, sends clicks, and reports the
-// connection state. Talks to the server with the official socket.io client.
+// The tally page: shows the live total, the user's own count, the top 10 and
+// a sparkline of clicks per second; sends clicks; signs users in by name.
+// Talks to the server with the official socket.io client.
 import { io } from 'socket.io-client';
 
-const button = document.getElementById('click');
-const totalEl = document.getElementById('total');
-const statusEl = document.getElementById('status');
+const $ = (id) => document.getElementById(id);
 const format = new Intl.NumberFormat();
+const SESSION_KEY = 'tally.session';
+// Renew a token this long before it expires, so the session never lapses.
+const RENEW_BEFORE_MS = 60_000;
 
-// Totals only grow, but an ack and a broadcast can arrive in either order:
-// keep the largest total seen so the display never goes backwards.
-let shown = -1;
-function show(total) {
-  if (typeof total !== 'number' || total <= shown) return;
-  shown = total;
-  totalEl.textContent = format.format(total);
+// ---- Counts -------------------------------------------------------------
+// Totals only grow, but acks and broadcasts can arrive in any order, so each
+// display keeps the largest authoritative value seen. A click shows +1 at
+// once (optimistic); the server's answer can only be equal or larger, so the
+// number never goes backwards.
+const total = { confirmed: -1, optimistic: -1, el: $('total') };
+const you = { confirmed: -1, optimistic: -1, el: $('you') };
+
+function render(counter) {
+  const value = Math.max(counter.confirmed, counter.optimistic);
+  if (value >= 0) counter.el.textContent = format.format(value);
 }
 
+function confirm(counter, value) {
+  if (typeof value !== 'number' || value <= counter.confirmed) return;
+  // The sparkline counts from the first total this page learns.
+  if (counter === total && lastSecondTotal < 0) lastSecondTotal = value;
+  counter.confirmed = value;
+  render(counter);
+}
+
+function bump(counter) {
+  if (counter.confirmed < 0) return;
+  counter.optimistic = Math.max(counter.confirmed, counter.optimistic) + 1;
+  render(counter);
+}
+
+// ---- Sparkline: clicks per second over the last minute --------------------
+const rates = new Array(60).fill(0);
+let lastSecondTotal = -1;
+
+function drawSparkline() {
+  const peak = Math.max(1, ...rates);
+  const points = rates.map((r, i) => `${i * 2},${(23 - (r / peak) * 21).toFixed(1)}`);
+  $('sparkline').querySelector('polyline').setAttribute('points', points.join(' '));
+  $('rate').textContent = format.format(rates[rates.length - 1]);
+}
+
+setInterval(() => {
+  if (lastSecondTotal >= 0) {
+    rates.push(Math.max(0, total.confirmed - lastSecondTotal));
+    rates.shift();
+    lastSecondTotal = total.confirmed;
+  }
+  drawSparkline();
+}, 1000);
+drawSparkline();
+
+// ---- Session (name + token kept in localStorage) ------------------------
+let session = loadSession();
+let renewTimer;
+
+function loadSession() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SESSION_KEY));
+    return saved && saved.username && saved.token ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveSession(next) {
+  const sameUser = next && session && next.username.toLowerCase() === session.username.toLowerCase();
+  session = next;
+  if (next) localStorage.setItem(SESSION_KEY, JSON.stringify(next));
+  else localStorage.removeItem(SESSION_KEY);
+  if (!sameUser) you.confirmed = you.optimistic = -1;
+  $('you-line').hidden = !next;
+  $('login').hidden = !!next;
+  $('signed-in').hidden = !next;
+  $('me-name').textContent = next ? next.username : '';
+  scheduleRenewal();
+}
+
+/** Asks the server for a token for `username`; throws an Error with the server's message. */
+async function requestToken(username) {
+  const response = await fetch('/api/session', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(body?.error?.message ?? `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+// Keeps the session alive: a fresh token, handed to the open socket with
+// `refresh`, shortly before the current one expires.
+function scheduleRenewal() {
+  clearTimeout(renewTimer);
+  if (!session) return;
+  const wait = session.expires_at * 1000 - Date.now() - RENEW_BEFORE_MS;
+  renewTimer = setTimeout(async () => {
+    try {
+      const fresh = await requestToken(session.username);
+      saveSession(fresh);
+      socket.emit('refresh', { token: fresh.token });
+    } catch (error) {
+      console.warn('could not renew the session:', error.message);
+    }
+  }, Math.max(wait, 1000));
+}
+
+/**
+ * After a refused or expired token: a new one for the same name. If the
+ * server refuses the name, continue anonymously; if it cannot be reached,
+ * keep the session and let the reconnection retry.
+ */
+async function renewOrSignOut() {
+  if (session) {
+    try {
+      saveSession(await requestToken(session.username));
+    } catch (error) {
+      if (error.status) saveSession(null);
+    }
+  }
+  socket.connect();
+}
+
+// ---- Connection ---------------------------------------------------------
 function setStatus(state) {
-  statusEl.dataset.state = state;
-  statusEl.textContent = state;
+  $('status').dataset.state = state;
+  $('status').textContent = state;
 }
 
-// Default options: same origin, polling first then upgrade to WebSocket, so
-// the page also works where WebSocket is blocked.
-const socket = io();
+// Default transports (polling first, then upgrade) so the page also works
+// where WebSocket is blocked. `auth` is read on every (re)connection.
+const socket = io({ auth: (send) => send(session ? { token: session.token } : {}) });
 
+let expired = false;
 socket.on('connect', () => setStatus('connected'));
-socket.on('disconnect', () => setStatus('reconnecting'));
+socket.on('session_expired', () => {
+  expired = true;
+});
+socket.on('disconnect', (reason) => {
+  setStatus('reconnecting');
+  // A disconnect by the server is final for socket.io-client: reconnect by
+  // hand, with a new token if the old one ran out.
+  if (reason === 'io server disconnect') {
+    if (expired) renewOrSignOut();
+    else socket.connect();
+    expired = false;
+  }
+});
 socket.io.on('reconnect_attempt', () => setStatus('reconnecting'));
-socket.on('count', (msg) => show(msg && msg.total));
+socket.on('connect_error', () => {
+  // Network errors retry by themselves (`socket.active`); a refused
+  // handshake does not.
+  if (socket.active) {
+    setStatus('reconnecting');
+  } else if (session) {
+    renewOrSignOut();
+  } else {
+    setStatus('sign-in required');
+  }
+});
+socket.on('count', (msg) => confirm(total, msg?.total));
+socket.on('me', (msg) => confirm(you, msg?.count));
+socket.on('leaderboard', renderLeaderboard);
 
+// ---- Clicking -----------------------------------------------------------
+const button = $('click');
 button.addEventListener('click', () => {
-  // Immediate feedback, even before the server answers.
   button.classList.remove('pressed');
-  void button.offsetWidth;
+  void button.offsetWidth; // restarts the press animation
   button.classList.add('pressed');
-  // socket.io-client buffers the emit while disconnected, so no click made
-  // during a reconnect is lost.
+  bump(total);
+  if (session) bump(you);
+  // socket.io-client buffers the emit while disconnected, so a click made
+  // during a reconnect is sent once the connection is back.
   socket.emit('click', (ack) => {
-    if (ack && ack.error) {
+    if (ack?.error) {
       console.warn('click refused:', ack.error.message);
       return;
     }
-    show(ack && ack.total);
+    confirm(total, ack?.total);
+    confirm(you, ack?.you);
   });
 });
 button.addEventListener('animationend', () => button.classList.remove('pressed'));
-button.addEventListener('transitionend', () => button.classList.remove('pressed'));
+
+// ---- Leaderboard --------------------------------------------------------
+function renderLeaderboard(list) {
+  if (!Array.isArray(list)) return;
+  const mine = session?.username.toLowerCase();
+  const items = list.map(({ username, count, rank }) => {
+    const li = document.createElement('li');
+    // Names are user input: always inserted as text, never as HTML.
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = `${rank}. ${username}`;
+    const score = document.createElement('span');
+    score.className = 'score';
+    score.textContent = format.format(count);
+    li.append(name, score);
+    if (String(username).toLowerCase() === mine) {
+      li.classList.add('me');
+      li.setAttribute('aria-current', 'true');
+    }
+    return li;
+  });
+  $('leaderboard').replaceChildren(...items);
+  $('board-empty').hidden = items.length > 0;
+}
+
+// ---- Sign in / out ------------------------------------------------------
+$('login').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const error = $('username-error');
+  error.textContent = '';
+  try {
+    saveSession(await requestToken($('username').value.trim()));
+    socket.disconnect().connect();
+  } catch (e) {
+    error.textContent = e.message;
+  }
+});
+
+$('logout').addEventListener('click', () => {
+  saveSession(null);
+  socket.disconnect().connect();
+});
+
+saveSession(session);

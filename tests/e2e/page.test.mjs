@@ -1,0 +1,255 @@
+// The tally page in a real headless Chromium (Debian's package, driven by
+// playwright-core) against the real server binary: live updates between
+// pages, reconnection, long-polling only, keyboard use, names and the
+// leaderboard, and screenshots of the main states.
+
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+
+import { WAIT_MS, makeDir, removeDir, startServer } from '../js/server.mjs';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = new URL('./screenshots/', import.meta.url).pathname;
+const LIMIT = { timeout: 90_000 };
+
+let browser;
+let servers = [];
+let dirs = [];
+let contexts = [];
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install it with \`apt-get install chromium\``);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--disable-sync',
+    ],
+  });
+  await mkdir(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+afterEach(async () => {
+  await Promise.all(contexts.map((context) => context.close()));
+  await Promise.all(servers.map((server) => server.kill()));
+  await Promise.all(dirs.map(removeDir));
+  contexts = [];
+  servers = [];
+  dirs = [];
+});
+
+async function serve({ dir, args = [], addr } = {}) {
+  if (!dir) {
+    dir = await makeDir();
+    dirs.push(dir);
+  }
+  const server = await startServer(dir, args, addr ? { addr } : undefined);
+  servers.push(server);
+  return server;
+}
+
+/** A fresh browser profile (its own localStorage); `options` as Playwright's newContext. */
+async function newContext(options = {}) {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(WAIT_MS);
+  contexts.push(context);
+  return context;
+}
+
+/** Opens the page and waits until it is connected and shows a total. */
+async function openPage(server, context) {
+  const page = await (context ?? (await newContext())).newPage();
+  await page.goto(server.url);
+  await waitForStatus(page, 'connected');
+  await page.waitForFunction(() => /\d/.test(document.getElementById('total').textContent));
+  return page;
+}
+
+const waitForStatus = (page, state) =>
+  page.waitForFunction((s) => document.getElementById('status').dataset.state === s, state);
+
+const totalOf = async (page) => Number((await page.textContent('#total')).replace(/\D/g, ''));
+
+const waitForTotal = (page, total) =>
+  page.waitForFunction(
+    (t) => Number(document.getElementById('total').textContent.replace(/\D/g, '')) === t,
+    total,
+  );
+
+describe('the tally page', () => {
+  test('a click in one page reaches another within 500 ms; 100 rapid clicks end exact', LIMIT, async () => {
+    const server = await serve();
+    const a = await openPage(server);
+    const b = await openPage(server);
+    assert.equal(await totalOf(b), 0);
+
+    // Time from the click in A to the new total showing in B, measured in B's
+    // own clock so page-to-page scheduling does not count.
+    const seen = b.evaluate(
+      () =>
+        new Promise((resolve) => {
+          const el = document.getElementById('total');
+          new MutationObserver(() => resolve(performance.now() + performance.timeOrigin)).observe(el, {
+            childList: true,
+            characterData: true,
+            subtree: true,
+          });
+        }),
+    );
+    const clickedAt = await a.evaluate(() => {
+      const at = performance.now() + performance.timeOrigin;
+      document.getElementById('click').click();
+      return at;
+    });
+    const latency = (await seen) - clickedAt;
+    console.log(`click in page A → total in page B: ${latency.toFixed(1)} ms`);
+    assert.ok(latency < 500, `update reached the other page in ${latency} ms`);
+    await waitForTotal(b, 1);
+
+    for (let i = 0; i < 100; i++) await a.click('#click');
+    await waitForTotal(a, 101);
+    await waitForTotal(b, 101);
+  });
+
+  test('reconnects by itself after the server restarts', LIMIT, async () => {
+    const first = await serve();
+    const page = await openPage(first);
+    await page.click('#click');
+    await page.click('#click');
+    await waitForTotal(page, 2);
+
+    assert.deepEqual(await first.stop('SIGTERM'), { code: 0, signal: null });
+    await waitForStatus(page, 'reconnecting');
+
+    // Same port and database: the page's own retries must find it.
+    const addr = new URL(first.url).host;
+    const second = await serve({ dir: dirs[0], addr });
+    assert.equal(second.url, first.url);
+    await waitForStatus(page, 'connected');
+    await waitForTotal(page, 2);
+    await page.click('#click');
+    await waitForTotal(page, 3);
+  });
+
+  test('works over long-polling when WebSocket is not offered', LIMIT, async () => {
+    const server = await serve({ args: ['--transports', 'polling'] });
+    const a = await openPage(server);
+    const b = await openPage(server);
+    await a.click('#click');
+    await waitForTotal(b, 1);
+    const transport = await a.evaluate(() =>
+      performance.getEntriesByType('resource').some((r) => r.name.includes('transport=polling')),
+    );
+    assert.ok(transport, 'the page used long-polling');
+  });
+
+  test('is usable with the keyboard and announces the count', LIMIT, async () => {
+    const server = await serve();
+    const page = await openPage(server);
+    // The first Tab stop is the click button.
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'click');
+    await page.keyboard.press('Space');
+    await waitForTotal(page, 1);
+    await page.keyboard.press('Enter');
+    await waitForTotal(page, 2);
+    const live = await page.evaluate(() => document.getElementById('total').closest('[aria-live]')?.getAttribute('aria-live'));
+    assert.equal(live, 'polite');
+  });
+
+  test('names: your count, the live leaderboard, and names shown as text', LIMIT, async () => {
+    const server = await serve({ args: ['--leaderboard-interval', '100ms'] });
+    const context = await newContext();
+    const page = await openPage(server, context);
+
+    // An invalid name shows the server's rule.
+    await page.fill('#username', '<b>x</b>');
+    await page.click('#login button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('username-error').textContent.includes('1 to 32'));
+
+    await page.fill('#username', 'Ada');
+    await page.click('#login button[type=submit]');
+    await page.waitForFunction(() => !document.getElementById('you-line').hidden);
+    await waitForStatus(page, 'connected');
+    for (let i = 0; i < 3; i++) await page.click('#click');
+    await page.waitForFunction(() => document.getElementById('you').textContent === '3');
+    await page.waitForFunction(() => document.querySelector('#leaderboard li.me')?.textContent.includes('Ada'));
+
+    // A second tab of the same user (same profile, so same stored session)
+    // sees its count move live.
+    const tab = await openPage(server, context);
+    await tab.waitForFunction(() => document.getElementById('you').textContent === '3');
+    await page.click('#click');
+    await tab.waitForFunction(() => document.getElementById('you').textContent === '4');
+
+    // Another user whose name looks like HTML: it can only be shown as text.
+    const other = await openPage(server);
+    await other.evaluate(async () => {
+      // Through the API, as another backend might; the server refuses it.
+      const response = await fetch('/api/session', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: '<img src=x onerror=alert(1)>' }),
+      });
+      if (response.status !== 422) throw new Error(`expected 422, got ${response.status}`);
+    });
+    await other.fill('#username', 'bob');
+    await other.click('#login button[type=submit]');
+    await other.waitForFunction(() => !document.getElementById('you-line').hidden);
+    await waitForStatus(other, 'connected');
+    await other.click('#click');
+    await page.waitForFunction(() => document.querySelectorAll('#leaderboard li').length === 2);
+    assert.equal(await page.locator('#leaderboard b, #leaderboard img').count(), 0);
+
+    await page.click('#logout');
+    await page.waitForFunction(() => document.getElementById('you-line').hidden);
+    assert.equal(await page.evaluate(() => localStorage.getItem('tally.session')), null);
+  });
+
+  test('screenshots on desktop and phone, light and dark', LIMIT, async () => {
+    const server = await serve();
+    for (const name of ['Ada', 'grace', 'linus']) {
+      const page = await openPage(server);
+      await page.fill('#username', name);
+      await page.click('#login button[type=submit]');
+      await page.waitForFunction(() => !document.getElementById('you-line').hidden);
+      await waitForStatus(page, 'connected');
+      for (let i = 0; i < name.length; i++) await page.click('#click');
+      await page.close();
+    }
+    const shots = [
+      ['desktop-light', { viewport: { width: 1280, height: 900 }, colorScheme: 'light' }],
+      ['desktop-dark', { viewport: { width: 1280, height: 900 }, colorScheme: 'dark' }],
+      ['phone-light', { viewport: { width: 390, height: 844 }, colorScheme: 'light', isMobile: true, hasTouch: true, deviceScaleFactor: 2 }],
+      ['phone-dark', { viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true, hasTouch: true, deviceScaleFactor: 2 }],
+    ];
+    for (const [name, options] of shots) {
+      const page = await openPage(server, await newContext({ ...options, reducedMotion: 'reduce' }));
+      // Signed in and clicking, so the pictures show "you", a highlighted
+      // leaderboard line and a moving sparkline.
+      await page.fill('#username', 'Ada');
+      await page.click('#login button[type=submit]');
+      await page.waitForFunction(() => !document.getElementById('you-line').hidden);
+      await waitForStatus(page, 'connected');
+      for (let i = 0; i < 5; i++) await page.click('#click');
+      await page.waitForFunction(() => document.getElementById('rate').textContent !== '0');
+      await page.waitForFunction(() => document.querySelectorAll('#leaderboard li.me').length === 1);
+      await page.screenshot({ path: `${SHOTS}${name}.png`, fullPage: true });
+      // The button is big enough to hit with a thumb.
+      const box = await page.locator('#click').boundingBox();
+      assert.ok(box.height >= 48 && box.width >= 48, `button is ${box.width}×${box.height}`);
+    }
+  });
+});
