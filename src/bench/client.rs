@@ -1,0 +1,213 @@
+//! A minimal Socket.IO v5 client over WebSocket, just enough for load tests.
+//!
+//! It speaks engine.io v4 directly (no long-polling, no upgrade): open the
+//! WebSocket, wait for the engine `open` packet, join namespace `/`, answer
+//! pings, send `click` with an ack id, and read `count` totals and acks. Incoming
+//! frames are inspected in place as `&str`; only the total is parsed out of
+//! them, because a load generator that parses JSON per frame measures itself.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// What can go wrong talking to the server under test.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("{0} does not speak Socket.IO v5 over WebSocket: {1}")]
+    NotSocketIo(String, String),
+    #[error("the server refused the connection: {0}")]
+    Refused(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+/// A frame from the server, as far as the load tool cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// A `count` event with its total.
+    Count(u64),
+    /// The ack of the click with this id, with its total.
+    Ack { id: u64, total: u64 },
+    /// Anything else (pings are answered before they get here).
+    Other,
+}
+
+/// One connected Socket.IO client.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ack: u64,
+}
+
+/// The WebSocket URL of the Socket.IO endpoint of an `http://host:port` base.
+pub fn socket_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let ws = base
+        .strip_prefix("http://")
+        .map(|rest| format!("ws://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("https://")
+                .map(|rest| format!("wss://{rest}"))
+        })
+        .unwrap_or_else(|| base.to_string());
+    format!("{ws}/socket.io/?EIO=4&transport=websocket")
+}
+
+impl Client {
+    /// Opens the WebSocket and joins namespace `/`. Returns once the server
+    /// accepted the namespace connection.
+    pub async fn connect(base: &str) -> Result<Self, ClientError> {
+        let url = socket_url(base);
+        let (ws, _) =
+            // Nagle off, as browsers and socket.io clients do, so small
+            // frames are not held back and measured as server latency.
+            tokio_tungstenite::connect_async_with_config(&url, None, true)
+                .await
+                .map_err(|source| match source {
+                    tokio_tungstenite::tungstenite::Error::Http(response) => {
+                        ClientError::NotSocketIo(
+                            base.to_string(),
+                            format!("HTTP {} to the WebSocket handshake", response.status()),
+                        )
+                    }
+                    source => ClientError::Connect {
+                        url: url.clone(),
+                        source,
+                    },
+                })?;
+        let mut client = Client { ws, next_ack: 0 };
+        let open = client.next_text().await?;
+        if !open.starts_with("0{") {
+            return Err(ClientError::NotSocketIo(
+                base.to_string(),
+                format!("first frame {open:?}"),
+            ));
+        }
+        client.send("40").await?;
+        loop {
+            let frame = client.next_text().await?;
+            if frame.starts_with("40") {
+                return Ok(client);
+            }
+            if let Some(error) = frame.strip_prefix("44") {
+                return Err(ClientError::Refused(error.to_string()));
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) -> Result<(), ClientError> {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))
+    }
+
+    /// The next text frame, answering engine.io pings on the way.
+    async fn next_text(&mut self) -> Result<String, ClientError> {
+        loop {
+            let message = self
+                .ws
+                .next()
+                .await
+                .ok_or_else(|| ClientError::Lost("closed by the server".into()))?
+                .map_err(|e| ClientError::Lost(e.to_string()))?;
+            match message {
+                Message::Text(text) if text.as_str() == "2" => self.send("3").await?,
+                Message::Text(text) => return Ok(text.as_str().to_string()),
+                Message::Close(_) => return Err(ClientError::Lost("closed by the server".into())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a `click` asking for an ack; returns the ack id.
+    pub async fn click(&mut self) -> Result<u64, ClientError> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send(&format!("42{id}[\"click\"]")).await?;
+        Ok(id)
+    }
+
+    /// The next interesting frame.
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        loop {
+            let message = self
+                .ws
+                .next()
+                .await
+                .ok_or_else(|| ClientError::Lost("closed by the server".into()))?
+                .map_err(|e| ClientError::Lost(e.to_string()))?;
+            match message {
+                Message::Text(text) if text.as_str() == "2" => self.send("3").await?,
+                Message::Text(text) => return Ok(parse(text.as_str())),
+                Message::Close(_) => return Err(ClientError::Lost("closed by the server".into())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        self.ws.close(None).await.ok();
+    }
+}
+
+/// Reads a Socket.IO frame without allocating: `42["count",{"total":N}]` or
+/// `43<id>[{"total":N,...}]`.
+pub fn parse(frame: &str) -> Incoming {
+    if let Some(event) = frame.strip_prefix("42") {
+        if event.starts_with("[\"count\"")
+            && let Some(total) = total_in(event)
+        {
+            return Incoming::Count(total);
+        }
+    } else if let Some(ack) = frame.strip_prefix("43") {
+        let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
+        if let (Ok(id), Some(total)) = (ack[..digits].parse(), total_in(&ack[digits..])) {
+            return Incoming::Ack { id, total };
+        }
+    }
+    Incoming::Other
+}
+
+fn total_in(json: &str) -> Option<u64> {
+    let start = json.find("\"total\":")? + "\"total\":".len();
+    let rest = &json[start..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_read_in_place() {
+        assert_eq!(parse(r#"42["count",{"total":42}]"#), Incoming::Count(42));
+        assert_eq!(
+            parse(r#"4317[{"total":9,"you":null}]"#),
+            Incoming::Ack { id: 17, total: 9 }
+        );
+        assert_eq!(parse(r#"42["leaderboard",[]]"#), Incoming::Other);
+        assert_eq!(
+            parse(r#"43[{"total":1}]"#),
+            Incoming::Other,
+            "an ack needs an id"
+        );
+        assert_eq!(parse("3"), Incoming::Other);
+    }
+
+    #[test]
+    fn urls_point_at_the_websocket_endpoint() {
+        assert_eq!(
+            socket_url("http://127.0.0.1:3000/"),
+            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
+        );
+    }
+}
