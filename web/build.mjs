@@ -7,7 +7,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = resolve(process.env.TALLY_WEB_OUT ?? join(here, 'dist'));
+// An empty TALLY_WEB_OUT counts as unset: resolved as a path it would be the
+// current directory, and the bundle would land among the sources.
+const out = resolve(process.env.TALLY_WEB_OUT || join(here, 'dist'));
 await mkdir(out, { recursive: true });
 
 const common = { bundle: true, minify: true, logLevel: 'warning', legalComments: 'none' };
