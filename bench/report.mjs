@@ -100,7 +100,7 @@ steps.forEach(({ s, pts }, i) => {
   if (!pts.length) return;
   svg += `<polyline fill="none" stroke="${colors[s]}" stroke-width="2" points="${pts.map(([x, y]) => `${lx(x).toFixed(1)},${ly(y).toFixed(1)}`).join(' ')}"/>\n`;
   for (const [x, y] of pts) svg += `<circle cx="${lx(x).toFixed(1)}" cy="${ly(y).toFixed(1)}" r="3" fill="${colors[s]}"/>\n`;
-  svg += `<text x="${L + 10}" y="${T + 14 + i * 16}" fill="${colors[s]}">${s}</text>\n`;
+  svg += `<text x="${W - R - 10}" y="${H - B - 12 - (SERVERS.length - 1 - i) * 16}" text-anchor="end" fill="${colors[s]}">${s}</text>\n`;
 });
 svg += '</svg>\n';
 
