@@ -6,15 +6,26 @@
 #
 # Knobs (environment): IDLE_N (10000), FANOUT_N (1000), FLOOD_N (1000),
 # FLOOD_RATE (5000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
-# STEP (5s), QUICK=1 for a seconds-long smoke run with tiny numbers.
+# RAMP_START (20), STEP (5s), DURATION (10s), OUT (docs), QUICK=1 for a
+# seconds-long smoke run with tiny numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-}" == 1 ]]; then
-  : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_MAX:=400}"
+  : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
 fi
-: "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_MAX:=200000}"
+: "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
 OUT=${OUT:-docs}
+# Only SERVERS (a space-separated subset of "tally tally-interval-0 node") and
+# WORKLOADS (of "idle fanout flood big ramp") are run when set; results of the
+# others are taken from the previous run's raw lines in $RAW (with docs/ as
+# $OUT: bench/results.jsonl, committed with the report), so one noisy workload
+# can be rerun alone.
+: "${SERVERS:=tally tally-interval-0 node}" "${WORKLOADS:=idle fanout flood big ramp}"
+
+# One descriptor per connection, on both ends of 10,000 connections.
+ulimit -n "$(ulimit -Hn)"
+if [[ "$OUT" == docs ]]; then RAW=${RAW:-bench/results.jsonl}; else RAW=${RAW:-$OUT/benchmarks.jsonl}; fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -25,7 +36,7 @@ cargo build --release --locked --bins >&2
 results=$(mktemp -d)
 server_pid=
 stop_server() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=; }
-trap stop_server EXIT
+trap 'stop_server; rm -rf "$results"' EXIT
 
 # Starts a server (the command in "$@"), sets $server_pid and $url.
 start_server() {
@@ -41,23 +52,43 @@ start_server() {
   return 1
 }
 
-bench() { target/release/tally-bench --url "$url" "$@"; }
+# Every run is bounded: a wedged server or tool costs at most WORKLOAD_TIMEOUT.
+bench() { timeout "${WORKLOAD_TIMEOUT:-420}" target/release/tally-bench --quiet --url "$url" "$@"; }
 
-# One server's workloads; each writes one JSON line into $results/<name>.jsonl.
+run_workload() {
+  case $1 in
+    idle) bench idle --connections "$IDLE_N" --hold 5s --server-pid "$server_pid" ;;
+    fanout) bench fanout --connections "$FANOUT_N" --rate 50 --duration "$DURATION" ;;
+    flood) bench flood --connections "$FLOOD_N" --rate "$FLOOD_RATE" --duration "$DURATION" ;;
+    big) bench flood --connections "$BIG_N" --rate "$BIG_RATE" --duration "$DURATION" ;;
+    ramp) bench ramp --connections "$RAMP_N" --start-rate "$RAMP_START" --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms ;;
+  esac
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+# One server's workloads; each adds one JSON line to $results/new.jsonl,
+# tagged with the server, the workload, the server's CPU time during the
+# load, and the load average before it (to spot a busy machine).
 run_all() {
   local name=$1; shift
-  local file="$results/$name.jsonl"
-  for workload in idle fanout flood big ramp; do
+  [[ " $SERVERS " == *" $name "* ]] || return 0
+  for workload in $WORKLOADS; do
     local db; db=$(mktemp -d)
     step "$name: $workload"
     start_server "$@" --database-url "sqlite://$db/t.db"
-    case $workload in
-      idle) bench idle --connections "$IDLE_N" --hold 5s --server-pid "$server_pid" ;;
-      fanout) bench fanout --connections "$FANOUT_N" --rate 50 --duration "$DURATION" ;;
-      flood) bench flood --connections "$FLOOD_N" --rate "$FLOOD_RATE" --duration "$DURATION" ;;
-      big) bench flood --connections "$BIG_N" --rate "$BIG_RATE" --duration "$DURATION" ;;
-      ramp) bench ramp --connections "$RAMP_N" --start-rate 250 --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms ;;
-    esac | sed "s/^{/{\"server\":\"$name\",\"workload\":\"$workload\",/" >>"$file"
+    local load cpu0 line
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    cpu0=$(cpu_seconds "$server_pid")
+    # A workload that fails (a server that drops connections, say) is
+    # recorded with its error instead of stopping the whole comparison.
+    if ! line=$(run_workload "$workload" 2>"$results/bench.err"); then
+      cat "$results/bench.err" >&2
+      line=$(node -e 'console.log(JSON.stringify({ error: process.argv[1] }))' "$(tail -1 "$results/bench.err")")
+    fi
+    local cpu; cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$server_pid")" 'BEGIN { printf "%.2f", b - a }')
+    printf '%s\n' "$line" | sed "s/^{/{\"server\":\"$name\",\"workload\":\"$workload\",\"server_cpu_s\":$cpu,\"loadavg_before\":$load,/" >>"$results/new.jsonl"
     stop_server
     rm -rf "$db"
   done
@@ -72,5 +103,18 @@ run_all tally-interval-0 target/release/tally serve --addr 127.0.0.1:0 --broadca
 run_all node bash -c 'node_server "$@"' node_server
 
 step "report"
-cat "$results"/*.jsonl >"$results/all.jsonl"
+# New lines replace the previous run's lines for the same server and workload.
+touch "$results/new.jsonl"
+if [[ -f "$RAW" ]]; then
+  node -e '
+    const fs = require("fs");
+    const [prev, fresh] = process.argv.slice(1).map((f) => fs.readFileSync(f, "utf8").split("\n").filter(Boolean));
+    const key = (l) => { const r = JSON.parse(l); return r.server + "/" + r.workload; };
+    const have = new Set(fresh.map(key));
+    console.log([...prev.filter((l) => !have.has(key(l))), ...fresh].join("\n"));
+  ' "$RAW" "$results/new.jsonl" >"$results/all.jsonl"
+else
+  cp "$results/new.jsonl" "$results/all.jsonl"
+fi
+cp "$results/all.jsonl" "$RAW"
 node bench/report.mjs "$results/all.jsonl" "$OUT"

@@ -9,18 +9,27 @@
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a server may take from TCP connect to namespace join before it
+/// is declared not to speak Socket.IO (a server that accepts and stays mute
+/// would otherwise hang the run).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read buffer per connection: a few frames' worth (see `handshake`).
+const READ_BUFFER: usize = 4096;
 
 /// What can go wrong talking to the server under test.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url} (is a server listening there?): {source}")]
     Connect {
         url: String,
         #[source]
         source: tokio_tungstenite::tungstenite::Error,
     },
-    #[error("{0} does not speak Socket.IO v5 over WebSocket: {1}")]
+    #[error("{0} is not a Socket.IO server (v5 over WebSocket): {1}")]
     NotSocketIo(String, String),
     #[error("the server refused the connection: {0}")]
     Refused(String),
@@ -61,32 +70,55 @@ pub fn socket_url(base: &str) -> String {
 
 impl Client {
     /// Opens the WebSocket and joins namespace `/`. Returns once the server
-    /// accepted the namespace connection.
+    /// accepted the namespace connection (its `40{"sid":…}`): a contract
+    /// server buffers nothing for a client that emits before that.
     pub async fn connect(base: &str) -> Result<Self, ClientError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(base))
+            .await
+            .map_err(|_| {
+                ClientError::NotSocketIo(
+                    base.to_string(),
+                    format!("no Socket.IO handshake within {HANDSHAKE_TIMEOUT:?}"),
+                )
+            })?
+    }
+
+    async fn handshake(base: &str) -> Result<Self, ClientError> {
+        use tokio_tungstenite::tungstenite::Error;
         let url = socket_url(base);
-        let (ws, _) =
-            // Nagle off, as browsers and socket.io clients do, so small
-            // frames are not held back and measured as server latency.
-            tokio_tungstenite::connect_async_with_config(&url, None, true)
-                .await
-                .map_err(|source| match source {
-                    tokio_tungstenite::tungstenite::Error::Http(response) => {
-                        ClientError::NotSocketIo(
-                            base.to_string(),
-                            format!("HTTP {} to the WebSocket handshake", response.status()),
-                        )
-                    }
-                    source => ClientError::Connect {
-                        url: url.clone(),
-                        source,
-                    },
-                })?;
+        // Nagle off, as browsers and socket.io clients do, so small frames
+        // are not held back and measured as server latency.
+        // Frames of this contract are tens of bytes. tungstenite zero-fills
+        // its whole read buffer (128 KiB by default) before every read, which
+        // profiled as 37% of the tool's CPU in fanout: a small buffer keeps
+        // the tool from measuring its own memset.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
+            .await
+            .map_err(|source| match source {
+                // Something answered, but not with a WebSocket upgrade.
+                Error::Http(response) => ClientError::NotSocketIo(
+                    base.to_string(),
+                    format!("HTTP {} to the WebSocket handshake", response.status()),
+                ),
+                Error::HttpFormat(err) => ClientError::NotSocketIo(
+                    base.to_string(),
+                    format!("not an HTTP answer ({err})"),
+                ),
+                Error::Protocol(err) => {
+                    ClientError::NotSocketIo(base.to_string(), format!("not a WebSocket ({err})"))
+                }
+                source => ClientError::Connect {
+                    url: url.clone(),
+                    source,
+                },
+            })?;
         let mut client = Client { ws, next_ack: 0 };
         let open = client.next_text().await?;
         if !open.starts_with("0{") {
             return Err(ClientError::NotSocketIo(
                 base.to_string(),
-                format!("first frame {open:?}"),
+                format!("first frame {open:?} is no engine.io open packet"),
             ));
         }
         client.send("40").await?;

@@ -1,16 +1,25 @@
-//! `tally-bench`: load-test a server that speaks tally's click contract.
-//! Only point it at servers you run yourself.
+//! `tally-bench`: load-test a server that speaks tally's click contract and
+//! print one JSON result line. Only point it at servers you run yourself: it
+//! connects to the URL it is given and nothing else.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tally::bench::{self, Progress, RampSettings, Target};
 
 /// Load generator for Socket.IO click servers (tally, or anything speaking
-/// the same contract). Prints one JSON result line.
+/// the same contract: `click` with an ack carrying `{"total":N}`, and `count`
+/// broadcasts of `{"total":N}`).
+///
+/// Speaks Socket.IO v5 over WebSocket itself. Prints one JSON line on stdout
+/// (progress bars go to stderr when it is a terminal). Use it only against
+/// servers you run yourself.
 #[derive(Debug, Parser)]
 #[command(name = "tally-bench", version)]
 struct Cli {
-    /// Base URL of the server under test.
+    /// Base URL of the server under test; the only address the tool connects to.
     #[arg(
         long,
         env = "TALLY_BENCH_URL",
@@ -28,13 +37,18 @@ struct Cli {
     )]
     connect_rate: f64,
 
+    /// No progress bars even on a terminal.
+    #[arg(long, env = "TALLY_BENCH_QUIET", global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     mode: Mode,
 }
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Open and hold connections; report handshake latency and server RSS per connection.
+    /// Open and hold connections; report connect rate, handshake latency and
+    /// the server's RSS per connection.
     Idle {
         /// Connections to open.
         #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
@@ -46,7 +60,8 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
         server_pid: Option<u32>,
     },
-    /// One clicker, many listeners: click-to-every-recipient latency.
+    /// One clicker, many listeners: click-to-every-recipient latency and
+    /// missed updates.
     Fanout {
         /// Listening connections.
         #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
@@ -58,7 +73,8 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// Many clients clicking at an aggregate open-loop rate.
+    /// Many clients clicking at an aggregate open-loop rate: achieved rate,
+    /// ack and visible latency, exact convergence.
     Flood {
         /// Clicking connections.
         #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
@@ -70,14 +86,18 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// Floods at rising rates until p99 visible latency passes the bound.
+    /// Floods at rising rates until p99 visible latency passes the bound or
+    /// clicks are lost; reports the highest sustained rate.
     Ramp {
         /// Clicking connections.
         #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
         connections: usize,
-        /// First rate, clicks per second; each step is 1.5× the last.
-        #[arg(long, env = "TALLY_BENCH_START_RATE", default_value_t = 500.0)]
+        /// First rate, clicks per second.
+        #[arg(long, env = "TALLY_BENCH_START_RATE", default_value_t = 20.0)]
         start_rate: f64,
+        /// Each next rate is the last one times this.
+        #[arg(long, env = "TALLY_BENCH_FACTOR", default_value_t = 1.5)]
+        factor: f64,
         /// Highest rate tried.
         #[arg(long, env = "TALLY_BENCH_MAX_RATE", default_value_t = 200_000.0)]
         max_rate: f64,
@@ -87,46 +107,105 @@ enum Mode {
         /// Bound on the observer's p99 click-to-visible latency.
         #[arg(long, env = "TALLY_BENCH_BOUND", default_value = "100ms", value_parser = humantime::parse_duration)]
         bound: Duration,
+        /// Bisection steps between the last good and the first bad rate.
+        #[arg(long, env = "TALLY_BENCH_REFINE", default_value_t = 2)]
+        refine: u32,
     },
 }
 
+impl Mode {
+    fn connections(&self) -> usize {
+        match self {
+            Mode::Idle { connections, .. }
+            | Mode::Fanout { connections, .. }
+            | Mode::Flood { connections, .. }
+            | Mode::Ramp { connections, .. } => *connections,
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let url = cli.url.as_str();
-    let rate = cli.connect_rate;
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            // One line, no backtrace: these are operator errors (no server,
+            // wrong URL, limits), not bugs, and the library's messages
+            // already carry their cause.
+            eprintln!("tally-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen mode and returns its JSON result line.
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    anyhow::ensure!(cli.connect_rate > 0.0, "--connect-rate must be positive");
+    anyhow::ensure!(
+        cli.mode.connections() > 0,
+        "--connections must be at least 1"
+    );
+    // One descriptor per connection, plus the clicker or observer.
+    bench::raise_fd_limit(cli.mode.connections() + 1)?;
+    let target = Target {
+        url: cli.url.clone(),
+        connect_rate: cli.connect_rate,
+        progress: if cli.quiet {
+            Progress::hidden()
+        } else {
+            Progress::stderr()
+        },
+    };
     let json = match cli.mode {
         Mode::Idle {
             connections,
             hold,
             server_pid,
-        } => serde_json::to_string(
-            &tally::bench::idle(url, connections, rate, hold, server_pid).await?,
-        )?,
+        } => serde_json::to_string(&bench::idle(&target, connections, hold, server_pid).await?),
         Mode::Fanout {
             connections,
-            rate: clicks,
+            rate,
             duration,
-        } => serde_json::to_string(
-            &tally::bench::fanout(url, connections, clicks, duration, rate).await?,
-        )?,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            serde_json::to_string(&bench::fanout(&target, connections, rate, duration).await?)
+        }
         Mode::Flood {
             connections,
-            rate: clicks,
+            rate,
             duration,
-        } => serde_json::to_string(
-            &tally::bench::flood(url, connections, clicks, duration, rate).await?,
-        )?,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            serde_json::to_string(&bench::flood(&target, connections, rate, duration).await?)
+        }
         Mode::Ramp {
             connections,
             start_rate,
+            factor,
             max_rate,
             step,
             bound,
-        } => serde_json::to_string(
-            &tally::bench::ramp(url, connections, start_rate, max_rate, step, bound, rate).await?,
-        )?,
-    };
-    println!("{json}");
-    Ok(())
+            refine,
+        } => {
+            anyhow::ensure!(
+                start_rate > 0.0 && factor > 1.0,
+                "--start-rate must be positive and --factor above 1"
+            );
+            let settings = RampSettings {
+                clients: connections,
+                start_rate,
+                factor,
+                max_rate,
+                step,
+                bound,
+                refine,
+            };
+            serde_json::to_string(&bench::ramp(&target, &settings).await?)
+        }
+    }
+    .context("serialising the result")?;
+    Ok(json)
 }

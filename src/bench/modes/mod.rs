@@ -1,0 +1,136 @@
+//! The four workloads. Each takes a [`Target`](super::Target) and returns a
+//! serialisable report: one JSON line for scripts.
+
+mod fanout;
+mod flood;
+mod idle;
+mod ramp;
+
+pub use fanout::{FanoutReport, fanout};
+pub use flood::{FloodReport, flood};
+pub use idle::{IdleReport, idle};
+pub use ramp::{RampReport, RampSettings, ramp};
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Client, Incoming};
+use super::micros_since;
+use super::timeline::Seen;
+
+/// Reads one client's frames, noting when each larger total arrives, until
+/// it has seen the final total (sent on `target` once known; 0 = not yet) or
+/// `stop` fires. Returns what it saw and how many frames it received.
+pub(crate) async fn listen(
+    mut client: Client,
+    start: Instant,
+    mut target: watch::Receiver<u64>,
+    stop: CancellationToken,
+) -> (Seen, u64) {
+    let mut seen = Seen::default();
+    let mut frames = 0;
+    let reached = |seen: &Seen, target: u64| target != 0 && seen.max() >= target;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            frame = client.recv() => match frame {
+                Ok(Incoming::Count(total)) => {
+                    frames += 1;
+                    seen.note(total, micros_since(start));
+                    if reached(&seen, *target.borrow()) { break; }
+                }
+                Ok(_) => frames += 1,
+                Err(_) => break,
+            },
+            changed = target.changed() => {
+                if changed.is_err() || reached(&seen, *target.borrow_and_update()) { break; }
+            }
+        }
+    }
+    client.close().await;
+    (seen, frames)
+}
+
+/// A listening client on its own OS thread and runtime, for measurements
+/// that must not wait behind the thousands of other clients' tasks: when a
+/// broadcast reaches 10,000 sockets at once, a task in the shared runtime
+/// may be polled tens of milliseconds after its frame arrived, and that
+/// delay is the tool's, not the server's.
+pub(crate) struct Observer {
+    /// The total in the observer's greeting.
+    pub base: u64,
+    result: tokio::sync::oneshot::Receiver<(Seen, u64)>,
+}
+
+impl Observer {
+    /// Connects on a new thread and returns once the greeting arrived.
+    pub async fn spawn(
+        url: &str,
+        start: Instant,
+        target: watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) -> Result<Self, super::BenchError> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (result_tx, result) = tokio::sync::oneshot::channel();
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("observer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        ready_tx.send(Err(super::BenchError::Runtime(err))).ok();
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let connected = async {
+                        let mut client = Client::connect(&url).await?;
+                        let base = super::greeting(&mut client, &url).await?;
+                        Ok((client, base))
+                    };
+                    match connected.await {
+                        Ok((client, base)) => {
+                            ready_tx.send(Ok(base)).ok();
+                            result_tx
+                                .send(listen(client, start, target, stop).await)
+                                .ok();
+                        }
+                        Err(err) => {
+                            ready_tx.send(Err(err)).ok();
+                        }
+                    }
+                });
+            })
+            .map_err(super::BenchError::Runtime)?;
+        let base = ready_rx
+            .await
+            .map_err(|_| super::BenchError::ObserverLost)??;
+        Ok(Observer { base, result })
+    }
+
+    /// What the observer saw, once it has seen the final total or was stopped.
+    pub async fn finish(self) -> Result<(Seen, u64), super::BenchError> {
+        self.result
+            .await
+            .map_err(|_| super::BenchError::ObserverLost)
+    }
+}
+
+/// Cancels `stop` after `after`, so waits for stragglers end; abort the
+/// returned task when everything arrived in time.
+pub(crate) fn cancel_after(
+    stop: &CancellationToken,
+    after: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        stop.cancel();
+    })
+}
