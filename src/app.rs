@@ -120,7 +120,11 @@ impl App {
         let mut router = http::routes()
             .with_state(state.clone())
             .layer(CompressionLayer::new())
-            .layer(socket_layer);
+            .layer(socket_layer)
+            // Outside the Socket.IO layer, so engine.io stores the copy.
+            .layer(axum::middleware::map_request(
+                realtime::detach::own_request_head,
+            ));
         if let Some(cors) = policy.cors() {
             router = router.layer(cors);
         }

@@ -6,6 +6,7 @@
 //! publishes changes: totals as `count`, per-user counts as `me` to that
 //! user's room, and the top list as `leaderboard`.
 
+pub mod detach;
 pub mod events;
 pub mod session;
 
