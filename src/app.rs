@@ -21,10 +21,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Tokens};
 use crate::config::{Config, ConfigError, Transport};
+use crate::counter::coalesce::Pacing;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::{self, Counters};
 use crate::http::{self, OriginPolicy};
-use crate::realtime;
+use crate::realtime::{self, connections::Connections};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 
@@ -69,6 +70,7 @@ pub struct App {
     state: AppState,
     flush_interval: Duration,
     leaderboard_interval: Duration,
+    broadcast_budget: Duration,
 }
 
 impl App {
@@ -107,6 +109,7 @@ impl App {
             store,
             auth: Arc::new(auth),
             broadcast_interval: config.broadcast_interval,
+            connections: Connections::default(),
         };
 
         let (socket_layer, io) = socket_io_builder(&config)
@@ -149,6 +152,7 @@ impl App {
             state,
             flush_interval: config.flush_interval,
             leaderboard_interval: config.leaderboard_interval,
+            broadcast_budget: config.broadcast_budget,
         })
     }
 
@@ -177,6 +181,7 @@ impl App {
             state,
             flush_interval,
             leaderboard_interval,
+            broadcast_budget,
         } = self;
 
         let stop_flushing = CancellationToken::new();
@@ -189,9 +194,14 @@ impl App {
         let stop_publishing = CancellationToken::new();
         let coalescer = (!state.broadcast_interval.is_zero()).then(|| {
             let io = io.clone();
+            let connections = state.connections.clone();
             tokio::spawn(counter::coalesce::run(
                 state.counters.clone(),
-                state.broadcast_interval,
+                Pacing {
+                    interval: state.broadcast_interval,
+                    per_recipient: broadcast_budget,
+                },
+                move || connections.current(),
                 stop_publishing.clone(),
                 move |changed| {
                     let io = io.clone();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
+use crate::realtime::connections::Connections;
 use crate::store::Store;
 
 /// Cheap to clone: every field is a handle or a copyable value.
@@ -16,6 +17,8 @@ pub struct AppState {
     /// The live top list, as last published.
     pub leaderboard: Arc<LiveLeaderboard>,
     pub auth: Arc<Auth>,
+    /// Sockets connected now.
+    pub connections: Connections,
     /// Zero means "broadcast after every click" instead of coalescing.
     pub broadcast_interval: Duration,
 }

@@ -374,3 +374,38 @@ async fn older_engine_io_v3_clients_can_open_a_session() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn healthz_counts_connected_sockets() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/healthz", server.url());
+    let connections = async || -> u64 {
+        let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        body["connections"]
+            .as_u64()
+            .expect("a number of connections")
+    };
+    assert_eq!(connections().await, 0);
+
+    let mut websocket = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let mut polling = TestClient::connect(&server.url(), TransportType::Polling).await;
+    // The greeting is sent after the socket is counted.
+    websocket.first_total().await;
+    polling.first_total().await;
+    assert_eq!(connections().await, 2);
+
+    // The server learns of a close asynchronously, so poll until it has.
+    for (client, left) in [(websocket, 1), (polling, 0)] {
+        client.disconnect().await;
+        tokio::time::timeout(WAIT, async {
+            while connections().await != left {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("healthz never showed {left} connections"));
+    }
+    server.stop().await.unwrap();
+}

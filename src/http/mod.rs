@@ -30,12 +30,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// 200 when the store answers, 503 otherwise. Load balancers use it to stop
-/// sending clicks to a node whose database is gone.
+/// sending clicks to a node whose database is gone. The body also tells how
+/// many clicks wait for the next flush and how many sockets are connected.
 async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(json!({
         "status": "ok",
         "store": state.store.backend(),
         "pending": state.counters.pending_total(),
+        "connections": state.connections.current(),
     })))
 }

@@ -6,6 +6,7 @@
 //! publishes changes: totals as `count`, per-user counts as `me` to that
 //! user's room, and the top list as `leaderboard`.
 
+pub mod connections;
 pub mod detach;
 pub mod events;
 pub mod session;
@@ -33,6 +34,7 @@ async fn on_connect(
 ) {
     tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
     session::start(&socket, &identity);
+    state.connections.opened();
 
     // A reconnecting client gets the whole current state: socketioxide does
     // not replay what it missed.
@@ -51,8 +53,11 @@ async fn on_connect(
     socket.on(CLICK, on_click);
     socket.on(REFRESH, session::on_refresh);
     socket.on_disconnect(
-        async |socket: SocketRef, Extension(identity): Extension<Identity>| {
+        async |socket: SocketRef,
+               State(state): State<AppState>,
+               Extension(identity): Extension<Identity>| {
             session::stop(&identity);
+            state.connections.closed();
             tracing::debug!(sid = %socket.id, "socket disconnected");
         },
     );
