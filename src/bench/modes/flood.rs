@@ -186,6 +186,11 @@ async fn click_loop(
     let mut seen = Seen::default();
     let mut frames = 0;
     let mut acked = 0;
+    // One timer for the whole run: a fresh `sleep_until` per loop turn
+    // registers and cancels a timer for every frame, which at 10,000 clients
+    // cost the tool CPU that the server under test needs.
+    let sending_ends = tokio::time::sleep_until(until);
+    tokio::pin!(sending_ends);
     loop {
         let sending = tokio::time::Instant::now() < until;
         let target = *final_total.borrow();
@@ -197,7 +202,7 @@ async fn click_loop(
             // Wakes the loop when sending ends: without it a client that
             // receives nothing more would sleep until its next tick, long
             // after the end, and send one click too late.
-            () = tokio::time::sleep_until(until), if sending => {}
+            () = &mut sending_ends, if sending => {}
             _ = pace.tick(), if sending => {
                 send_at.push(micros_since(start));
                 if client.click().await.is_err() { break; }
