@@ -56,7 +56,7 @@ way: increment, ack, broadcast after every click.
 
 - Machine: \`nproc\` ${sh('nproc')} (${os.cpus()[0]?.model ?? 'unknown'}), \`free -g\` total ${sh("free -g | awk '/^Mem:/ { print $2 }'")} GiB, ${sh('uname -sr')}; load average before each workload is in the raw lines (\`loadavg_before\`)
 - ${sh('rustc --version')}; Node ${process.version}; socket.io ${sh("node -p \"require('./bench/node/node_modules/socket.io/package.json').version\"")}, bufferutil ${sh("node -p \"require('./bench/node/node_modules/bufferutil/package.json').version\"")}
-- tally ${sh('git rev-parse --short HEAD')}${sh('git status --porcelain -- src Cargo.toml Cargo.lock') ? ' with uncommitted changes' : ''}, ${new Date().toISOString()}
+- tally ${[...new Set(rows.map((r) => r.commit ?? 'unrecorded'))].join(', ')} (the commit measured is in each raw line; \`+changes\` marks uncommitted changes), report written ${new Date().toISOString()}
 - Workloads: idle — ${params('idle')}; fanout — ${params('fanout')}; flood — ${params('flood')}; big flood — ${params('big')}; ramp — ${params('ramp')}
 
 | metric | tally | tally, interval 0 | Node socket.io | Node ÷ tally |

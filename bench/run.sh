@@ -16,6 +16,7 @@ if [[ "${QUICK:-}" == 1 ]]; then
 fi
 : "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
 OUT=${OUT:-docs}
+mkdir -p "$OUT"
 # Only SERVERS (a space-separated subset of "tally tally-interval-0 node") and
 # WORKLOADS (of "idle fanout flood big ramp") are run when set; results of the
 # others are taken from the previous run's raw lines in $RAW (with docs/ as
@@ -32,6 +33,11 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "build"
 cargo build --release --locked --bins >&2
 (cd bench/node && { [[ node_modules/.package-lock.json -nt package-lock.json ]] || npm ci --no-audit --no-fund >&2; })
+
+# Each raw line records the commit it measured, since a partial rerun
+# merges lines from different commits into one report.
+commit=$(git rev-parse --short HEAD)
+[[ -z "$(git status --porcelain -- src Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
 
 results=$(mktemp -d)
 server_pid=
@@ -88,7 +94,7 @@ run_all() {
       line=$(node -e 'console.log(JSON.stringify({ error: process.argv[1] }))' "$(tail -1 "$results/bench.err")")
     fi
     local cpu; cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$server_pid")" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\n' "$line" | sed "s/^{/{\"server\":\"$name\",\"workload\":\"$workload\",\"server_cpu_s\":$cpu,\"loadavg_before\":$load,/" >>"$results/new.jsonl"
+    printf '%s\n' "$line" | sed "s/^{/{\"server\":\"$name\",\"workload\":\"$workload\",\"commit\":\"$commit\",\"server_cpu_s\":$cpu,\"loadavg_before\":$load,/" >>"$results/new.jsonl"
     stop_server
     rm -rf "$db"
   done
