@@ -11,6 +11,8 @@ pub mod detach;
 pub mod events;
 pub mod session;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
@@ -34,7 +36,10 @@ async fn on_connect(
 ) {
     tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
     session::start(&socket, &identity);
-    state.connections.opened();
+    // Extensions are dropped with the socket, and the guard with them.
+    socket
+        .extensions
+        .insert(Arc::new(state.connections.track()));
 
     // A reconnecting client gets the whole current state: socketioxide does
     // not replay what it missed.
@@ -53,11 +58,8 @@ async fn on_connect(
     socket.on(CLICK, on_click);
     socket.on(REFRESH, session::on_refresh);
     socket.on_disconnect(
-        async |socket: SocketRef,
-               State(state): State<AppState>,
-               Extension(identity): Extension<Identity>| {
+        async |socket: SocketRef, Extension(identity): Extension<Identity>| {
             session::stop(&identity);
-            state.connections.closed();
             tracing::debug!(sid = %socket.id, "socket disconnected");
         },
     );
