@@ -31,13 +31,13 @@ if [[ "$OUT" == docs ]]; then RAW=${RAW:-bench/results.jsonl}; else RAW=${RAW:-$
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "build"
-cargo build --release --locked --bins >&2
+cargo build --release --locked --workspace --bins >&2
 (cd bench/node && { [[ node_modules/.package-lock.json -nt package-lock.json ]] || npm ci --no-audit --no-fund >&2; })
 
 # Each raw line records the commit it measured, since a partial rerun
 # merges lines from different commits into one report.
 commit=$(git rev-parse --short HEAD)
-[[ -z "$(git status --porcelain -- src Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
+[[ -z "$(git status --porcelain -- src bench/tally-bench Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
 
 results=$(mktemp -d)
 server_pid=

@@ -1,42 +1,49 @@
-//! Building, running and stopping the server.
+//! Assembling tally from its parts: one way for `tally serve` and for a host
+//! application that mounts tally beside its own routes.
 //!
-//! [`App::build`] does everything that can fail at start (open and migrate
-//! the store, load the counts, bind the port) so errors surface before the
-//! server reports itself ready. [`App::run_until`] serves until a shutdown
-//! future completes, then stops in the order that loses nothing: stop
-//! accepting, close every socket, publish the last total, flush the counts.
+//! [`Tally::builder`] does everything that can fail at start (open and
+//! migrate the store, load the counts) and returns a [`Tally`]: the Socket.IO
+//! routes, the API, the page and `/healthz` as axum routers a host mounts
+//! where it likes ([`Tally::router`] for all of them). [`Tally::start`] then
+//! spawns the background tasks (coalescer, leaderboard, flusher) and returns
+//! [`Running`], whose [`Running::shutdown`] stops in the order that loses
+//! nothing: publish the last totals while sockets are still open, close every
+//! socket, stop counting, write what is left.
+//!
+//! The standalone server ([`crate::serve::App`]) is this plus a listener.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use axum::routing::{MethodRouter, any};
+use socketioxide::service::SocketIoService;
 use socketioxide::{SocketIo, TransportType};
-use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 use tower_http::compression::CompressionLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Tokens};
 use crate::config::{Config, ConfigError, Transport};
 use crate::counter::coalesce::Pacing;
+use crate::counter::flush::FinalFlushError;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::{self, Counters};
 use crate::http::{self, OriginPolicy};
+use crate::identity::{DynIdentityProvider, IdentityProvider};
 use crate::realtime::{self, connections::Connections};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 
-/// How long open connections get to finish after the shutdown signal before
-/// the final flush goes ahead without them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing the sockets may take at shutdown before counting stops
+/// and the final flush goes ahead without waiting any longer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read from a WebSocket per system call.
 const WS_READ_BUFFER: usize = 1024;
 
-/// Why the server could not start.
+/// Why tally could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -45,49 +52,59 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("could not listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
 }
 
-/// Why the server stopped with an error.
+/// Why tally stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
     #[error(transparent)]
-    FinalFlush(#[from] counter::flush::FinalFlushError),
+    FinalFlush(#[from] FinalFlushError),
     #[error("a background task panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
-/// A server that is bound and ready to run.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-    io: SocketIo,
-    state: AppState,
-    flush_interval: Duration,
-    leaderboard_interval: Duration,
-    broadcast_budget: Duration,
+/// Options for building a [`Tally`] beyond its [`Config`].
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct TallyBuilder {
+    config: Config,
+    store: Option<Arc<dyn Store>>,
+    identity: Option<Arc<dyn DynIdentityProvider>>,
 }
 
-impl App {
-    /// Opens the store named in `config` and builds the server on it.
-    pub async fn build(config: Config) -> Result<Self, StartError> {
-        config.validate()?;
-        let store = store::connect(&config.database_url).await?;
-        Self::build_with_store(config, store).await
+impl TallyBuilder {
+    /// Uses this store instead of connecting to `config.database_url` (tests
+    /// use it to inject failures; hosts can share a store they built).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
-    /// Builds the server on a store the caller provides (tests use this to
-    /// inject failures).
-    pub async fn build_with_store(
-        config: Config,
-        store: Arc<dyn Store>,
-    ) -> Result<Self, StartError> {
+    /// Lets the host decide who each Socket.IO connection belongs to, instead
+    /// of tally's token or username rule (see [`crate::identity`]).
+    pub fn identity(mut self, provider: impl IdentityProvider) -> Self {
+        self.identity = Some(Arc::new(provider));
+        self
+    }
+
+    /// Checks the configuration, opens and migrates the store, loads the
+    /// counts, and assembles the routes.
+    pub async fn build(self) -> Result<Tally, StartError> {
+        let TallyBuilder {
+            config,
+            store,
+            identity,
+        } = self;
         config.validate()?;
+        let store = match store {
+            Some(store) => store,
+            None => store::connect(&config.database_url).await?,
+        };
         let counters = Arc::new(Counters::from_totals(store.load().await?));
         tracing::info!(
             backend = store.backend(),
@@ -108,82 +125,152 @@ impl App {
             counters,
             store,
             auth: Arc::new(auth),
+            identity,
             broadcast_interval: config.broadcast_interval,
             connections: Connections::default(),
         };
-
+        // One service for every Socket.IO route: each instance owns its own
+        // table of engine.io sessions, so a second one would not know the
+        // sessions the first opened.
         let (socket_layer, io) = socket_io_builder(&config)
             .with_state(state.clone())
             .build_layer();
+        // The inner route is never reached on Socket.IO's path; the service
+        // answers every request there itself.
+        let socket_service = socket_layer.layer(any(http::not_found));
         realtime::register(&io);
-
-        let policy = OriginPolicy::new(&config.allowed_origins);
-        // Compression wraps the page and API routes only: Socket.IO traffic is
-        // handled by its own layer outside it and never buffered by it.
-        let mut router = http::routes()
-            .with_state(state.clone())
-            .layer(CompressionLayer::new())
-            .layer(socket_layer)
-            // Outside the Socket.IO layer, so engine.io stores the copy.
-            .layer(axum::middleware::map_request(
-                realtime::detach::own_request_head,
-            ));
-        if let Some(cors) = policy.cors() {
-            router = router.layer(cors);
-        }
-        let router = router
-            .layer(axum::middleware::from_fn_with_state(
-                policy,
-                http::origin_check,
-            ))
-            .layer(TraceLayer::new_for_http());
-
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
-
-        Ok(App {
-            listener,
-            router,
-            io,
+        Ok(Tally {
+            policy: OriginPolicy::new(&config.allowed_origins),
             state,
+            io,
+            socket_service,
             flush_interval: config.flush_interval,
             leaderboard_interval: config.leaderboard_interval,
             broadcast_budget: config.broadcast_budget,
         })
     }
+}
 
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has a local address")
+/// tally, built and ready to mount: its routes, and the background tasks
+/// that [`Tally::start`] spawns.
+///
+/// Every router serves its paths relative to where it is mounted, so a host
+/// can put all of tally under a prefix:
+///
+/// ```no_run
+/// # async fn host() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, routing::get};
+///
+/// let config = tally::Config::from_env()?;
+/// let tally = tally::Tally::builder(config).build().await?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "the host's own page" }))
+///     // Page at /tally/, API at /tally/api/…, /tally/healthz, and
+///     // Socket.IO at /tally/socket.io/.
+///     .nest_service("/tally", tally.router());
+/// let running = tally.start();
+/// // … serve `app`; on the host's shutdown signal:
+/// running.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct Tally {
+    state: AppState,
+    io: SocketIo,
+    socket_service: SocketIoService<MethodRouter>,
+    policy: OriginPolicy,
+    flush_interval: Duration,
+    leaderboard_interval: Duration,
+    broadcast_budget: Duration,
+}
+
+impl Tally {
+    /// Starts building tally from a configuration.
+    pub fn builder(config: Config) -> TallyBuilder {
+        TallyBuilder {
+            config,
+            store: None,
+            identity: None,
+        }
     }
 
-    /// The shared state, for embedding and tests.
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// Everything tally serves in one router: [`Tally::page`],
+    /// [`Tally::api`], [`Tally::health`] and [`Tally::socket_io`], and a JSON
+    /// `404` for any other path. Mount it with `nest_service(prefix, …)`, or
+    /// serve it as it is.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(self.page())
+            .merge(self.api())
+            .merge(self.health())
+            .merge(self.socket_io())
+            .fallback(http::not_found)
     }
 
-    /// Serves until `shutdown` completes, then shuts down without losing a click.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), RunError> {
-        let addr = self.local_addr();
-        let App {
-            listener,
-            router,
-            io,
+    /// The page and its assets: `/` (a request for the mount path without
+    /// its trailing slash is redirected to it), `/app.js`, `/app.css`. The
+    /// page finds the API and Socket.IO relative to its own address, so it
+    /// expects [`Tally::api`] and [`Tally::socket_io`] under the same prefix.
+    /// Mount it with `nest_service` or `merge`: axum's `nest` routes a nested
+    /// `/` to the bare prefix only, never to `prefix/` where the page lives.
+    pub fn page(&self) -> Router {
+        http::page()
+            .with_state(self.state.clone())
+            .layer(CompressionLayer::new())
+    }
+
+    /// The JSON API: `/api/leaderboard`, `/api/users/{username}`,
+    /// `/api/session`. CORS follows `--allowed-origins`.
+    pub fn api(&self) -> Router {
+        let router = http::api()
+            .with_state(self.state.clone())
+            .layer(CompressionLayer::new());
+        match self.policy.cors() {
+            Some(cors) => router.layer(cors),
+            None => router,
+        }
+    }
+
+    /// `/healthz`: 200 while the store answers, 503 otherwise.
+    pub fn health(&self) -> Router {
+        http::health()
+            .with_state(self.state.clone())
+            .layer(CompressionLayer::new())
+    }
+
+    /// Socket.IO at `/socket.io/` (WebSocket and long-polling), behind the
+    /// `--allowed-origins` check.
+    pub fn socket_io(&self) -> Router {
+        // Clones of the one service share its sessions.
+        let router = Router::new()
+            .route_service("/socket.io", self.socket_service.clone())
+            .route_service("/socket.io/", self.socket_service.clone())
+            // Outside the Socket.IO service, so engine.io stores the copy.
+            .layer(axum::middleware::map_request(
+                realtime::detach::own_request_head,
+            ));
+        let router = match self.policy.cors() {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
+        router.layer(axum::middleware::from_fn_with_state(
+            self.policy.clone(),
+            http::origin_check,
+        ))
+    }
+
+    /// Spawns the background tasks — the coalescer that broadcasts totals,
+    /// the leaderboard task, the flusher that writes counts to the store —
+    /// and hands back the handle that stops them. Take the routers first:
+    /// `start` consumes `self`. Must be called inside a Tokio runtime.
+    pub fn start(self) -> Running {
+        let Tally {
             state,
+            io,
             flush_interval,
             leaderboard_interval,
             broadcast_budget,
+            ..
         } = self;
-
         let stop_flushing = CancellationToken::new();
         let flusher = tokio::spawn(counter::flush::run(
             state.counters.clone(),
@@ -192,6 +279,7 @@ impl App {
             stop_flushing.clone(),
         ));
         let stop_publishing = CancellationToken::new();
+        // With a zero interval every click is published by its handler.
         let coalescer = (!state.broadcast_interval.is_zero()).then(|| {
             let io = io.clone();
             let connections = state.connections.clone();
@@ -222,58 +310,82 @@ impl App {
                 }
             },
         ));
+        Running {
+            state,
+            io,
+            stop_publishing,
+            stop_flushing,
+            coalescer,
+            leaderboard,
+            flusher,
+        }
+    }
+}
 
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
+/// tally's background tasks, running. Dropping it leaves them running until
+/// the runtime ends, and whatever was not flushed is lost: call
+/// [`Running::shutdown`].
+#[must_use = "call `shutdown` when the host stops, or the last clicks are lost"]
+pub struct Running {
+    state: AppState,
+    io: SocketIo,
+    stop_publishing: CancellationToken,
+    stop_flushing: CancellationToken,
+    coalescer: Option<JoinHandle<()>>,
+    leaderboard: JoinHandle<()>,
+    flusher: JoinHandle<Result<(), FinalFlushError>>,
+}
 
-        tracing::info!("listening on http://{addr}");
-        // Every frame tally writes is small and wanted now: without
-        // TCP_NODELAY, Nagle's algorithm holds a frame back until the previous
-        // one is acknowledged, which the benchmarks showed as 40–70 ms tails.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
-        // Sockets are closed as soon as the signal arrives: WebSocket
-        // connections are no longer tracked by the HTTP server once upgraded,
-        // and long-polling requests would otherwise hold the drain open. The
-        // last coalesced total goes out first, while the sockets are still there.
-        let close_sockets = async {
-            stop.cancelled().await;
-            tracing::info!("shutting down: closing connections");
-            stop_publishing.cancel();
-            let published = match coalescer {
-                Some(coalescer) => coalescer.await,
-                None => Ok(()),
-            };
-            let published = published.and(leaderboard.await);
-            io.close().await;
-            published
+impl Running {
+    /// Sockets connected now.
+    pub fn connections(&self) -> usize {
+        self.state.connections.current()
+    }
+
+    /// Stops tally without losing an acknowledged click, in this order:
+    ///
+    /// 1. the coalescer and the leaderboard task publish the last totals,
+    ///    while every socket is still open to receive them;
+    /// 2. every socket is closed (long-polling requests end with them, so a
+    ///    host's HTTP server can drain), waiting at most 10 s;
+    /// 3. counting stops: a click still arriving is answered with a
+    ///    `shutting_down` error and not counted;
+    /// 4. the final flush writes every remaining increment, retried a few
+    ///    times; if it still fails, the error says how many clicks are lost.
+    ///
+    /// Call it when the host's shutdown signal arrives, alongside the HTTP
+    /// server's own graceful shutdown.
+    pub async fn shutdown(self) -> Result<(), RunError> {
+        let Running {
+            state,
+            io,
+            stop_publishing,
+            stop_flushing,
+            coalescer,
+            leaderboard,
+            flusher,
+        } = self;
+        tracing::info!("shutting down: publishing the last totals and closing connections");
+        stop_publishing.cancel();
+        let published = match coalescer {
+            Some(coalescer) => coalescer.await,
+            None => Ok(()),
         };
-        let drained = async { tokio::join!(server, close_sockets) };
-        tokio::pin!(drained);
-        let (served, published) = tokio::select! {
-            results = &mut drained => results,
-            () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; flushing anyway");
-                (Ok(()), Ok(()))
-            }
-        };
+        let published = published.and(leaderboard.await);
 
-        // Whatever happened above, the counts are flushed before reporting it.
+        if tokio::time::timeout(CLOSE_TIMEOUT, io.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "sockets still closing after {CLOSE_TIMEOUT:?}; stopping the count anyway"
+            );
+        }
+        // From here on no click is counted, so the final flush below holds
+        // every click that was acknowledged, whatever the sockets still do.
+        state.counters.close();
         stop_flushing.cancel();
         let flushed = flusher.await?;
-        served.map_err(RunError::Serve)?;
         published?;
         flushed?;
         tracing::info!(total = state.counters.global().total(), "stopped");
@@ -303,33 +415,5 @@ fn socket_io_builder(config: &Config) -> socketioxide::SocketIoBuilder {
         (true, false) => builder.transports([TransportType::Websocket]),
         (false, true) => builder.transports([TransportType::Polling]),
         _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 pub use crate::auth::AuthMode;
 use crate::auth::MIN_SECRET_LEN;
@@ -139,12 +139,29 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with every default, for tests and embedding.
+    /// A configuration with every documented default, listening on `addr`
+    /// with the store at `database_url`. Nothing is read from the
+    /// environment, so the result does not depend on the caller's shell.
     pub fn new(addr: SocketAddr, database_url: impl Into<String>) -> Self {
-        let mut config = Cli::parse_from(["tally"]).serve;
+        let command = Config::augment_args(clap::Command::new("tally"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["tally"])
+            .expect("every option has a default or is optional");
+        let mut config = Config::from_arg_matches(&matches).expect("the defaults are valid values");
         config.addr = addr;
         config.database_url = database_url.into();
         config
+    }
+
+    /// The configuration `tally serve` would use with no flags: every
+    /// `TALLY_*` environment variable applied over the defaults. This is how
+    /// a host application that embeds tally reads tally's settings; an
+    /// invalid value is an error naming the option.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        let matches =
+            Config::augment_args(clap::Command::new("tally")).try_get_matches_from(["tally"])?;
+        Config::from_arg_matches(&matches)
     }
 
     /// Checks the rules that involve several options.

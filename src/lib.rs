@@ -1,20 +1,26 @@
-//! tally: a real-time click tracker server speaking Socket.IO.
+//! tally: a real-time click tracker and Socket.IO server, as a library.
 //!
-//! The binary in `main.rs` only parses [`config::Cli`], installs logging and
-//! runs [`app::App`]; everything else lives in this library so tests and
-//! embedders can start the real server on port 0.
+//! Standalone, the `tally` binary parses [`config::Cli`], installs logging
+//! and runs [`App`]. An axum application can mount the same server beside
+//! its own routes instead: build a [`Tally`] from a [`Config`] (optionally
+//! with the host's own [`identity::IdentityProvider`]), mount
+//! [`Tally::router`] (or its pieces) under any prefix, [`Tally::start`] the
+//! background tasks, and call [`Running::shutdown`] from the host's own
+//! shutdown. `examples/embed.rs` is a complete host.
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod counter;
 pub mod http;
+pub mod identity;
 pub mod realtime;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod user;
 
-pub use app::App;
+pub use app::{RunError, Running, StartError, Tally, TallyBuilder};
 pub use config::Config;
+pub use serve::{App, shutdown_signal};

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             tally::telemetry::init(config.log.as_deref())?;
             let app = App::build(config).await?;
-            app.run_until(tally::app::shutdown_signal()).await?;
+            app.run_until(tally::shutdown_signal()).await?;
         }
     }
     Ok(())

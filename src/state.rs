@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
+use crate::identity::DynIdentityProvider;
 use crate::realtime::connections::Connections;
 use crate::store::Store;
 
@@ -17,6 +18,9 @@ pub struct AppState {
     /// The live top list, as last published.
     pub leaderboard: Arc<LiveLeaderboard>,
     pub auth: Arc<Auth>,
+    /// The host application's identity hook, which replaces tally's own
+    /// handshake rule when set.
+    pub(crate) identity: Option<Arc<dyn DynIdentityProvider>>,
     /// Sockets connected now.
     pub connections: Connections,
     /// Zero means "broadcast after every click" instead of coalescing.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{TempDb, TestServer};
-use tally::bench::{self, RampSettings, Target};
+use tally_bench::{self as bench, RampSettings, Target};
 
 #[tokio::test]
 async fn every_mode_runs_and_counts_exactly() {

@@ -132,7 +132,7 @@ mod tests {
 
         fn click(&self, times: usize) {
             for _ in 0..times {
-                self.counters.click(None);
+                self.counters.click(None).unwrap();
             }
         }
 

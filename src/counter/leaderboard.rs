@@ -202,8 +202,8 @@ mod tests {
             },
         ));
         let ada = Username::parse("ada").unwrap();
-        counters.click(Some(&ada));
-        counters.click(Some(&ada));
+        counters.click(Some(&ada)).unwrap();
+        counters.click(Some(&ada)).unwrap();
         let list = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("a changed leaderboard is published")
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(*live.get(), *list);
 
         // Anonymous clicks do not touch the leaderboard.
-        counters.click(None);
+        counters.click(None).unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(rx.try_recv().is_err());
 

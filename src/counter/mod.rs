@@ -54,6 +54,12 @@ pub struct Changed {
     pub total: u64,
 }
 
+/// A click refused because counting has stopped (the server is shutting
+/// down and its final flush is under way or done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is shutting down; this click was not counted")]
+pub struct Closed;
+
 /// What one click produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Click {
@@ -113,8 +119,10 @@ pub struct Counters {
     user_clicks: AtomicU64,
     /// Shared by every click, exclusive while pending deltas are taken, so a
     /// flush never stores a click in the global total but not in its user's
-    /// (or the reverse). Never held across an `.await`.
-    gate: RwLock<()>,
+    /// (or the reverse). Never held across an `.await`. It guards the
+    /// `closed` flag too: once [`Counters::close`] has set it under the
+    /// exclusive gate, no click can slip in before the final flush.
+    gate: RwLock<bool>,
     changed: Notify,
 }
 
@@ -136,7 +144,7 @@ impl Counters {
             users: RwLock::new(users),
             dirty_users: Mutex::new(Vec::new()),
             user_clicks: AtomicU64::new(0),
-            gate: RwLock::new(()),
+            gate: RwLock::new(false),
             changed: Notify::new(),
         }
     }
@@ -146,11 +154,15 @@ impl Counters {
         &self.global
     }
 
-    /// Counts one click, attributed to `user` if given.
-    pub fn click(&self, user: Option<&Username>) -> Click {
+    /// Counts one click, attributed to `user` if given. Refused once
+    /// [`Counters::close`] has been called.
+    pub fn click(&self, user: Option<&Username>) -> Result<Click, Closed> {
         let user = user.map(|name| self.user_counter(name));
         let click = {
-            let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let closed = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            if *closed {
+                return Err(Closed);
+            }
             let you = user.as_ref().map(|(_, counter)| counter.add_one());
             Click {
                 total: self.global.add_one(),
@@ -164,7 +176,14 @@ impl Counters {
             }
         }
         self.changed.notify_one();
-        click
+        Ok(click)
+    }
+
+    /// Stops counting: every later [`Counters::click`] is refused. Shutdown
+    /// calls it before the final flush, so that flush sees every click that
+    /// was acknowledged, whatever state the sockets are in.
+    pub fn close(&self) {
+        *self.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
     }
 
     /// The counter of `name`, created at zero if the user is new. The
@@ -312,21 +331,21 @@ mod tests {
         let counters =
             Counters::from_totals([(CounterKey::Global, 41), (CounterKey::User(name("ada")), 5)]);
         assert_eq!(
-            counters.click(None),
+            counters.click(None).unwrap(),
             Click {
                 total: 42,
                 you: None
             }
         );
         assert_eq!(
-            counters.click(Some(&name("ADA"))),
+            counters.click(Some(&name("ADA"))).unwrap(),
             Click {
                 total: 43,
                 you: Some(6)
             }
         );
         assert_eq!(
-            counters.click(Some(&name("bob"))),
+            counters.click(Some(&name("bob"))).unwrap(),
             Click {
                 total: 44,
                 you: Some(1)
@@ -340,8 +359,8 @@ mod tests {
     #[test]
     fn the_first_spelling_of_a_user_is_kept() {
         let counters = Counters::from_totals([]);
-        counters.click(Some(&name("Ada")));
-        counters.click(Some(&name("ADA")));
+        counters.click(Some(&name("Ada"))).unwrap();
+        counters.click(Some(&name("ADA"))).unwrap();
         assert_eq!(
             counters.known_username(&name("ada")).unwrap().as_str(),
             "Ada"
@@ -362,7 +381,7 @@ mod tests {
     fn pending_is_taken_once_and_restored_on_failure() {
         let counters = Counters::from_totals([]);
         for _ in 0..3 {
-            counters.click(None);
+            counters.click(None).unwrap();
         }
         let deltas = counters.take_pending();
         assert_eq!(
@@ -374,7 +393,7 @@ mod tests {
         );
         assert!(counters.take_pending().is_empty());
 
-        counters.click(None);
+        counters.click(None).unwrap();
         counters.restore(&deltas);
         assert_eq!(
             counters.take_pending(),
@@ -390,9 +409,9 @@ mod tests {
     fn changes_are_reported_once_with_the_latest_total() {
         let counters = Counters::from_totals([(CounterKey::Global, 10)]);
         assert!(counters.take_changed().is_empty());
-        counters.click(None);
-        counters.click(Some(&name("ada")));
-        counters.click(Some(&name("ada")));
+        counters.click(None).unwrap();
+        counters.click(Some(&name("ada"))).unwrap();
+        counters.click(Some(&name("ada"))).unwrap();
         let changed = counters.take_changed();
         assert_eq!(
             changed,
@@ -408,7 +427,7 @@ mod tests {
             ]
         );
         assert!(counters.take_changed().is_empty());
-        counters.click(Some(&name("ada")));
+        counters.click(Some(&name("ada"))).unwrap();
         assert_eq!(
             counters.take_changed().len(),
             2,
@@ -425,7 +444,7 @@ mod tests {
                 let user = name(user);
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        counters.click(Some(&user));
+                        counters.click(Some(&user)).unwrap();
                     }
                 })
             })
@@ -452,5 +471,43 @@ mod tests {
         assert_eq!(counters.global().total(), 40_000);
         assert_eq!(stored, 40_000);
         assert_eq!(counters.user_clicks(), 40_000);
+    }
+
+    #[test]
+    fn no_click_is_accepted_after_close_and_every_accepted_one_is_pending() {
+        let counters = Arc::new(Counters::from_totals([]));
+        let threads: Vec<_> = ["ada", "bob"]
+            .map(|user| {
+                let counters = counters.clone();
+                let user = name(user);
+                std::thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    while counters.click(Some(&user)).is_ok() {
+                        accepted += 1;
+                    }
+                    accepted
+                })
+            })
+            .into_iter()
+            .collect();
+        // Let the clickers get going, then close while they are mid-stream.
+        while counters.global().total() < 10_000 {
+            std::thread::yield_now();
+        }
+        counters.close();
+        let accepted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let flushed: u64 = counters
+            .take_pending()
+            .iter()
+            .filter(|d| d.key == CounterKey::Global)
+            .map(|d| d.amount)
+            .sum();
+        assert_eq!(
+            flushed, accepted,
+            "the final batch holds every accepted click"
+        );
+        assert_eq!(counters.global().total(), accepted);
+        assert_eq!(counters.click(None), Err(Closed));
+        assert_eq!(counters.pending_total(), 0, "a refused click adds nothing");
     }
 }

@@ -5,8 +5,9 @@
 //! a tiny conditional request that answers `304 Not Modified` until a new
 //! release changes the file. Compression is applied by the router's layer.
 
+use axum::extract::OriginalUri;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
 /// One embedded file.
 pub struct Asset {
@@ -82,7 +83,18 @@ static APP_CSS: Asset = Asset::new(
     include_str!(concat!(env!("OUT_DIR"), "/web/app.css")),
 );
 
-pub async fn index(request: HeaderMap) -> Response {
+/// The page. It links its script, style, API and Socket.IO path relatively,
+/// so it must be served from a path that ends in `/`: `/tally` redirects to
+/// `/tally/` (the path as the client sent it, before any `nest` stripped the
+/// mount prefix).
+pub async fn index(OriginalUri(uri): OriginalUri, request: HeaderMap) -> Response {
+    if !uri.path().ends_with('/') {
+        let target = match uri.query() {
+            Some(query) => format!("{}/?{query}", uri.path()),
+            None => format!("{}/", uri.path()),
+        };
+        return Redirect::permanent(&target).into_response();
+    }
     INDEX_HTML.respond(&request)
 }
 

@@ -16,17 +16,31 @@ pub use origin::{OriginPolicy, check as origin_check};
 
 use crate::state::AppState;
 
-/// Routes served next to Socket.IO (which is mounted as a layer by `app`).
-pub fn routes() -> Router<AppState> {
+/// The page and its assets: `/`, `/app.js`, `/app.css`. The page refers to
+/// everything else relatively, so it works under any mount path.
+pub fn page() -> Router<AppState> {
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
-        .route("/healthz", get(healthz))
+}
+
+/// The JSON API under `/api/`.
+pub fn api() -> Router<AppState> {
+    Router::new()
         .route("/api/leaderboard", get(api::leaderboard))
         .route("/api/users/{username}", get(api::user))
         .route("/api/session", post(api::session))
-        .fallback(async || ApiError::NotFound)
+}
+
+/// `GET /healthz`.
+pub fn health() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// The answer to any path tally does not serve: `404 {"error": …}`.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
 }
 
 /// 200 when the store answers, 503 otherwise. Load balancers use it to stop

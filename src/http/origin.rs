@@ -79,13 +79,14 @@ impl OriginPolicy {
     }
 }
 
-/// Middleware refusing Socket.IO requests from origins outside the policy.
+/// Middleware refusing requests from origins outside the policy; it wraps the
+/// Socket.IO routes only.
 pub async fn check(
     axum::extract::State(policy): axum::extract::State<OriginPolicy>,
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path().starts_with("/socket.io") && !policy.allows(request.headers()) {
+    if !policy.allows(request.headers()) {
         tracing::debug!(origin = ?request.headers().get(header::ORIGIN), "socket.io request from a foreign origin refused");
         return ApiError::ForbiddenOrigin.into_response();
     }

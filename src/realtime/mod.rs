@@ -80,7 +80,16 @@ async fn on_click(
             .ok();
         return;
     }
-    let click = state.counters.click(identity.user.as_ref());
+    let click = match state.counters.click(identity.user.as_ref()) {
+        Ok(click) => click,
+        Err(closed) => {
+            // Shutdown has begun and the final flush may already be done:
+            // the client is told this click was not counted.
+            ack.send(&Ack::<ClickAck>::error("shutting_down", closed.to_string()))
+                .ok();
+            return;
+        }
+    };
     ack.send(&Ack::Ok(ClickAck {
         total: click.total,
         you: click.you,

@@ -7,12 +7,14 @@
 //! client sent `refresh` with a newer token for the same user in time.
 
 use serde::Deserialize;
+use serde_json::Value;
 use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Ack, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
 use crate::auth::{AuthError, AuthMode, time_until};
+use crate::identity::{HandshakeRequest, Refusal};
 use crate::state::AppState;
 use crate::user::Username;
 
@@ -45,14 +47,52 @@ pub fn user_room(user: &Username) -> String {
     format!("user:{}", user.folded())
 }
 
-/// Connect middleware: accepts or refuses the handshake. The error text is
-/// what the client receives in `connect_error`.
+/// Why a handshake was refused; the text is what the client receives in
+/// `connect_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// tally's own rule refused it.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The host's identity provider refused it.
+    #[error(transparent)]
+    Host(#[from] Refusal),
+}
+
+/// Connect middleware: accepts or refuses the handshake, by the host's
+/// identity provider when one is installed, by tally's rule otherwise.
 pub async fn authenticate(
     socket: SocketRef,
     State(state): State<AppState>,
-    TryData(handshake): TryData<Handshake>,
-) -> Result<(), AuthError> {
-    let result = identify(&state, handshake.ok());
+    TryData(auth): TryData<Value>,
+) -> Result<(), HandshakeError> {
+    let result = match &state.identity {
+        Some(provider) => {
+            let parts = socket.req_parts();
+            let request = HandshakeRequest {
+                headers: parts.headers.clone(),
+                uri: parts.uri.clone(),
+                auth: auth.ok().filter(|auth| !auth.is_null()),
+            };
+            provider
+                .identify_boxed(request)
+                .await
+                .map(|user| Identity {
+                    user,
+                    session: None,
+                })
+                .map_err(HandshakeError::from)
+        }
+        None => {
+            // socketioxide hands over `null` when the client sent no `auth`.
+            let handshake = match auth {
+                Ok(Value::Null) => Some(Handshake::default()),
+                Ok(auth) => serde_json::from_value(auth).ok(),
+                Err(_) => None,
+            };
+            identify(&state, handshake).map_err(HandshakeError::from)
+        }
+    };
     match &result {
         Ok(identity) => {
             socket.extensions.insert(identity.clone());

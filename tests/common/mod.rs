@@ -115,7 +115,7 @@ pub struct TestClient {
 impl TestClient {
     /// Connects anonymously and waits until the socket is in the namespace.
     pub async fn connect(url: &str, transport: TransportType) -> Self {
-        Self::connect_with(url, transport, None)
+        Self::connect_with(url, transport, None, &[])
             .await
             .unwrap_or_else(|err| panic!("connection refused: {err}"))
     }
@@ -126,13 +126,24 @@ impl TestClient {
         transport: TransportType,
         auth: Value,
     ) -> Result<Self, String> {
-        Self::connect_with(url, transport, Some(auth)).await
+        Self::connect_with(url, transport, Some(auth), &[]).await
+    }
+
+    /// Connects sending these headers with the opening request (a host's
+    /// cookie, say); `Err` carries the `connect_error` text.
+    pub async fn connect_with_headers(
+        url: &str,
+        transport: TransportType,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        Self::connect_with(url, transport, None, headers).await
     }
 
     async fn connect_with(
         url: &str,
         transport: TransportType,
         auth: Option<Value>,
+        headers: &[(&str, &str)],
     ) -> Result<Self, String> {
         let (tx, seen) = watch::channel(None);
         let tx = Arc::new(tx);
@@ -182,6 +193,9 @@ impl TestClient {
             });
         if let Some(auth) = auth {
             builder = builder.auth(auth);
+        }
+        for (name, value) in headers {
+            builder = builder.opening_header(*name, *value);
         }
         let client = builder.connect().await.expect("engine.io connection opens");
         let mut client = TestClient {

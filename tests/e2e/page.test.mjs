@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { WAIT_MS, makeDir, removeDir, startServer } from '../js/server.mjs';
+import { WAIT_MS, makeDir, removeDir, startExample, startServer } from '../js/server.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = new URL('./screenshots/', import.meta.url).pathname;
@@ -251,5 +251,42 @@ describe('the tally page', () => {
       const box = await page.locator('#click').boundingBox();
       assert.ok(box.height >= 48 && box.width >= 48, `button is ${box.width}×${box.height}`);
     }
+  });
+});
+
+describe('the page inside a host application', () => {
+  test('works under /tally with the host signing users in', LIMIT, async () => {
+    const dir = await makeDir();
+    dirs.push(dir);
+    const server = await startExample(dir);
+    servers.push(server);
+
+    // Sign in on the host's own page; it sends the browser on to /tally/.
+    const page = await (await newContext()).newPage();
+    await page.goto(server.url);
+    await page.fill('input[name=username]', 'Ada');
+    await page.click('button');
+    await page.waitForURL(`${server.url}/tally/`);
+    await waitForStatus(page, 'connected');
+
+    // The host's cookie identified the socket: no tally sign-in form.
+    await page.waitForFunction(() => document.getElementById('me-name').textContent === 'Ada');
+    assert.equal(await page.isVisible('#login'), false);
+    assert.equal(await page.isVisible('#logout'), false);
+
+    for (let i = 0; i < 3; i++) await page.click('#click');
+    await waitForTotal(page, 3);
+    await page.waitForFunction(() => document.getElementById('you').textContent === '3');
+    await page.waitForFunction(() => document.querySelectorAll('#leaderboard li.me').length === 1);
+
+    // A second, anonymous visitor sees the same total live.
+    const other = await (await newContext()).newPage();
+    await other.goto(`${server.url}/tally`);
+    assert.equal(new URL(other.url()).pathname, '/tally/', 'redirected to the trailing slash');
+    await waitForStatus(other, 'connected');
+    await waitForTotal(other, 3);
+    await page.click('#click');
+    await waitForTotal(other, 4);
+    assert.equal(await other.isVisible('#login'), true, 'anonymous visitors still see the form');
   });
 });

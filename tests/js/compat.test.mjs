@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { afterEach, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
 
-import { WAIT_MS, makeDir, removeDir, startServer } from './server.mjs';
+import { WAIT_MS, makeDir, removeDir, startServer, within } from './server.mjs';
 
 // A backstop per test; every wait inside a test has its own shorter bound.
 const LIMIT = { timeout: 60_000 };
@@ -38,19 +38,6 @@ async function serve({ dir, args = [] } = {}) {
   const server = await startServer(dir ?? (await newDir()), args);
   servers.push(server);
   return server;
-}
-
-/** Rejects with `what` unless `promise` settles within `WAIT_MS`. */
-async function within(promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${WAIT_MS} ms: ${what}`)), WAIT_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**

@@ -14,9 +14,27 @@ export const WAIT_MS = 10_000;
 export const TALLY_BIN =
   process.env.TALLY_BIN ?? fileURLToPath(new URL('../../target/debug/tally', import.meta.url));
 
+/** The embedding example (`examples/embed.rs`): `TALLY_EMBED_BIN`, or its debug build. */
+export const EMBED_BIN =
+  process.env.TALLY_EMBED_BIN ??
+  fileURLToPath(new URL('../../target/debug/examples/embed', import.meta.url));
+
 const LISTENING = /listening on (http:\/\/[^\s]+)/;
 // Strips terminal colour codes, in case the log ever has them.
 const ANSI = /\x1b\[[0-9;]*m/g;
+
+/** Rejects with `what` unless `promise` settles within `WAIT_MS`. */
+export async function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${WAIT_MS} ms: ${what}`)), WAIT_MS);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A fresh temporary directory; remove it with `removeDir`. */
 export function makeDir() {
@@ -51,13 +69,34 @@ export function startServer(dir, args = [], { addr = '127.0.0.1:0' } = {}) {
     ...args,
   ];
   const child = spawn(TALLY_BIN, argv, { env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const server = new Server(child, argv);
+  const server = new Server(child, TALLY_BIN, argv);
+  return server.ready;
+}
+
+/**
+ * Starts the embedding example, which reads its settings from `TALLY_*`
+ * variables like `tally serve`: port 0, its database in `dir`, plus `env`.
+ * Resolves once it logs its address, like `startServer`.
+ */
+export function startExample(dir, env = {}) {
+  const settings = {
+    TALLY_ADDR: '127.0.0.1:0',
+    TALLY_DATABASE_URL: `sqlite://${join(dir, 'tally.db')}`,
+    ...env,
+  };
+  const child = spawn(EMBED_BIN, [], {
+    env: { ...serverEnv(), ...settings },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const described = Object.entries(settings).map(([name, value]) => `${name}=${value}`);
+  const server = new Server(child, EMBED_BIN, described);
   return server.ready;
 }
 
 class Server {
-  constructor(child, argv) {
+  constructor(child, bin, argv) {
     this.child = child;
+    this.bin = bin;
     this.argv = argv;
     this.log = '';
     this.url = null;
@@ -101,7 +140,7 @@ class Server {
 
   failure(what) {
     return new Error(
-      `tally ${what}\n  command: ${TALLY_BIN} ${this.argv.join(' ')}\n  output:\n${this.log}`,
+      `tally ${what}\n  command: ${this.bin} ${this.argv.join(' ')}\n  output:\n${this.log}`,
     );
   }
 

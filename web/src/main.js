@@ -4,6 +4,10 @@
 import { io } from 'socket.io-client';
 
 const $ = (id) => document.getElementById(id);
+// Where tally is mounted: the directory this script was loaded from. The page
+// may be served at `/` or under a host application's prefix (`/tally/`), and
+// the API and Socket.IO live next to it either way.
+const BASE = new URL('.', document.currentScript?.src ?? location.href);
 const format = new Intl.NumberFormat();
 const SESSION_KEY = 'tally.session';
 // Renew a token this long before it expires, so the session never lapses.
@@ -60,6 +64,19 @@ drawSparkline();
 // ---- Session (name + token kept in localStorage) ------------------------
 let session = loadSession();
 let renewTimer;
+// The name the server knows this page by when the page holds no token: an
+// application that embeds tally may identify sockets from its own sign-in
+// (a cookie), and then signing in and out is that application's business.
+let hostUser = null;
+
+function showHostUser(name) {
+  hostUser = name;
+  $('you-line').hidden = false;
+  $('login').hidden = true;
+  $('signed-in').hidden = false;
+  $('logout').hidden = true;
+  $('me-name').textContent = name;
+}
 
 function loadSession() {
   try {
@@ -85,7 +102,7 @@ function saveSession(next) {
 
 /** Asks the server for a token for `username`; throws an Error with the server's message. */
 async function requestToken(username) {
-  const response = await fetch('/api/session', {
+  const response = await fetch(new URL('api/session', BASE), {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ username }),
@@ -140,7 +157,10 @@ function setStatus(state) {
 
 // Default transports (polling first, then upgrade) so the page also works
 // where WebSocket is blocked. `auth` is read on every (re)connection.
-const socket = io({ auth: (send) => send(session ? { token: session.token } : {}) });
+const socket = io({
+  path: `${BASE.pathname}socket.io/`,
+  auth: (send) => send(session ? { token: session.token } : {}),
+});
 
 let expired = false;
 socket.on('connect', () => setStatus('connected'));
@@ -170,7 +190,10 @@ socket.on('connect_error', () => {
   }
 });
 socket.on('count', (msg) => confirm(total, msg?.total));
-socket.on('me', (msg) => confirm(you, msg?.count));
+socket.on('me', (msg) => {
+  if (!session && typeof msg?.username === 'string') showHostUser(msg.username);
+  confirm(you, msg?.count);
+});
 socket.on('leaderboard', renderLeaderboard);
 
 // ---- Clicking -----------------------------------------------------------
@@ -180,7 +203,7 @@ button.addEventListener('click', () => {
   void button.offsetWidth; // restarts the press animation
   button.classList.add('pressed');
   bump(total);
-  if (session) bump(you);
+  if (session || hostUser) bump(you);
   // socket.io-client buffers the emit while disconnected, so a click made
   // during a reconnect is sent once the connection is back.
   socket.emit('click', (ack) => {
@@ -197,7 +220,7 @@ button.addEventListener('animationend', () => button.classList.remove('pressed')
 // ---- Leaderboard --------------------------------------------------------
 function renderLeaderboard(list) {
   if (!Array.isArray(list)) return;
-  const mine = session?.username.toLowerCase();
+  const mine = (session?.username ?? hostUser)?.toLowerCase();
   const items = list.map(({ username, count, rank }) => {
     const li = document.createElement('li');
     // Names are user input: always inserted as text, never as HTML.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tally::bench::{self, Progress, RampSettings, Target};
+use tally_bench::{self as bench, Progress, RampSettings, Target};
 
 /// Load generator for Socket.IO click servers (tally, or anything speaking
 /// the same contract: `click` with an ack carrying `{"total":N}`, and `count`

@@ -7,8 +7,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::report::{Latency, histogram, record, summarize};
-use crate::bench::{BenchError, Target, connect_all, rss_kib};
+use crate::report::{Latency, histogram, record, summarize};
+use crate::{BenchError, Target, connect_all, rss_kib};
 
 #[derive(Debug, Serialize)]
 pub struct IdleReport {

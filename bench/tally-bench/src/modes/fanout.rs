@@ -8,10 +8,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{cancel_after, listen};
-use crate::bench::client::{Client, Incoming};
-use crate::bench::report::{Latency, histogram, summarize};
-use crate::bench::timeline::SendTimes;
-use crate::bench::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
+use crate::client::{Client, Incoming};
+use crate::report::{Latency, histogram, summarize};
+use crate::timeline::SendTimes;
+use crate::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
 
 #[derive(Debug, Serialize)]
 pub struct FanoutReport {

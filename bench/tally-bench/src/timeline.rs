@@ -97,7 +97,7 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::report::histogram;
+    use crate::report::histogram;
 
     #[test]
     fn a_merged_broadcast_delivers_every_click_it_covers() {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::flood::{FloodReport, flood};
-use crate::bench::client::Client;
-use crate::bench::{BenchError, Target};
+use crate::client::Client;
+use crate::{BenchError, Target};
 
 /// Quiet time between steps, at least.
 const PAUSE: Duration = Duration::from_millis(500);

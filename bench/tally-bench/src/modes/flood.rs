@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Observer, cancel_after};
-use crate::bench::client::{Client, Incoming};
-use crate::bench::report::{Latency, histogram, record, summarize};
-use crate::bench::timeline::{Seen, SendTimes};
-use crate::bench::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
+use crate::client::{Client, Incoming};
+use crate::report::{Latency, histogram, record, summarize};
+use crate::timeline::{Seen, SendTimes};
+use crate::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
 
 #[derive(Debug, Serialize)]
 pub struct FloodReport {

@@ -1,0 +1,155 @@
+//! The standalone server behind `tally serve`: a [`Tally`] on its own
+//! listener, stopped by a signal.
+//!
+//! It uses only the public embedding API ([`Tally::router`],
+//! [`Tally::start`], [`crate::Running::shutdown`]), so the server `tally
+//! serve` runs and the one a host application mounts are assembled the same
+//! way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::app::{RunError, StartError, Tally, TallyBuilder};
+use crate::config::Config;
+use crate::store::Store;
+
+/// How long plain HTTP requests get to finish after the shutdown signal.
+/// Socket.IO connections are closed by [`crate::Running::shutdown`] and do
+/// not wait for this.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server that is bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    tally: Tally,
+}
+
+impl App {
+    /// Opens the store named in `config`, builds tally on it and binds
+    /// `config.addr`.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let addr = config.addr;
+        Self::bind(Tally::builder(config), addr).await
+    }
+
+    /// Builds the server on a store the caller provides (tests use this to
+    /// inject failures).
+    pub async fn build_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
+        let addr = config.addr;
+        Self::bind(Tally::builder(config).store(store), addr).await
+    }
+
+    /// Builds tally from `builder` and binds `addr`; everything that can fail
+    /// at start fails here, before the server reports itself ready.
+    pub async fn bind(builder: TallyBuilder, addr: SocketAddr) -> Result<Self, StartError> {
+        let tally = builder.build().await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(App { listener, tally })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes, then shuts down without losing a
+    /// click: the HTTP server stops accepting while tally publishes the last
+    /// totals, closes every socket, stops counting and writes what is left.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let addr = self.local_addr();
+        let App { listener, tally } = self;
+        let router = tally.router().layer(TraceLayer::new_for_http());
+        let running = tally.start();
+
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+
+        tracing::info!("listening on http://{addr}");
+        let server = axum::serve(nodelay(listener), router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        let served = async {
+            let served = tokio::select! {
+                served = server => served,
+                () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                    tracing::warn!("HTTP requests still open after {DRAIN_TIMEOUT:?}; not waiting for them");
+                    Ok(())
+                }
+            };
+            // A server that failed on its own still stops tally in order.
+            stop.cancel();
+            served
+        };
+        let stopped = async {
+            stop.cancelled().await;
+            running.shutdown().await
+        };
+        let (served, stopped) = tokio::join!(served, stopped);
+        // The counts were flushed whatever happened; now report it.
+        served.map_err(RunError::Serve)?;
+        stopped
+    }
+}
+
+/// Sets `TCP_NODELAY` on every accepted connection. Every frame tally writes
+/// is small and wanted now: without it, Nagle's algorithm holds a frame back
+/// until the previous one is acknowledged, which the benchmarks showed as
+/// 40–70 ms tails. Hosts serving tally should do the same.
+pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
