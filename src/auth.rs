@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::user::Username;
 
-/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+/// Clock skew tolerated on `nbf` and `iat`, in seconds. None is allowed on
+/// `exp`: a session ends at its token's `exp`, so a token is refused from
+/// that second on, by the handshake, by `refresh` and by the expiry timer
+/// alike.
 pub const LEEWAY_SECS: u64 = 5;
 
 /// Longest token accepted. Real tokens are a few hundred bytes; the limit
@@ -111,9 +114,12 @@ impl std::fmt::Debug for Tokens {
 impl Tokens {
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // jsonwebtoken applies one leeway to both `exp` and `nbf`; tally
+        // wants none on `exp` and some on `nbf`, so it checks the times
+        // itself in `verify`. The claims must still be present.
+        validation.leeway = 0;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),
@@ -163,9 +169,14 @@ impl Tokens {
                 _ => AuthError::Invalid,
             })?
             .claims;
-        // jsonwebtoken does not check `iat`; a token issued in the future
-        // comes from a broken clock or a forger.
-        if claims.iat.is_some_and(|iat| iat > unix_now() + LEEWAY_SECS) {
+        let now = unix_now();
+        if claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
+        // A token not valid yet, or issued in the future, comes from a
+        // skewed clock (tolerated a little) or a forger.
+        let too_early = |at: Option<u64>| at.is_some_and(|at| at > now + LEEWAY_SECS);
+        if too_early(claims.nbf) || too_early(claims.iat) {
             return Err(AuthError::NotYetValid);
         }
         let username = Username::parse(&claims.sub).map_err(|_| AuthError::Invalid)?;
@@ -274,15 +285,24 @@ mod tests {
     }
 
     #[test]
-    fn small_clock_skew_is_tolerated() {
+    fn small_clock_skew_is_tolerated_on_nbf_and_iat_only() {
         let tokens = Tokens::new(SECRET, Duration::from_secs(60));
         let now = unix_now();
-        let token = sign(
-            &serde_json::json!({"sub": "ada", "exp": now - 2, "nbf": now + 2}),
-            Algorithm::HS256,
-            SECRET,
+        let verify = |claims: serde_json::Value| tokens.verify(&sign(&claims, Algorithm::HS256, SECRET));
+        assert!(
+            verify(serde_json::json!({"sub": "ada", "exp": now + 60, "nbf": now + 2, "iat": now + 2}))
+                .is_ok()
         );
-        assert!(tokens.verify(&token).is_ok());
+        // The session timer fires at `exp`: a token that a handshake or a
+        // `refresh` accepted must not already be past it.
+        assert_eq!(
+            verify(serde_json::json!({"sub": "ada", "exp": now - 2})),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            verify(serde_json::json!({"sub": "ada", "exp": now})),
+            Err(AuthError::Expired)
+        );
     }
 
     fn base64url(bytes: &[u8]) -> String {

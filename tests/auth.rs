@@ -100,9 +100,16 @@ async fn token_mode_refuses_every_bad_handshake_with_its_reason() {
             "token not yet valid",
         ),
         (
+            // Validly signed, so only the size limit can refuse it.
             "oversized",
-            json!({"token": "a".repeat(10_000)}),
+            json!({"token": sign_with(json!({"sub": "ada", "exp": now + 60, "pad": "x".repeat(4_000)}), Algorithm::HS256, SECRET)}),
             "unauthorized",
+        ),
+        (
+            // Within the old 5 s leeway: accepted once, then cut at once.
+            "expired a second ago",
+            json!({"token": sign_with(json!({"sub": "ada", "exp": now - 1}), Algorithm::HS256, SECRET)}),
+            "token expired",
         ),
         (
             "bad sub",
@@ -110,6 +117,12 @@ async fn token_mode_refuses_every_bad_handshake_with_its_reason() {
             "unauthorized",
         ),
     ];
+    let big = sign_with(
+        json!({"sub": "ada", "exp": now + 60, "pad": "x".repeat(4_000)}),
+        Algorithm::HS256,
+        SECRET,
+    );
+    assert!(big.len() > 4096, "the oversized token is {} bytes", big.len());
     for (what, auth, reason) in cases {
         let err = refused(&server, auth).await;
         // socketioxide sends the middleware's error as `{"message": reason}`.
@@ -186,7 +199,17 @@ async fn sessions_end_when_their_token_expires() {
 async fn a_refreshed_session_outlives_its_first_token() {
     let db = TempDb::new();
     let server = TestServer::start(token_mode(&db)).await;
-    let mut client = signed_in(&server, "ada", 2).await;
+    // Three seconds on the clock leave at least two to refresh in, whatever
+    // the fraction of the current second; the wait below is measured from
+    // the token's own `exp`, not from a fixed sleep.
+    let first_exp = unix_now() + 3;
+    let mut client = TestClient::connect_as(
+        &server.url(),
+        TransportType::Websocket,
+        json!({"token": sign_with(json!({"sub": "ada", "exp": first_exp}), Algorithm::HS256, SECRET)}),
+    )
+    .await
+    .expect("ada signs in");
 
     let wrong_user = client
         .emit_with_ack("refresh", json!({"token": token("mallory", 60)}).into())
@@ -206,14 +229,36 @@ async fn a_refreshed_session_outlives_its_first_token() {
         "{ack}"
     );
 
-    // Past the first token's expiry (plus a margin), the session is still up.
+    // Until a second past the first token's expiry, the session stays up.
+    let past_first_expiry = tally::auth::time_until(first_exp) + Duration::from_secs(1);
     assert!(
         client
-            .wait_for_event_within("session_expired", Duration::from_secs(4), |_| true)
+            .wait_for_event_within("session_expired", past_first_expiry, |_| true)
             .await
             .is_none()
     );
     assert_eq!(client.click().await, json!({"total": 1, "you": 1}));
+    client.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_refresh_is_answered_with_an_error() {
+    let db = TempDb::new();
+    let server = TestServer::start(token_mode(&db)).await;
+    let client = signed_in(&server, "ada", 60).await;
+    for payload in [
+        json!({}),
+        json!({"token": 42}),
+        json!({"token": token("ada", 60), "extra": true}),
+        json!("just a string"),
+        json!(null),
+    ] {
+        let ack = client
+            .emit_with_ack("refresh", payload.clone().into())
+            .await;
+        assert_eq!(ack["error"]["code"], "bad_request", "{payload}: {ack}");
+    }
     client.disconnect().await;
     server.stop().await.unwrap();
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use async_trait::async_trait;
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
 use tally::counter::{CounterKey, Delta};
@@ -37,10 +39,32 @@ async fn counts_survive_a_graceful_restart() {
 }
 
 /// A real SQLite store whose writes and pings fail while `down` is set, as if
-/// the database were unreachable.
+/// the database were unreachable. It reports every write attempt, so tests
+/// wait for the flusher's work instead of sleeping.
 struct FlakyStore {
     inner: SqliteStore,
     down: AtomicBool,
+    /// (failed writes, clicks stored so far in the global counter).
+    attempts: watch::Sender<(u32, u64)>,
+}
+
+impl FlakyStore {
+    async fn new(db: &TempDb, down: bool) -> Arc<Self> {
+        Arc::new(FlakyStore {
+            inner: SqliteStore::connect(&db.url()).await.unwrap(),
+            down: AtomicBool::new(down),
+            attempts: watch::Sender::new((0, 0)),
+        })
+    }
+
+    /// Waits until `done` holds for (failed writes, clicks stored).
+    async fn until(&self, what: &str, done: impl Fn(u32, u64) -> bool) {
+        let mut attempts = self.attempts.subscribe();
+        tokio::time::timeout(WAIT, attempts.wait_for(|&(failed, stored)| done(failed, stored)))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", *self.attempts.borrow()))
+            .unwrap();
+    }
 }
 
 #[async_trait]
@@ -51,9 +75,17 @@ impl Store for FlakyStore {
 
     async fn add(&self, deltas: &[Delta]) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
+            self.attempts.send_modify(|(failed, _)| *failed += 1);
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
-        self.inner.add(deltas).await
+        self.inner.add(deltas).await?;
+        let clicks: u64 = deltas
+            .iter()
+            .filter(|d| d.key == CounterKey::Global)
+            .map(|d| d.amount)
+            .sum();
+        self.attempts.send_modify(|(_, stored)| *stored += clicks);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -71,10 +103,7 @@ impl Store for FlakyStore {
 #[tokio::test]
 async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     let db = TempDb::new();
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::connect(&db.url()).await.unwrap(),
-        down: AtomicBool::new(false),
-    });
+    let store = FlakyStore::new(&db, false).await;
     let server = TestServer::start_with_store(db.config(), store.clone()).await;
     let http = reqwest::Client::new();
     let health = format!("{}/healthz", server.url());
@@ -83,24 +112,28 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     for _ in 0..5 {
         client.click_total().await;
     }
-    wait_until_stored(&store.inner, 5).await;
+    store.until("5 clicks stored", |_, stored| stored == 5).await;
 
     store.down.store(true, Ordering::SeqCst);
     assert_eq!(http.get(&health).send().await.unwrap().status(), 503);
     for _ in 0..7 {
         client.click_total().await;
     }
-    // Several flush intervals pass while the store is down.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        stored(&store.inner).await,
-        5,
-        "nothing can be written while down"
-    );
+    // Two failed flushes of those clicks: each must hand its batch back, so
+    // all 7 are still pending afterwards, not lost with the failed write.
+    store
+        .until("two failed flushes", |failed, _| failed >= 2)
+        .await;
+    let (status, body) = health_of(&http, &health).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    assert_eq!(body["pending"], 7, "the failed batches were handed back");
 
     store.down.store(false, Ordering::SeqCst);
-    wait_until_stored(&store.inner, 12).await;
-    assert_eq!(http.get(&health).send().await.unwrap().status(), 200);
+    store.until("all 12 clicks stored", |_, stored| stored == 12).await;
+    let (status, body) = health_of(&http, &health).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["pending"], 0);
 
     client.disconnect().await;
     server.stop().await.unwrap();
@@ -110,10 +143,7 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
 #[tokio::test]
 async fn shutdown_reports_clicks_it_could_not_store() {
     let db = TempDb::new();
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::connect(&db.url()).await.unwrap(),
-        down: AtomicBool::new(true),
-    });
+    let store = FlakyStore::new(&db, true).await;
     let server = TestServer::start_with_store(db.config(), store.clone()).await;
     let client = TestClient::connect(&server.url(), TransportType::Websocket).await;
     client.click_total().await;
@@ -126,26 +156,8 @@ async fn shutdown_reports_clicks_it_could_not_store() {
     );
 }
 
-async fn stored(store: &SqliteStore) -> u64 {
-    store
-        .load()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, total)| total)
-        .sum()
-}
-
-async fn wait_until_stored(store: &SqliteStore, total: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    // Polls the database because the flush is a background task with no
-    // event to wait on; the bound keeps a regression from hanging the suite.
-    while stored(store).await != total {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "store never reached {total}; has {}",
-            stored(store).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// `/healthz`'s status and body.
+async fn health_of(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = http.get(url).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
 }

@@ -5,8 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
+use futures_util::{SinkExt, StreamExt};
 use rust_socketio::Payload;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 #[tokio::test]
 async fn connecting_sends_the_current_total_over_each_transport() {
@@ -170,37 +172,118 @@ async fn oversized_packets_close_only_the_sender() {
     let server = TestServer::start(config).await;
     let bystander = TestClient::connect(&server.url(), TransportType::Websocket).await;
     bystander.click_total().await;
+    let huge = format!(r#"42["click",{{"pad":"{}"}}]"#, "x".repeat(10_000));
 
-    for (name, transport) in [
-        ("websocket", TransportType::Websocket),
-        ("polling", TransportType::Polling),
-    ] {
-        let mut offender = TestClient::connect(&server.url(), transport).await;
-        offender.first_total().await;
-        let huge = json!({"pad": "x".repeat(10_000)});
-        // The send may fail or succeed depending on when the server drops the
-        // connection; what matters is that nothing is counted and no ack comes.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let tx = std::sync::Mutex::new(Some(tx));
-        let _ = offender
-            .client
-            .emit_with_ack("click", huge, Duration::from_secs(2), move |_, _| {
-                tx.lock().unwrap().take().map(|tx| tx.send(()));
-                futures_util::FutureExt::boxed(async {})
-            })
-            .await;
-        assert!(
-            tokio::time::timeout(Duration::from_secs(2), rx)
-                .await
-                .is_err(),
-            "an oversized click must not be acknowledged ({name})"
-        );
+    // WebSocket: the server closes the connection; nothing is acknowledged
+    // before that.
+    let mut ws = raw::websocket(&server.url(), None).await.unwrap();
+    raw::ws_connect(&mut ws).await;
+    ws.send(Message::text(huge.clone())).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the server closes the WebSocket in time")
+        {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(text))) => {
+                assert!(!text.starts_with("43"), "an oversized click was acked: {text}")
+            }
+            Some(Ok(_)) => {}
+        }
     }
+
+    // Long-polling: the packet is refused with 413 and the session is gone.
+    let http = reqwest::Client::new();
+    let session = raw::polling_connect(&http, &server.url()).await;
+    let sent = http.post(&session).body(huge).send().await.unwrap();
+    assert_eq!(sent.status(), 413);
+    let after = http.get(&session).send().await.unwrap();
+    assert_eq!(after.status(), 400);
+    assert!(
+        after.text().await.unwrap().contains("Session ID unknown"),
+        "the polling session was closed"
+    );
 
     // The server is still up and the count is exact.
     assert_eq!(bystander.click().await, json!({"total": 2, "you": null}));
     bystander.disconnect().await;
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_upgrades_from_foreign_origins_are_refused() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    // Browsers apply no CORS to WebSocket: this check is all that keeps a
+    // foreign page from clicking with its visitors' browsers.
+    match raw::websocket(&server.url(), Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        Err(other) => panic!("expected 403, got {other}"),
+        Ok(_) => panic!("a foreign origin opened a WebSocket"),
+    }
+    let mut same = raw::websocket(&server.url(), Some(&server.url()))
+        .await
+        .expect("the page's own origin may connect");
+    raw::ws_connect(&mut same).await;
+    server.stop().await.unwrap();
+}
+
+/// Socket.IO spoken by hand, for the cases a client library hides: what the
+/// server does to the connection itself.
+mod raw {
+    use super::*;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    pub type Ws =
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    /// Opens an engine.io WebSocket (no namespace yet), sending `origin`.
+    pub async fn websocket(url: &str, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
+        let url = format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            url.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("the WebSocket handshake answers in time")?;
+        Ok(ws)
+    }
+
+    /// Joins namespace `/` and waits for the server's connect packet.
+    pub async fn ws_connect(ws: &mut Ws) {
+        ws.send(Message::text("40")).await.unwrap();
+        loop {
+            let message = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("the namespace answers in time")
+                .expect("the connection stays open")
+                .unwrap();
+            if let Message::Text(text) = message
+                && text.starts_with("40")
+            {
+                return;
+            }
+        }
+    }
+
+    /// Opens a long-polling session in namespace `/`; returns its URL.
+    pub async fn polling_connect(http: &reqwest::Client, url: &str) -> String {
+        let base = format!("{url}/socket.io/?EIO=4&transport=polling");
+        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+        let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+        let session = format!("{base}&sid={}", open["sid"].as_str().unwrap());
+        let joined = http.post(&session).body("40").send().await.unwrap();
+        assert_eq!(joined.status(), 200);
+        let greeting = http.get(&session).send().await.unwrap().text().await.unwrap();
+        assert!(greeting.starts_with("40"), "{greeting}");
+        session
+    }
 }
 
 #[tokio::test]
@@ -285,7 +368,10 @@ async fn the_page_and_health_check_are_served() {
             .starts_with("text/html")
     );
     let html = page.text().await.unwrap();
-    assert!(html.contains("/app.js"), "the page loads its script");
+    assert!(
+        html.contains(r#"src="app.js""#),
+        "the page loads its script, relatively"
+    );
     for asset in ["/app.js", "/app.css"] {
         let response = http
             .get(format!("{}{asset}", server.url()))

@@ -32,7 +32,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::ForbiddenOrigin | ApiError::GuestLoginDisabled => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::UnknownUser => StatusCode::NOT_FOUND,
@@ -43,7 +44,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The stable machine-readable code in the body.
+    pub fn code(&self) -> &'static str {
         match self {
             ApiError::ForbiddenOrigin => "forbidden_origin",
             ApiError::NotFound => "not_found",
@@ -57,6 +59,14 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message"}}`. The message never
+    /// carries internal details.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -66,7 +76,6 @@ impl IntoResponse for ApiError {
             ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
             _ => {}
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        (self.status(), Json(self.body())).into_response()
     }
 }

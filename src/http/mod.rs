@@ -7,6 +7,7 @@ mod error;
 mod origin;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -44,14 +45,28 @@ pub async fn not_found() -> ApiError {
 }
 
 /// 200 when the store answers, 503 otherwise. Load balancers use it to stop
-/// sending clicks to a node whose database is gone. The body also tells how
-/// many clicks wait for the next flush and how many sockets are connected.
-async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
-    Ok(Json(json!({
-        "status": "ok",
-        "store": state.store.backend(),
-        "pending": state.counters.pending_total(),
-        "connections": state.connections.current(),
-    })))
+/// sending clicks to a node whose database is gone. Both answers tell how
+/// many clicks wait for the next flush and how many sockets are connected:
+/// during an outage, `pending` is what a crash would lose.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let pending = state.counters.pending_total();
+    let connections = state.connections.current();
+    match state.store.ping().await {
+        Ok(()) => Json(json!({
+            "status": "ok",
+            "store": state.store.backend(),
+            "pending": pending,
+            "connections": connections,
+        }))
+        .into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, pending, "health check: store unavailable");
+            let error = ApiError::from(err);
+            let mut body = error.body();
+            body["store"] = json!(state.store.backend());
+            body["pending"] = json!(pending);
+            body["connections"] = json!(connections);
+            (error.status(), Json(body)).into_response()
+        }
+    }
 }

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -181,10 +181,15 @@ pub async fn on_refresh(
     socket: SocketRef,
     ack: AckSender,
     State(state): State<AppState>,
-    Data(refresh): Data<Refresh>,
+    TryData(refresh): TryData<Refresh>,
 ) {
-    ack.send(&refresh_session(&socket, &state, &refresh.token))
-        .ok();
+    // `Data` would skip the handler on a bad payload and leave the client's
+    // ack unanswered; every refused event gets an error ack instead.
+    let answer = match refresh {
+        Ok(refresh) => refresh_session(&socket, &state, &refresh.token),
+        Err(_) => Ack::error("bad_request", r#"refresh takes {"token": "<JWT>"}"#),
+    };
+    ack.send(&answer).ok();
 }
 
 fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Ack<Refreshed> {
