@@ -7,16 +7,35 @@
 # Knobs (environment): IDLE_N (10000), FANOUT_N (1000), FLOOD_N (1000),
 # FLOOD_RATE (5000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
 # RAMP_START (20), STEP (5s), DURATION (10s), OUT (docs), QUICK=1 for a
-# seconds-long smoke run with tiny numbers.
+# seconds-long smoke run with tiny numbers, COOLDOWN (10s; 0 with QUICK)
+# between workloads, SERVER_CPUS / TOOL_CPUS (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-}" == 1 ]]; then
+  : "${COOLDOWN:=0}"
   : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
 fi
 : "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
 OUT=${OUT:-docs}
 mkdir -p "$OUT"
+# Time for the machine to settle between workloads, so one server's load
+# (and the last one's exit) does not spill into the next measurement.
+: "${COOLDOWN:=10}"
+
+# The server and the load tool get separate cores, so the comparison
+# measures the servers and not their fight with the load generator over the
+# same CPUs: the first half of the cores for the server, the rest for the
+# tool (on 2 cores: core 0 and core 1). Both are recorded in every raw line.
+ncpu=$(nproc)
+if (( ncpu >= 2 )) && command -v taskset >/dev/null; then
+  half=$((ncpu / 2))
+  cpu_range() { if (( $1 == $2 )); then echo "$1"; else echo "$1-$2"; fi; }
+  : "${SERVER_CPUS:=$(cpu_range 0 $((half - 1)))}" "${TOOL_CPUS:=$(cpu_range "$half" $((ncpu - 1)))}"
+fi
+: "${SERVER_CPUS:=}" "${TOOL_CPUS:=}"
+# Runs "$@" on the CPUs in $1 (all of them when $1 is empty).
+pinned() { local cpus=$1; shift; if [[ -n "$cpus" ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 # Only SERVERS (a space-separated subset of "tally tally-interval-0 node") and
 # WORKLOADS (of "idle fanout flood big ramp") are run when set; results of the
 # others are taken from the previous run's raw lines in $RAW (with docs/ as
@@ -38,6 +57,11 @@ cargo build --release --locked --workspace --bins >&2
 # merges lines from different commits into one report.
 commit=$(git rev-parse --short HEAD)
 [[ -z "$(git status --porcelain -- src bench/tally-bench Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
+# What measured, recorded in every raw line: a report regenerated elsewhere
+# still names the machine and versions of each measurement.
+machine="$(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr)"
+versions="$(rustc --version); node $(node --version); socket.io $(node -p "require('./bench/node/node_modules/socket.io/package.json').version")"
+export machine versions SERVER_CPUS TOOL_CPUS
 
 results=$(mktemp -d)
 server_pid=
@@ -47,7 +71,13 @@ trap 'stop_server; rm -rf "$results"' EXIT
 # Starts a server (the command in "$@"), sets $server_pid and $url.
 start_server() {
   local log="$results/server.log"
-  "$@" >"$log" 2>&1 &
+  # Started directly (not through a shell function, which would fork a
+  # subshell) so that $! is the server's own pid: taskset execs it.
+  if [[ -n "$SERVER_CPUS" ]]; then
+    taskset -c "$SERVER_CPUS" "$@" >"$log" 2>&1 &
+  else
+    "$@" >"$log" 2>&1 &
+  fi
   server_pid=$!
   for _ in $(seq 100); do
     url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
@@ -59,7 +89,7 @@ start_server() {
 }
 
 # Every run is bounded: a wedged server or tool costs at most WORKLOAD_TIMEOUT.
-bench() { timeout "${WORKLOAD_TIMEOUT:-420}" target/release/tally-bench --quiet --url "$url" "$@"; }
+bench() { pinned "$TOOL_CPUS" timeout "${WORKLOAD_TIMEOUT:-420}" target/release/tally-bench --quiet --url "$url" "$@"; }
 
 run_workload() {
   case $1 in
@@ -83,6 +113,7 @@ run_all() {
   for workload in $WORKLOADS; do
     local db; db=$(mktemp -d)
     step "$name: $workload"
+    sleep "$COOLDOWN"
     start_server "$@" --database-url "sqlite://$db/t.db"
     local load cpu0 line
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -94,7 +125,18 @@ run_all() {
       line=$(node -e 'console.log(JSON.stringify({ error: process.argv[1] }))' "$(tail -1 "$results/bench.err")")
     fi
     local cpu; cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$server_pid")" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\n' "$line" | sed "s/^{/{\"server\":\"$name\",\"workload\":\"$workload\",\"commit\":\"$commit\",\"server_cpu_s\":$cpu,\"loadavg_before\":$load,/" >>"$results/new.jsonl"
+    # The measurement's own fields come after the tags, in one JSON object.
+    node -e '
+      const [line, server, workload, commit, cpu, load] = process.argv.slice(1);
+      const e = process.env;
+      console.log(JSON.stringify({
+        server, workload, commit, measured_at: new Date().toISOString(),
+        machine: e.machine, versions: e.versions,
+        server_cpus: e.SERVER_CPUS || "all", tool_cpus: e.TOOL_CPUS || "all",
+        server_cpu_s: Number(cpu), loadavg_before: Number(load),
+        ...JSON.parse(line),
+      }));
+    ' "$line" "$name" "$workload" "$commit" "$cpu" "$load" >>"$results/new.jsonl"
     stop_server
     rm -rf "$db"
   done
@@ -122,5 +164,10 @@ if [[ -f "$RAW" ]]; then
 else
   cp "$results/new.jsonl" "$results/all.jsonl"
 fi
+# The report is written first, to a scratch directory: if it fails, the raw
+# lines and the report in $OUT stay as they were, in step with each other.
+mkdir -p "$results/report"
+node bench/report.mjs "$results/all.jsonl" "$results/report"
+cp "$results/report/benchmarks.md" "$results/report/ramp.svg" "$OUT/"
 cp "$results/all.jsonl" "$RAW"
-node bench/report.mjs "$results/all.jsonl" "$OUT"
+echo "wrote $OUT/benchmarks.md, $OUT/ramp.svg and $RAW" >&2

@@ -140,6 +140,7 @@ impl TallyBuilder {
         let socket_service = socket_layer.layer(any(http::not_found));
         realtime::register(&io);
         Ok(Tally {
+            websocket: config.allows(Transport::Websocket),
             policy: OriginPolicy::new(&config.allowed_origins),
             state,
             io,
@@ -178,6 +179,8 @@ pub struct Tally {
     io: SocketIo,
     socket_service: SocketIoService<MethodRouter>,
     policy: OriginPolicy,
+    /// Whether WebSocket is among `--transports`.
+    websocket: bool,
     flush_interval: Duration,
     leaderboard_interval: Duration,
     broadcast_budget: Duration,
@@ -248,6 +251,13 @@ impl Tally {
             .layer(axum::middleware::map_request(
                 realtime::detach::own_request_head,
             ));
+        let router = if self.websocket {
+            router
+        } else {
+            router.layer(axum::middleware::from_fn(
+                realtime::upgrades::no_websocket_upgrades,
+            ))
+        };
         let router = match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,

@@ -288,10 +288,13 @@ mod tests {
     fn small_clock_skew_is_tolerated_on_nbf_and_iat_only() {
         let tokens = Tokens::new(SECRET, Duration::from_secs(60));
         let now = unix_now();
-        let verify = |claims: serde_json::Value| tokens.verify(&sign(&claims, Algorithm::HS256, SECRET));
+        let verify =
+            |claims: serde_json::Value| tokens.verify(&sign(&claims, Algorithm::HS256, SECRET));
         assert!(
-            verify(serde_json::json!({"sub": "ada", "exp": now + 60, "nbf": now + 2, "iat": now + 2}))
-                .is_ok()
+            verify(
+                serde_json::json!({"sub": "ada", "exp": now + 60, "nbf": now + 2, "iat": now + 2})
+            )
+            .is_ok()
         );
         // The session timer fires at `exp`: a token that a handshake or a
         // `refresh` accepted must not already be past it.

@@ -122,7 +122,11 @@ async fn token_mode_refuses_every_bad_handshake_with_its_reason() {
         Algorithm::HS256,
         SECRET,
     );
-    assert!(big.len() > 4096, "the oversized token is {} bytes", big.len());
+    assert!(
+        big.len() > 4096,
+        "the oversized token is {} bytes",
+        big.len()
+    );
     for (what, auth, reason) in cases {
         let err = refused(&server, auth).await;
         // socketioxide sends the middleware's error as `{"message": reason}`.

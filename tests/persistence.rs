@@ -60,10 +60,18 @@ impl FlakyStore {
     /// Waits until `done` holds for (failed writes, clicks stored).
     async fn until(&self, what: &str, done: impl Fn(u32, u64) -> bool) {
         let mut attempts = self.attempts.subscribe();
-        tokio::time::timeout(WAIT, attempts.wait_for(|&(failed, stored)| done(failed, stored)))
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", *self.attempts.borrow()))
-            .unwrap();
+        tokio::time::timeout(
+            WAIT,
+            attempts.wait_for(|&(failed, stored)| done(failed, stored)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for {what}: {:?}",
+                *self.attempts.borrow()
+            )
+        })
+        .unwrap();
     }
 }
 
@@ -112,7 +120,9 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     for _ in 0..5 {
         client.click_total().await;
     }
-    store.until("5 clicks stored", |_, stored| stored == 5).await;
+    store
+        .until("5 clicks stored", |_, stored| stored == 5)
+        .await;
 
     store.down.store(true, Ordering::SeqCst);
     assert_eq!(http.get(&health).send().await.unwrap().status(), 503);
@@ -130,7 +140,9 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     assert_eq!(body["pending"], 7, "the failed batches were handed back");
 
     store.down.store(false, Ordering::SeqCst);
-    store.until("all 12 clicks stored", |_, stored| stored == 12).await;
+    store
+        .until("all 12 clicks stored", |_, stored| stored == 12)
+        .await;
     let (status, body) = health_of(&http, &health).await;
     assert_eq!(status, 200);
     assert_eq!(body["pending"], 0);

@@ -109,6 +109,45 @@ async fn clients_converge_with_a_broadcast_per_click() {
 }
 
 #[tokio::test]
+async fn a_zero_interval_broadcasts_every_click_on_its_own() {
+    const CLICKS: u64 = 30;
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.broadcast_interval = Duration::ZERO;
+    let server = TestServer::start(config).await;
+    let mut watcher = raw::websocket(&server.url(), None).await.unwrap();
+    raw::ws_connect(&mut watcher).await;
+    let clicker = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    // Back-to-back clicks, far closer together than the default 10 ms
+    // window: a coalescing server would merge them.
+    for _ in 0..CLICKS {
+        clicker.click_total().await;
+    }
+    let mut totals = Vec::new();
+    while totals.last() != Some(&CLICKS) {
+        let message = tokio::time::timeout(WAIT, watcher.next())
+            .await
+            .expect("the watcher hears every click in time")
+            .expect("the connection stays open")
+            .unwrap();
+        if let Message::Text(text) = message
+            && let Some(count) = text.strip_prefix(r#"42["count","#)
+        {
+            let count: serde_json::Value = serde_json::from_str(&count[..count.len() - 1]).unwrap();
+            totals.push(count["total"].as_u64().unwrap());
+        }
+    }
+    totals.sort_unstable();
+    assert_eq!(
+        totals,
+        (0..=CLICKS).collect::<Vec<_>>(),
+        "one broadcast per click"
+    );
+    clicker.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_lone_click_is_broadcast_without_waiting_for_the_interval() {
     let db = TempDb::new();
     let mut config = db.config();
@@ -186,7 +225,10 @@ async fn oversized_packets_close_only_the_sender() {
         {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(text))) => {
-                assert!(!text.starts_with("43"), "an oversized click was acked: {text}")
+                assert!(
+                    !text.starts_with("43"),
+                    "an oversized click was acked: {text}"
+                )
             }
             Some(Ok(_)) => {}
         }
@@ -234,8 +276,9 @@ mod raw {
     use super::*;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    pub type Ws =
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    pub type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
 
     /// Opens an engine.io WebSocket (no namespace yet), sending `origin`.
     pub async fn websocket(url: &str, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
@@ -280,7 +323,14 @@ mod raw {
         let session = format!("{base}&sid={}", open["sid"].as_str().unwrap());
         let joined = http.post(&session).body("40").send().await.unwrap();
         assert_eq!(joined.status(), 200);
-        let greeting = http.get(&session).send().await.unwrap().text().await.unwrap();
+        let greeting = http
+            .get(&session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(greeting.starts_with("40"), "{greeting}");
         session
     }
@@ -346,6 +396,17 @@ async fn polling_only_servers_refuse_websocket_clients() {
         .reconnect(false)
         .connect();
     assert!(tokio::time::timeout(WAIT, ws).await.unwrap().is_err());
+    // The handshake offers no upgrade the server would refuse.
+    let open = reqwest::get(format!(
+        "{}/socket.io/?EIO=4&transport=polling",
+        server.url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(open.contains(r#""upgrades":[]"#), "{open}");
     let mut polling = TestClient::connect(&server.url(), TransportType::Polling).await;
     assert_eq!(polling.first_total().await, 0);
     assert_eq!(polling.click_total().await, 1);

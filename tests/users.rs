@@ -31,7 +31,8 @@ async fn the_same_name_in_any_case_is_one_user_with_an_exact_count() {
     let db = TempDb::new();
     let server = TestServer::start(fast(&db)).await;
 
-    // "crowd", "Crowd", "cRowd", ... : 50 spellings of one name.
+    // "crowd", "Crowd", "cRowd", ...: 50 clients, spelling one name in 32
+    // distinct ways (5 letters give 2^5 casings), so some share a spelling.
     let spellings: Vec<String> = (0..CLIENTS)
         .map(|i| {
             "crowd"

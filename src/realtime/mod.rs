@@ -10,6 +10,7 @@ pub mod connections;
 pub mod detach;
 pub mod events;
 pub mod session;
+pub mod upgrades;
 
 use std::sync::Arc;
 

@@ -28,9 +28,12 @@ impl SqliteStore {
             .map_err(StoreError::InvalidUrl)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL is durable across application crashes in WAL mode; only
-            // a power loss can drop the last transactions.
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL syncs the WAL on every commit, so a flush that returned is
+            // on disk even through a power loss (NORMAL survives process
+            // crashes only). There is one commit per flush, not per click:
+            // measured on this project's machine it costs 0.2-0.3 ms per
+            // flush, and nothing measurable beside a 1,000-user flush (~30 ms).
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
         // Each connection to `:memory:` is its own empty database, so an
         // in-memory store must stay on one connection.

@@ -337,3 +337,135 @@ pub async fn stored(db: &TempDb) -> Vec<(CounterKey, u64)> {
     let store = tally::store::SqliteStore::connect(&db.url()).await.unwrap();
     store.load().await.unwrap()
 }
+
+/// The `tally` binary run as an operator runs it: a child process in its own
+/// temporary directory (so a default `sqlite://tally.db` lands there), with
+/// none of the caller's `TALLY_*` variables, and a bound on every wait.
+pub struct ChildServer {
+    child: std::process::Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    /// Log lines after the one that named the address.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildServer {
+    /// Starts `tally` with `args` and `envs` on top of a clean environment
+    /// and waits until it logs `listening on http://…`.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = clean_command(dir.path())
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the tally binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        // Read the log on a thread so every wait on it can time out.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            let line = log
+                .recv_timeout(WAIT)
+                .expect("the server logs its address in time");
+            if let Some((_, url)) = line.split_once("listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        ChildServer {
+            child,
+            url,
+            dir,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status. The temporary
+    /// directory stays until the value is dropped.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// `tally` with a clean environment (no `TALLY_*`, no `RUST_LOG`), run in `dir`.
+pub fn clean_command(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    command.current_dir(dir).env("NO_COLOR", "1");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("TALLY_") || name == "RUST_LOG" {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+/// Runs `tally` with `args` to completion in a temporary directory; fails
+/// the test instead of hanging if it does not exit within `WAIT` (a
+/// regression that accepts a bad option would start a server and wait).
+pub fn run_to_exit(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = clean_command(dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        stdout.read_to_end(&mut out).ok();
+        stderr.read_to_end(&mut err).ok();
+        tx.send((out, err)).ok();
+    });
+    let status = wait_bounded(&mut child);
+    let (stdout, stderr) = rx.recv_timeout(WAIT).expect("output is complete");
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits for `child` to exit, at most `WAIT`. std offers no exit event to
+/// wait on with a timeout, so this polls `try_wait`.
+fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("tally did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
