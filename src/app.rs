@@ -103,7 +103,7 @@ impl TallyBuilder {
         config.validate()?;
         let store = match store {
             Some(store) => store,
-            None => store::connect(&config.database_url).await?,
+            None => store::connect(&config.database_url, &config.store_options()).await?,
         };
         let counters = Arc::new(Counters::from_totals(store.load().await?));
         tracing::info!(
@@ -282,12 +282,10 @@ impl Tally {
             ..
         } = self;
         let stop_flushing = CancellationToken::new();
-        let flusher = tokio::spawn(counter::flush::run(
-            state.counters.clone(),
-            state.store.clone(),
-            flush_interval,
-            stop_flushing.clone(),
-        ));
+        let flusher = tokio::spawn(
+            counter::flush::Flusher::new(state.counters.clone(), state.store.clone())
+                .run(flush_interval, stop_flushing.clone()),
+        );
         let stop_publishing = CancellationToken::new();
         // With a zero interval every click is published by its handler.
         let coalescer = (!state.broadcast_interval.is_zero()).then(|| {

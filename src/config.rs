@@ -45,9 +45,23 @@ pub struct Config {
     #[arg(long, env = "TALLY_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Database URL. `sqlite://PATH` (created if missing) is the embedded default.
+    /// Database URL; the scheme picks the backend: `sqlite://PATH` (created if
+    /// missing) is the embedded default, `postgres://USER:PASS@HOST/DB` and
+    /// `mysql://USER:PASS@HOST/DB` (MySQL 8, MariaDB 10.6+) use a server.
     #[arg(long, env = "TALLY_DATABASE_URL", default_value = "sqlite://tally.db")]
     pub database_url: String,
+
+    /// Most database connections open at once (SQLite in memory uses one).
+    #[arg(long, env = "TALLY_DATABASE_POOL_SIZE", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+
+    /// How long connecting to the database, or waiting for a free connection
+    /// (SQLite: for another process's write lock), may take before the
+    /// operation fails: at start-up that stops the server, later the flush is
+    /// retried.
+    #[arg(long, env = "TALLY_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub database_timeout: Duration,
 
     /// Origins allowed to open Socket.IO connections from a browser, as a comma
     /// list of `scheme://host[:port]`, or `*` for any. Empty means the page's own
@@ -170,6 +184,14 @@ impl Config {
             (None, AuthMode::Token) => Err(ConfigError::MissingSecret),
             (Some(secret), _) if secret.0.len() < MIN_SECRET_LEN => Err(ConfigError::ShortSecret),
             _ => Ok(()),
+        }
+    }
+
+    /// The store's connection settings.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            pool_size: self.database_pool_size,
+            timeout: self.database_timeout,
         }
     }
 

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{ChildServer, TempDb, TestServer};
-use tally::store::Store;
 use tally_bench::{self as bench, RampSettings, Target};
 
 #[tokio::test]
@@ -93,7 +92,7 @@ async fn every_mode_runs_and_counts_exactly() {
 
     let db = server.dir.path().join("t.db");
     assert!(server.terminate().success());
-    let store = tally::store::SqliteStore::connect(&format!("sqlite://{}", db.display()))
+    let store = tally::store::connect(&format!("sqlite://{}", db.display()), &Default::default())
         .await
         .unwrap();
     let stored: u64 = store

@@ -33,6 +33,30 @@ fn invalid_options_fail_at_start_naming_the_option() {
     ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unsupported database URL"));
+
+    // A database server that is not there: the error names it, never the password.
+    for url in [
+        "postgres://tally:hunter2@127.0.0.1:1/tally",
+        "mysql://tally:hunter2@127.0.0.1:1/tally",
+    ] {
+        let output = run_to_exit(&[
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            url,
+            "--database-timeout",
+            "2s",
+        ]);
+        assert!(!output.status.success(), "{url} must stop the server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot connect to the database at"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("***@127.0.0.1:1/tally"), "{stderr}");
+        assert!(stderr.contains("Connection refused"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    }
 }
 
 #[test]

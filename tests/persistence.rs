@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use async_trait::async_trait;
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
-use tally::counter::{CounterKey, Delta};
-use tally::store::{SqliteStore, Store, StoreError};
+use tally::counter::CounterKey;
+use tally::store::{Applied, Batch, SqliteStore, Store, StoreError};
 
 #[tokio::test]
 async fn counts_survive_a_graceful_restart() {
@@ -51,7 +51,9 @@ struct FlakyStore {
 impl FlakyStore {
     async fn new(db: &TempDb, down: bool) -> Arc<Self> {
         Arc::new(FlakyStore {
-            inner: SqliteStore::connect(&db.url()).await.unwrap(),
+            inner: SqliteStore::connect(&db.url(), &Default::default())
+                .await
+                .unwrap(),
             down: AtomicBool::new(down),
             attempts: watch::Sender::new((0, 0)),
         })
@@ -81,19 +83,20 @@ impl Store for FlakyStore {
         self.inner.load().await
     }
 
-    async fn add(&self, deltas: &[Delta]) -> Result<(), StoreError> {
+    async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             self.attempts.send_modify(|(failed, _)| *failed += 1);
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
-        self.inner.add(deltas).await?;
-        let clicks: u64 = deltas
+        let applied = self.inner.add(batch).await?;
+        let clicks: u64 = batch
+            .deltas
             .iter()
             .filter(|d| d.key == CounterKey::Global)
             .map(|d| d.amount)
             .sum();
         self.attempts.send_modify(|(_, stored)| *stored += clicks);
-        Ok(())
+        Ok(applied)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,9 +1,14 @@
-//! Write-behind: moves pending increments from memory to the store.
+//! Write-behind: moves pending increments from memory to the store, exactly
+//! once.
 //!
-//! Each flush takes every pending delta and writes them in one store call
-//! (one transaction) as additions, never as absolute values, so two processes
-//! or a replayed batch can never overwrite each other's counts. A failed
-//! write hands the deltas back to the counters; the next tick retries them.
+//! Each flush takes every pending delta into a [`Batch`] and writes it in one
+//! store call (one transaction) as additions, never as absolute values, so
+//! two processes can never overwrite each other's counts. Every batch carries
+//! this process's random node id and the next sequence number. A write that
+//! fails is retried verbatim — same deltas, same `(node, seq)` — before any
+//! newer deltas are taken, and the store recognises a batch it has already
+//! applied: a commit whose answer was lost (a cut connection) is not counted
+//! twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +16,8 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::Counters;
-use crate::store::{Store, StoreError};
+use super::{CounterKey, Counters};
+use crate::store::{Applied, Batch, Store, StoreError};
 
 /// How often the final flush is tried at shutdown before giving up.
 const FINAL_ATTEMPTS: u32 = 5;
@@ -26,78 +31,149 @@ pub struct FinalFlushError {
     pub source: StoreError,
 }
 
-/// Writes pending deltas once. Returns how many increments were stored.
-pub async fn flush_once(counters: &Counters, store: &dyn Store) -> Result<u64, StoreError> {
-    let deltas = counters.take_pending();
-    if deltas.is_empty() {
-        return Ok(0);
-    }
-    match store.add(&deltas).await {
-        Ok(()) => Ok(deltas.iter().map(|d| d.amount).sum()),
-        Err(err) => {
-            counters.restore(&deltas);
-            Err(err)
-        }
-    }
-}
-
-/// Flushes every `interval` until `cancel` fires, then flushes what is left,
-/// retrying a few times, because the final flush is the last chance to keep
-/// those clicks.
-pub async fn run(
+/// Turns pending deltas into numbered batches and writes them.
+pub struct Flusher {
     counters: Arc<Counters>,
     store: Arc<dyn Store>,
-    interval: Duration,
-    cancel: CancellationToken,
-) -> Result<(), FinalFlushError> {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            _ = ticker.tick() => {}
+    node: i64,
+    next_seq: i64,
+    /// A batch whose write failed: it may or may not have been applied, so
+    /// it is retried as it is before anything newer.
+    unconfirmed: Option<Batch>,
+}
+
+impl Flusher {
+    /// A flusher with a random node id, so batches of different processes
+    /// (or of one process before and after a restart) never share an id.
+    pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>) -> Self {
+        let mut bytes = [0u8; 8];
+        // Without randomness the id falls back to the time, which still
+        // differs between processes started apart.
+        if getrandom::fill(&mut bytes).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            bytes = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
         }
-        match flush_once(&counters, store.as_ref()).await {
-            Ok(flushed) => {
-                if failing {
-                    tracing::info!(flushed, "store writes work again");
-                    failing = false;
+        Self::with_node(counters, store, i64::from_le_bytes(bytes))
+    }
+
+    /// A flusher with a given node id (tests).
+    pub fn with_node(counters: Arc<Counters>, store: Arc<dyn Store>, node: i64) -> Self {
+        Flusher {
+            counters,
+            store,
+            node,
+            next_seq: 1,
+            unconfirmed: None,
+        }
+    }
+
+    /// Writes the unconfirmed batch, if any, then everything pending.
+    /// Returns how many clicks were stored by this call.
+    pub async fn flush(&mut self) -> Result<u64, StoreError> {
+        let mut stored = 0;
+        if let Some(batch) = self.unconfirmed.take() {
+            stored += self.write(batch).await?;
+        }
+        let deltas = self.counters.take_pending();
+        if deltas.is_empty() {
+            return Ok(stored);
+        }
+        let batch = Batch {
+            node: self.node,
+            seq: self.next_seq,
+            deltas,
+        };
+        self.next_seq += 1;
+        Ok(stored + self.write(batch).await?)
+    }
+
+    async fn write(&mut self, batch: Batch) -> Result<u64, StoreError> {
+        // Every click is in the global delta; user deltas repeat some of them.
+        let clicks = batch
+            .deltas
+            .iter()
+            .filter(|delta| delta.key == CounterKey::Global)
+            .map(|delta| delta.amount)
+            .sum();
+        match self.store.add(&batch).await {
+            Ok(applied) => {
+                if applied == Applied::Earlier {
+                    tracing::info!(
+                        seq = batch.seq,
+                        "a retried flush had already been applied; not counted again"
+                    );
                 }
+                self.counters.set_unconfirmed(0);
+                Ok(clicks)
             }
             Err(err) => {
-                // Logged once per outage at error level so a dead database
-                // does not flood the log every second.
-                if failing {
-                    tracing::debug!(error = %err, pending = counters.pending_total(), "flush failed again");
-                } else {
-                    tracing::error!(error = %err, pending = counters.pending_total(), "flush failed; increments kept in memory and retried");
-                    failing = true;
-                }
+                self.counters.set_unconfirmed(clicks);
+                self.unconfirmed = Some(batch);
+                Err(err)
             }
         }
     }
 
-    let mut backoff = Duration::from_millis(100);
-    for attempt in 1..=FINAL_ATTEMPTS {
-        match flush_once(&counters, store.as_ref()).await {
-            Ok(flushed) => {
-                tracing::info!(flushed, "final flush done");
-                return Ok(());
+    /// Flushes every `interval` until `cancel` fires, then flushes what is
+    /// left, retrying a few times, because the final flush is the last chance
+    /// to keep those clicks.
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> Result<(), FinalFlushError> {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
             }
-            Err(err) if attempt == FINAL_ATTEMPTS => {
-                return Err(FinalFlushError {
-                    unflushed: counters.pending_total(),
-                    source: err,
-                });
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, attempt, "final flush failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+            match self.flush().await {
+                Ok(flushed) => {
+                    if failing {
+                        tracing::info!(flushed, "store writes work again");
+                        failing = false;
+                    }
+                }
+                Err(err) => {
+                    let pending = self.counters.pending_clicks();
+                    // Logged once per outage at error level so a dead
+                    // database does not flood the log every second.
+                    if failing {
+                        tracing::debug!(error = %err, pending, "flush failed again");
+                    } else {
+                        tracing::error!(error = %err, pending, "flush failed; increments kept in memory and retried");
+                        failing = true;
+                    }
+                }
             }
         }
+
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=FINAL_ATTEMPTS {
+            match self.flush().await {
+                Ok(flushed) => {
+                    tracing::info!(flushed, "final flush done");
+                    return Ok(());
+                }
+                Err(err) if attempt == FINAL_ATTEMPTS => {
+                    return Err(FinalFlushError {
+                        unflushed: self.counters.pending_clicks(),
+                        source: err,
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "final flush failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
-    unreachable!("the last attempt returns")
 }

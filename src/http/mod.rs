@@ -49,7 +49,7 @@ pub async fn not_found() -> ApiError {
 /// many clicks wait for the next flush and how many sockets are connected:
 /// during an outage, `pending` is what a crash would lose.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let pending = state.counters.pending_total();
+    let pending = state.counters.pending_clicks();
     let connections = state.connections.current();
     match state.store.ping().await {
         Ok(()) => Json(json!({

@@ -1,28 +1,54 @@
 //! Durable storage of counts: the only module that knows SQL.
 //!
 //! [`Store`] is what the rest of the server sees: load every total at start,
-//! add a batch of deltas in one transaction, answer a health probe. Each
+//! add a [`Batch`] of deltas in one transaction, answer a health probe. Each
 //! backend lives in its own file with its own migrations under
-//! `migrations/<backend>/`; [`connect`] picks one from the database URL.
+//! `migrations/<backend>/` — SQLite (the embedded default), PostgreSQL,
+//! MySQL/MariaDB — and [`connect`] picks one from the database URL's scheme.
+//!
+//! Every backend has the same tables with the same meaning: `counters`
+//! (the global total), `users` (the design's `users(id, username UNIQUE,
+//! user_count)`, unique regardless of case) and `flushes` (which batches
+//! were applied, so a retry is never counted twice).
 
+mod mysql;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::counter::{CounterKey, Delta};
 use crate::user::Username;
 
+pub use mysql::MySqlStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Most user rows in one multi-row `VALUES` upsert: two bound values each,
+/// well under SQLite's and MySQL's limits on bound parameters. Larger
+/// flushes are split into several statements of the same transaction.
+const MAX_ROWS: usize = 10_000;
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL `{url}`: expected sqlite://PATH (or sqlite::memory:)")]
+    #[error(
+        "unsupported database URL `{url}`: expected sqlite://PATH (or sqlite::memory:), \
+         postgres://… (or postgresql://…) or mysql://…"
+    )]
     UnsupportedUrl { url: String },
     #[error("invalid database URL: {0}")]
     InvalidUrl(#[source] sqlx::Error),
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        /// The URL with its password hidden.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -35,19 +61,64 @@ pub enum StoreError {
     Overflow(u64),
 }
 
-/// Durable home of the counts: the global total in `counters`, per-user
-/// counts in `users`.
+/// One flush: deltas to add, and the identity that makes retrying it safe.
 ///
-/// Implementations must make [`Store::add`] atomic (all deltas or none) and
-/// additive (`value = value + delta`), because the write-behind task retries a
-/// failed batch and several server nodes may share one database.
+/// `node` is random per process and `seq` grows by one per batch, so
+/// `(node, seq)` names this batch in the whole database, whichever process
+/// wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub node: i64,
+    pub seq: i64,
+    pub deltas: Vec<Delta>,
+}
+
+/// What [`Store::add`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The deltas were added now.
+    Now,
+    /// An earlier attempt at this `(node, seq)` had committed (its answer
+    /// was lost); nothing was added again.
+    Earlier,
+}
+
+/// Connection settings shared by every backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections open at once (SQLite in memory always uses one).
+    pub pool_size: u32,
+    /// How long connecting, or waiting for a free connection (for SQLite: a
+    /// lock), may take before the operation fails.
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: 5,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Durable home of the counts: the global total in `counters`, per-user
+/// counts in `users`, applied batches in `flushes`.
+///
+/// Implementations must make [`Store::add`] atomic (all deltas or none),
+/// additive (`value = value + delta`, so several server nodes can share one
+/// database) and idempotent per `(node, seq)`: the batch's identity is
+/// recorded in the same transaction, and a batch already recorded is not
+/// added again. The write-behind task retries a failed batch verbatim, so a
+/// commit whose answer was lost is never counted twice.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Every stored total.
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError>;
 
-    /// Adds each delta to its counter in one transaction.
-    async fn add(&self, deltas: &[Delta]) -> Result<(), StoreError>;
+    /// Adds the batch's deltas in one transaction, unless it was applied
+    /// before.
+    async fn add(&self, batch: &Batch) -> Result<Applied, StoreError>;
 
     /// Answers when the database does; used by `/healthz`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -56,12 +127,94 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
-/// Opens the store named by `url`, creating and migrating it as needed.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::connect(url).await?));
+/// Opens the store named by `url`, creating (SQLite) and migrating it as
+/// needed. The scheme picks the backend.
+pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    Ok(match scheme {
+        "sqlite" => Arc::new(SqliteStore::connect(url, options).await?),
+        "postgres" | "postgresql" => Arc::new(PostgresStore::connect(url, options).await?),
+        "mysql" | "mariadb" => Arc::new(MySqlStore::connect(url, options).await?),
+        _ => return Err(StoreError::UnsupportedUrl { url: redact(url) }),
+    })
+}
+
+/// Opens and closes one connection, bounded by `timeout`, before a pool is
+/// built: a pool only says it timed out, this says why (refused, unknown
+/// host, bad password, no such database).
+async fn reach<O>(url: &str, connect: &O, timeout: Duration) -> Result<(), StoreError>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    use sqlx::Connection;
+    match tokio::time::timeout(timeout, connect.connect()).await {
+        Ok(Ok(connection)) => {
+            connection.close().await.ok();
+            Ok(())
+        }
+        Ok(Err(err)) => Err(connect_error(url, err)),
+        Err(_) => Err(connect_error(
+            url,
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?} (--database-timeout)"),
+            )),
+        )),
     }
-    Err(StoreError::UnsupportedUrl { url: redact(url) })
+}
+
+/// A failed first connection, naming the server without its password.
+fn connect_error(url: &str, source: sqlx::Error) -> StoreError {
+    StoreError::Connect {
+        url: redact(url),
+        source,
+    }
+}
+
+/// The global amount and the users' `(name, amount)` rows of a batch.
+type Split<'a> = (Option<i64>, Vec<(&'a str, i64)>);
+
+/// A batch's deltas in bindable form: the global amount, and each user's
+/// name and amount, ordered by name regardless of case. The order is the
+/// same in every process, so two nodes flushing at once lock user rows in
+/// the same order and cannot deadlock on each other.
+fn split(deltas: &[Delta]) -> Result<Split<'_>, StoreError> {
+    let mut global = None;
+    let mut users = Vec::new();
+    for delta in deltas {
+        let amount = to_db(delta.amount)?;
+        match &delta.key {
+            CounterKey::Global => global = Some(amount),
+            CounterKey::User(name) => users.push((name, amount)),
+        }
+    }
+    users.sort_by(|a, b| a.0.folded().cmp(b.0.folded()));
+    Ok((
+        global,
+        users
+            .into_iter()
+            .map(|(name, amount)| (name.as_str(), amount))
+            .collect(),
+    ))
+}
+
+/// The totals of loaded rows: `(name, value)` of `counters` and
+/// `(username, user_count)` of `users`.
+fn rows(
+    counters: impl Iterator<Item = Result<(String, i64), sqlx::Error>>,
+    users: impl Iterator<Item = Result<(String, i64), sqlx::Error>>,
+) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+    let mut totals = Vec::new();
+    for row in counters {
+        let (name, value) = row?;
+        totals.push((parse_key(&name)?, from_db(&name, value)?));
+    }
+    for row in users {
+        let (name, count) = row?;
+        totals.push((parse_username(&name)?, from_db(&name, count)?));
+    }
+    Ok(totals)
 }
 
 /// Hides a password in a URL before it reaches a log or an error message.
@@ -72,11 +225,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// The name under which a row of the `counters` table is stored.
-fn key_name(key: &CounterKey) -> String {
-    key.to_string()
 }
 
 /// The counter a row of the `counters` table refers to.
@@ -119,17 +267,17 @@ mod tests {
     }
 
     #[test]
-    fn key_names_round_trip() {
-        assert_eq!(
-            parse_key(&key_name(&CounterKey::Global)).unwrap(),
-            CounterKey::Global
-        );
+    fn counter_names_are_known() {
+        assert_eq!(parse_key("global").unwrap(), CounterKey::Global);
         assert!(parse_key("nope").is_err());
     }
 
     #[tokio::test]
     async fn unknown_schemes_are_refused_with_a_clear_error() {
-        let err = connect("mongodb://localhost").await.err().unwrap();
+        let err = connect("mongodb://localhost", &StoreOptions::default())
+            .await
+            .err()
+            .unwrap();
         assert!(
             err.to_string().contains("unsupported database URL"),
             "{err}"

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,21 +22,76 @@ pub use rust_socketio::TransportType;
 /// Upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A database file in a temporary directory that lives as long as the value.
+/// A database backend the tests can run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// The variable naming a server where the tests may create databases
+    /// (`.ci/run` sets both); SQLite needs none.
+    pub fn server_variable(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("TALLY_TEST_POSTGRES_URL"),
+            Backend::MySql => Some("TALLY_TEST_MYSQL_URL"),
+        }
+    }
+}
+
+/// A fresh, empty database that lives as long as the value: a file in a
+/// temporary directory, or a database created on the test server and
+/// dropped again.
 pub struct TempDb {
-    _dir: tempfile::TempDir,
-    pub path: PathBuf,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    /// For a server database: the admin URL and the database's name.
+    server: Option<(String, String)>,
 }
 
 impl TempDb {
+    /// A SQLite database file.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tally.db");
-        TempDb { _dir: dir, path }
+        let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+        TempDb {
+            url,
+            _dir: Some(dir),
+            server: None,
+        }
+    }
+
+    /// A fresh database on `backend`, or `None` (said loudly on stderr) when
+    /// no server is configured for it. A configured server that cannot be
+    /// reached fails the test.
+    pub async fn fresh(backend: Backend) -> Option<Self> {
+        let Some(variable) = backend.server_variable() else {
+            return Some(Self::new());
+        };
+        let Ok(admin) = std::env::var(variable) else {
+            eprintln!(
+                "SKIPPED on {backend:?}: {variable} is not set (scripts/test lists the backends it covers)"
+            );
+            return None;
+        };
+        let name = format!("tally_test_{:016x}", random_u64());
+        server_sql(backend, &admin, &format!("CREATE DATABASE {name}")).await;
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("{variable} must end in /DATABASE: {admin}"),
+        };
+        Some(TempDb {
+            url,
+            _dir: None,
+            server: Some((admin, name)),
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        self.url.clone()
     }
 
     /// A configuration on port 0 with short intervals so tests run fast.
@@ -45,6 +100,65 @@ impl TempDb {
         config.flush_interval = Duration::from_millis(50);
         config
     }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.server.take() else {
+            return;
+        };
+        let backend = if admin.starts_with("mysql") {
+            Backend::MySql
+        } else {
+            Backend::Postgres
+        };
+        // Drop runs outside async code: a thread with its own runtime drops
+        // the database (forcing out connections a failed test left open).
+        let statement = match backend {
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            _ => format!("DROP DATABASE IF EXISTS {name}"),
+        };
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(server_sql(backend, &admin, &statement));
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// Runs one administrative statement on a test database server.
+async fn server_sql(backend: Backend, admin: &str, statement: &str) {
+    use sqlx::Connection;
+    let result = match backend {
+        Backend::Postgres => match sqlx::PgConnection::connect(admin).await {
+            Ok(mut conn) => sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut conn)
+                .await
+                .map(drop),
+            Err(err) => Err(err),
+        },
+        Backend::MySql => match sqlx::MySqlConnection::connect(admin).await {
+            Ok(mut conn) => sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut conn)
+                .await
+                .map(drop),
+            Err(err) => Err(err),
+        },
+        Backend::Sqlite => unreachable!("SQLite needs no server"),
+    };
+    if let Err(err) = result {
+        panic!("{backend:?} test server at {admin}: `{statement}` failed: {err}");
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes)
 }
 
 /// A running server; dropping it without `stop` aborts it.
@@ -334,7 +448,9 @@ pub async fn stored_total(db: &TempDb) -> u64 {
 
 /// Every stored counter.
 pub async fn stored(db: &TempDb) -> Vec<(CounterKey, u64)> {
-    let store = tally::store::SqliteStore::connect(&db.url()).await.unwrap();
+    let store = tally::store::connect(&db.url(), &Default::default())
+        .await
+        .unwrap();
     store.load().await.unwrap()
 }
 

@@ -1,10 +1,10 @@
 // Starts the real tally binary for a test: port 0, a database in a temporary
 // directory, and the bound address read from its log.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Upper bound for anything a test waits for, in milliseconds. */
@@ -36,13 +36,45 @@ export async function within(promise, what) {
   }
 }
 
-/** A fresh temporary directory; remove it with `removeDir`. */
-export function makeDir() {
-  return mkdtemp(join(tmpdir(), 'tally-js-'));
+// With TALLY_TEST_E2E_DATABASE_URL (a PostgreSQL server, e.g.
+// postgres://postgres@127.0.0.1:5432/test) every test directory gets its own
+// fresh PostgreSQL database instead of a SQLite file, created and dropped with
+// psql; scripts/test runs the suites once more that way.
+const E2E_DATABASE = process.env.TALLY_TEST_E2E_DATABASE_URL;
+const databases = new Map();
+
+function psql(statement) {
+  const result = spawnSync('psql', [E2E_DATABASE, '-v', 'ON_ERROR_STOP=1', '-qc', statement], {
+    encoding: 'utf8',
+  });
+  if (result.status !== 0) {
+    throw new Error(`psql ${E2E_DATABASE} -c "${statement}" failed: ${result.stderr || result.error}`);
+  }
 }
 
-export function removeDir(dir) {
-  return rm(dir, { recursive: true, force: true });
+/** A fresh temporary directory (and database); remove it with `removeDir`. */
+export async function makeDir() {
+  const dir = await mkdtemp(join(tmpdir(), 'tally-js-'));
+  if (E2E_DATABASE) {
+    const name = `tally_e2e_${basename(dir).replace(/[^A-Za-z0-9]/g, '').toLowerCase()}`;
+    psql(`CREATE DATABASE ${name}`);
+    databases.set(dir, `${E2E_DATABASE.replace(/\/[^/]*$/, '')}/${name}`);
+  }
+  return dir;
+}
+
+export async function removeDir(dir) {
+  const url = databases.get(dir);
+  if (url) {
+    psql(`DROP DATABASE IF EXISTS ${url.split('/').pop()} WITH (FORCE)`);
+    databases.delete(dir);
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** The database URL of the server whose files live in `dir`. */
+export function databaseUrl(dir) {
+  return databases.get(dir) ?? `sqlite://${join(dir, 'tally.db')}`;
 }
 
 /** The environment for the server: ours without anything that configures tally. */
@@ -65,7 +97,7 @@ export function startServer(dir, args = [], { addr = '127.0.0.1:0' } = {}) {
     '--addr',
     addr,
     '--database-url',
-    `sqlite://${join(dir, 'tally.db')}`,
+    databaseUrl(dir),
     ...args,
   ];
   const child = spawn(TALLY_BIN, argv, { env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -81,7 +113,7 @@ export function startServer(dir, args = [], { addr = '127.0.0.1:0' } = {}) {
 export function startExample(dir, env = {}) {
   const settings = {
     TALLY_ADDR: '127.0.0.1:0',
-    TALLY_DATABASE_URL: `sqlite://${join(dir, 'tally.db')}`,
+    TALLY_DATABASE_URL: databaseUrl(dir),
     ...env,
   };
   const child = spawn(EMBED_BIN, [], {

@@ -1,0 +1,116 @@
+//! MySQL 8 and MariaDB 10.6+ backend: `mysql://`.
+//!
+//! Migrated at start from `migrations/mysql/`. The design tally grew from
+//! keeps its counts here, upserted with `INSERT … ON DUPLICATE KEY UPDATE`;
+//! a flush is one transaction with one such statement per table (users in
+//! multi-row `VALUES`, split only past `MAX_ROWS` users).
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions, QueryBuilder, Row};
+
+use super::{
+    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, reach, rows, split,
+};
+use crate::counter::CounterKey;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
+
+/// A MySQL or MariaDB database.
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+impl MySqlStore {
+    /// Connects to and migrates the database at `url`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = MySqlConnectOptions::from_str(url)
+            .map_err(StoreError::InvalidUrl)?
+            .log_statements(tracing::log::LevelFilter::Debug);
+        reach(url, &connect, options.timeout).await?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|err| connect_error(url, err))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(MySqlStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+        let counters = sqlx::query("SELECT name, value FROM counters")
+            .fetch_all(&self.pool)
+            .await?;
+        let users = sqlx::query("SELECT username, user_count FROM users")
+            .fetch_all(&self.pool)
+            .await?;
+        rows(
+            counters
+                .iter()
+                .map(|row| Ok((row.try_get("name")?, row.try_get("value")?))),
+            users
+                .iter()
+                .map(|row| Ok((row.try_get("username")?, row.try_get("user_count")?))),
+        )
+    }
+
+    async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
+        let (global, users) = split(&batch.deltas)?;
+        let mut tx = self.pool.begin().await?;
+        // Only a duplicate (node, seq) can be ignored here: both are plain
+        // integers, so nothing else about this row can be refused.
+        let recorded = sqlx::query("INSERT IGNORE INTO flushes (node, seq) VALUES (?, ?)")
+            .bind(batch.node)
+            .bind(batch.seq)
+            .execute(&mut *tx)
+            .await?;
+        if recorded.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Applied::Earlier);
+        }
+        if let Some(amount) = global {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ('global', ?) \
+                 ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+            )
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in users.chunks(MAX_ROWS) {
+            let mut upsert = QueryBuilder::new("INSERT INTO users (username, user_count) ");
+            upsert.push_values(chunk, |mut row, (name, amount)| {
+                row.push_bind(*name).push_bind(*amount);
+            });
+            // VALUES() rather than MySQL 8's row alias: MariaDB knows only it.
+            upsert.push(" ON DUPLICATE KEY UPDATE user_count = user_count + VALUES(user_count)");
+            upsert.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "DELETE FROM flushes WHERE (node = ? AND seq < ?) \
+             OR applied_at < NOW(6) - INTERVAL 7 DAY",
+        )
+        .bind(batch.node)
+        .bind(batch.seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::Now)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "mysql"
+    }
+}

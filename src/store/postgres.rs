@@ -1,0 +1,119 @@
+//! PostgreSQL backend, for deployments: `postgres://` or `postgresql://`.
+//!
+//! Migrated at start from `migrations/postgres/`. A flush is one transaction
+//! of one statement per table: the global counter's upsert, and every user's
+//! upsert in a single `INSERT … SELECT FROM UNNEST(…)`, so a flush costs the
+//! same few round trips however many users clicked.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row};
+
+use super::{Applied, Batch, Store, StoreError, StoreOptions, connect_error, reach, rows, split};
+use crate::counter::CounterKey;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to and migrates the database at `url`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(StoreError::InvalidUrl)?
+            // Statements are logged at debug level only: a flush is routine.
+            .log_statements(tracing::log::LevelFilter::Debug);
+        reach(url, &connect, options.timeout).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|err| connect_error(url, err))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+        let counters = sqlx::query("SELECT name, value FROM counters")
+            .fetch_all(&self.pool)
+            .await?;
+        let users = sqlx::query("SELECT username, user_count FROM users")
+            .fetch_all(&self.pool)
+            .await?;
+        rows(
+            counters
+                .iter()
+                .map(|row| Ok((row.try_get("name")?, row.try_get("value")?))),
+            users
+                .iter()
+                .map(|row| Ok((row.try_get("username")?, row.try_get("user_count")?))),
+        )
+    }
+
+    async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
+        let (global, users) = split(&batch.deltas)?;
+        let mut tx = self.pool.begin().await?;
+        let recorded =
+            sqlx::query("INSERT INTO flushes (node, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(batch.node)
+                .bind(batch.seq)
+                .execute(&mut *tx)
+                .await?;
+        if recorded.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Applied::Earlier);
+        }
+        if let Some(amount) = global {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ('global', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value, \
+                 updated_at = now()",
+            )
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !users.is_empty() {
+            let (names, amounts): (Vec<&str>, Vec<i64>) = users.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO users (username, user_count) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+                 ON CONFLICT ((lower(username))) DO UPDATE SET \
+                 user_count = users.user_count + excluded.user_count, updated_at = now()",
+            )
+            .bind(names)
+            .bind(amounts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM flushes WHERE (node = $1 AND seq < $2) \
+             OR applied_at < now() - interval '7 days'",
+        )
+        .bind(batch.node)
+        .bind(batch.seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::Now)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
