@@ -20,18 +20,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Router, serve};
 use serde::Deserialize;
 use tally::identity::HandshakeRequest;
 use tally::user::Username;
 use tally::{Config, Tally};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 /// The host's session cookie.
@@ -97,32 +96,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not listen on {addr}"))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-
-    // One signal stops both the HTTP server (it stops accepting and drains)
-    // and tally (last totals out, sockets closed, counts written).
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            tally::shutdown_signal().await;
-            stop.cancel();
-        }
-    });
-    let served = async {
-        let served = serve(tally::serve::nodelay(listener), app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
-        stop.cancel();
-        served
-    };
-    let stopped = async {
-        stop.cancelled().await;
-        running.shutdown().await
-    };
-    let (served, stopped) = tokio::join!(served, stopped);
-    served.context("the HTTP server failed")?;
-    stopped?;
+    // Logs `listening on http://…`; on Ctrl-C or SIGTERM the HTTP server
+    // stops accepting and drains while tally publishes its last totals,
+    // closes its sockets and writes every click.
+    tally::serve::serve(listener, app, running, tally::shutdown_signal()).await?;
     Ok(())
 }
 

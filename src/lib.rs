@@ -23,4 +23,4 @@ pub mod user;
 
 pub use app::{RunError, Running, StartError, Tally, TallyBuilder};
 pub use config::Config;
-pub use serve::{App, shutdown_signal};
+pub use serve::{App, serve, shutdown_signal};

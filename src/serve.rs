@@ -2,9 +2,8 @@
 //! listener, stopped by a signal.
 //!
 //! It uses only the public embedding API ([`Tally::router`],
-//! [`Tally::start`], [`crate::Running::shutdown`]), so the server `tally
-//! serve` runs and the one a host application mounts are assembled the same
-//! way.
+//! [`Tally::start`], [`serve`]), so the server `tally serve` runs and the one
+//! a host application mounts are assembled and stopped the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::app::{RunError, StartError, Tally, TallyBuilder};
+use axum::Router;
+
+use crate::app::{RunError, Running, StartError, Tally, TallyBuilder};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -73,45 +74,58 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
-        let addr = self.local_addr();
         let App { listener, tally } = self;
         let router = tally.router().layer(TraceLayer::new_for_http());
         let running = tally.start();
-
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
-
-        tracing::info!("listening on http://{addr}");
-        let server = axum::serve(nodelay(listener), router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
-        let served = async {
-            let served = tokio::select! {
-                served = server => served,
-                () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                    tracing::warn!("HTTP requests still open after {DRAIN_TIMEOUT:?}; not waiting for them");
-                    Ok(())
-                }
-            };
-            // A server that failed on its own still stops tally in order.
-            stop.cancel();
-            served
-        };
-        let stopped = async {
-            stop.cancelled().await;
-            running.shutdown().await
-        };
-        let (served, stopped) = tokio::join!(served, stopped);
-        // The counts were flushed whatever happened; now report it.
-        served.map_err(RunError::Serve)?;
-        stopped
+        serve(listener, router, running, shutdown).await
     }
+}
+
+/// Serves `router` — a host's app with tally mounted in it, or tally's own
+/// router — on `listener` until `shutdown` completes, then stops both in
+/// order: the HTTP server stops accepting and drains (at most 10 s) while
+/// `running` publishes the last totals, closes every socket, stops counting
+/// and writes what is left. Logs `listening on http://…` first. If the HTTP
+/// server fails on its own, tally is still stopped in order; either error is
+/// returned after the counts were flushed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    running: Running,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let addr = listener.local_addr().map_err(RunError::Serve)?;
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+
+    tracing::info!("listening on http://{addr}");
+    let server = axum::serve(nodelay(listener), router)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let served = async {
+        let served = tokio::select! {
+            served = server => served,
+            () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                tracing::warn!("HTTP requests still open after {DRAIN_TIMEOUT:?}; not waiting for them");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        served
+    };
+    let stopped = async {
+        stop.cancelled().await;
+        running.shutdown().await
+    };
+    let (served, stopped) = tokio::join!(served, stopped);
+    served.map_err(RunError::Serve)?;
+    stopped
 }
 
 /// Sets `TCP_NODELAY` on every accepted connection. Every frame tally writes

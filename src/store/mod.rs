@@ -199,22 +199,39 @@ fn split(deltas: &[Delta]) -> Result<Split<'_>, StoreError> {
     ))
 }
 
-/// The totals of loaded rows: `(name, value)` of `counters` and
-/// `(username, user_count)` of `users`.
-fn rows(
-    counters: impl Iterator<Item = Result<(String, i64), sqlx::Error>>,
-    users: impl Iterator<Item = Result<(String, i64), sqlx::Error>>,
-) -> Result<Vec<(CounterKey, u64)>, StoreError> {
-    let mut totals = Vec::new();
-    for row in counters {
-        let (name, value) = row?;
+/// Every stored total, read the same way from any backend's pool.
+async fn load_from<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<(CounterKey, u64)>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'r> (String, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let counters: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
+        .fetch_all(pool)
+        .await?;
+    let users: Vec<(String, i64)> = sqlx::query_as("SELECT username, user_count FROM users")
+        .fetch_all(pool)
+        .await?;
+    let mut totals = Vec::with_capacity(counters.len() + users.len());
+    for (name, value) in counters {
         totals.push((parse_key(&name)?, from_db(&name, value)?));
     }
-    for row in users {
-        let (name, count) = row?;
+    for (name, count) in users {
         totals.push((parse_username(&name)?, from_db(&name, count)?));
     }
     Ok(totals)
+}
+
+/// Answers when the database does.
+async fn ping_on<DB>(pool: &sqlx::Pool<DB>) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
 }
 
 /// Hides a password in a URL before it reaches a log or an error message.

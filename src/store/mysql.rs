@@ -9,10 +9,11 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{ConnectOptions, QueryBuilder, Row};
+use sqlx::{ConnectOptions, QueryBuilder};
 
 use super::{
-    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, reach, rows, split,
+    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, load_from, ping_on,
+    reach, split,
 };
 use crate::counter::CounterKey;
 
@@ -45,20 +46,7 @@ impl MySqlStore {
 #[async_trait]
 impl Store for MySqlStore {
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
-        let counters = sqlx::query("SELECT name, value FROM counters")
-            .fetch_all(&self.pool)
-            .await?;
-        let users = sqlx::query("SELECT username, user_count FROM users")
-            .fetch_all(&self.pool)
-            .await?;
-        rows(
-            counters
-                .iter()
-                .map(|row| Ok((row.try_get("name")?, row.try_get("value")?))),
-            users
-                .iter()
-                .map(|row| Ok((row.try_get("username")?, row.try_get("user_count")?))),
-        )
+        load_from(&self.pool).await
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
@@ -106,8 +94,7 @@ impl Store for MySqlStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        ping_on(&self.pool).await
     }
 
     fn backend(&self) -> &'static str {

@@ -8,10 +8,13 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Row};
 
-use super::{Applied, Batch, Store, StoreError, StoreOptions, connect_error, reach, rows, split};
+use super::{
+    Applied, Batch, Store, StoreError, StoreOptions, connect_error, load_from, ping_on, reach,
+    split,
+};
 use crate::counter::CounterKey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -44,20 +47,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
-        let counters = sqlx::query("SELECT name, value FROM counters")
-            .fetch_all(&self.pool)
-            .await?;
-        let users = sqlx::query("SELECT username, user_count FROM users")
-            .fetch_all(&self.pool)
-            .await?;
-        rows(
-            counters
-                .iter()
-                .map(|row| Ok((row.try_get("name")?, row.try_get("value")?))),
-            users
-                .iter()
-                .map(|row| Ok((row.try_get("username")?, row.try_get("user_count")?))),
-        )
+        load_from(&self.pool).await
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
@@ -109,8 +99,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        ping_on(&self.pool).await
     }
 
     fn backend(&self) -> &'static str {

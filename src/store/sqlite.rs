@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::{QueryBuilder, SqlitePool};
 
 use super::{
-    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, rows, split,
+    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, load_from, ping_on,
+    split,
 };
 use crate::counter::CounterKey;
 
@@ -65,20 +66,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
-        let counters = sqlx::query("SELECT name, value FROM counters")
-            .fetch_all(&self.pool)
-            .await?;
-        let users = sqlx::query("SELECT username, user_count FROM users")
-            .fetch_all(&self.pool)
-            .await?;
-        rows(
-            counters
-                .iter()
-                .map(|row| Ok((row.try_get("name")?, row.try_get("value")?))),
-            users
-                .iter()
-                .map(|row| Ok((row.try_get("username")?, row.try_get("user_count")?))),
-        )
+        load_from(&self.pool).await
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
@@ -134,8 +122,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        ping_on(&self.pool).await
     }
 
     fn backend(&self) -> &'static str {
