@@ -15,12 +15,14 @@ pub const MAX_USERNAME_LEN: usize = 32;
 
 /// A valid username. Two usernames are equal when they differ only in case;
 /// the spelling given first is the one kept for display.
+///
+/// One shared allocation per name: equality, hashing and ordering fold the
+/// case as they go instead of keeping a lower-cased copy, which matters when
+/// a million users are held in memory.
 #[derive(Clone)]
 pub struct Username {
     /// As written by the user.
     display: Arc<str>,
-    /// Lower-cased: the identity used for equality, hashing and rooms.
-    folded: Arc<str>,
 }
 
 /// Why a username was refused.
@@ -39,7 +41,6 @@ impl Username {
         }
         Ok(Username {
             display: raw.into(),
-            folded: raw.to_ascii_lowercase().into(),
         })
     }
 
@@ -48,15 +49,23 @@ impl Username {
         &self.display
     }
 
-    /// The case-folded identity.
-    pub fn folded(&self) -> &str {
-        &self.folded
+    /// The case-folded identity (rooms, sorting), as a new string.
+    pub fn folded(&self) -> String {
+        self.display.to_ascii_lowercase()
+    }
+
+    /// Orders two names case-insensitively (the leaderboard's tie-break).
+    pub fn cmp_folded(&self, other: &Username) -> std::cmp::Ordering {
+        self.display
+            .bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .cmp(other.display.bytes().map(|b| b.to_ascii_lowercase()))
     }
 }
 
 impl PartialEq for Username {
     fn eq(&self, other: &Self) -> bool {
-        self.folded == other.folded
+        self.display.eq_ignore_ascii_case(&other.display)
     }
 }
 
@@ -64,7 +73,14 @@ impl Eq for Username {}
 
 impl Hash for Username {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.folded.hash(state);
+        // As `str` hashes (its bytes, then a terminator), but case-folded,
+        // so names equal without case hash alike. At most 32 bytes.
+        let mut folded = [0u8; MAX_USERNAME_LEN];
+        let len = self.display.len();
+        folded[..len].copy_from_slice(self.display.as_bytes());
+        folded[..len].make_ascii_lowercase();
+        state.write(&folded[..len]);
+        state.write_u8(0xff);
     }
 }
 

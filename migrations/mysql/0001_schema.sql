@@ -19,7 +19,6 @@ CREATE TABLE IF NOT EXISTS users (
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
     UNIQUE KEY users_username_ci (username),
-    KEY users_by_count (user_count DESC, username),
     CONSTRAINT users_count_not_negative CHECK (user_count >= 0)
 ) ENGINE = InnoDB;
 

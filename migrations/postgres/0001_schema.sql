@@ -19,7 +19,6 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_username_ci ON users (lower(username));
-CREATE INDEX IF NOT EXISTS users_by_count ON users (user_count DESC, username);
 
 -- Applied flushes by (node, seq): a retried flush that already committed is
 -- recognised and not counted twice.

@@ -90,6 +90,7 @@ impl Flusher {
     }
 
     async fn write(&mut self, batch: Batch) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
         // Every click is in the global delta; user deltas repeat some of them.
         let clicks = batch
             .deltas
@@ -99,6 +100,13 @@ impl Flusher {
             .sum();
         match self.store.add(&batch).await {
             Ok(applied) => {
+                tracing::debug!(
+                    seq = batch.seq,
+                    clicks,
+                    counters = batch.deltas.len(),
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "flushed"
+                );
                 if applied == Applied::Earlier {
                     tracing::info!(
                         seq = batch.seq,

@@ -2,11 +2,11 @@
 //!
 //! Ranks are "competition" ranks: users with equal counts share a rank and the
 //! next rank skips (1, 2, 2, 4). Order is count descending, then username
-//! (case-insensitively) ascending. The top list is recomputed by [`run`] at
-//! most once per interval and only after a user clicked; connecting sockets
-//! read the cached copy instead of scanning every user.
+//! (case-insensitively) ascending. The order itself is kept click by click in
+//! [`super::ranking`]; [`run`] republishes the live top list at most once
+//! per interval and only after a user clicked, and connecting sockets read
+//! the cached copy.
 
-use std::cmp::Ordering;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,28 +29,10 @@ pub struct Ranked {
     pub rank: u64,
 }
 
-fn by_rank(a: &(Username, u64), b: &(Username, u64)) -> Ordering {
-    b.1.cmp(&a.1).then_with(|| a.0.folded().cmp(b.0.folded()))
-}
-
-/// The best `limit` users with at least one click.
+/// The best `limit` users (at most [`super::ranking::TOP`]) with at least
+/// one click. Read from the kept ranking: no scan of all users.
 pub fn top(counters: &Counters, limit: usize) -> Vec<Ranked> {
-    if limit == 0 {
-        return Vec::new();
-    }
-    let mut users = Vec::new();
-    counters.for_each_user(|name, count| {
-        if count > 0 {
-            users.push((name.clone(), count));
-        }
-    });
-    if users.len() > limit {
-        // Partial selection: O(n) instead of sorting every user.
-        users.select_nth_unstable_by(limit - 1, by_rank);
-        users.truncate(limit);
-    }
-    users.sort_unstable_by(by_rank);
-
+    let users = counters.top_users(limit);
     let mut ranked: Vec<Ranked> = Vec::with_capacity(users.len());
     for (i, (username, count)) in users.into_iter().enumerate() {
         let rank = match ranked.last() {
@@ -66,16 +48,15 @@ pub fn top(counters: &Counters, limit: usize) -> Vec<Ranked> {
     ranked
 }
 
-/// One user's line, or `None` if the user never clicked.
+/// One user's line, or `None` if the user never clicked. A binary search
+/// in the kept ranking: no scan of all users.
 pub fn rank_of(counters: &Counters, name: &Username) -> Option<Ranked> {
     let username = counters.known_username(name)?;
     let count = counters.user_total(name)?;
-    let mut ahead = 0;
-    counters.for_each_user(|_, other| ahead += u64::from(other > count));
     Some(Ranked {
         username,
         count,
-        rank: ahead + 1,
+        rank: counters.rank(count),
     })
 }
 

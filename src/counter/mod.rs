@@ -11,6 +11,7 @@
 pub mod coalesce;
 pub mod flush;
 pub mod leaderboard;
+pub mod ranking;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -76,9 +77,8 @@ pub struct Counter {
     total: AtomicU64,
     /// Increments accepted but not yet written to the store.
     pending: AtomicU64,
-    /// The last total handed to the coalescer, so unchanged counters are skipped.
-    published: AtomicU64,
-    /// Set while the counter sits in the dirty list, so it is queued once per tick.
+    /// Set while the counter sits in the dirty list, so it is queued once per
+    /// tick. A user in the list has clicked, so their total has changed.
     dirty: AtomicBool,
 }
 
@@ -86,7 +86,6 @@ impl Counter {
     fn starting_at(total: u64) -> Self {
         Counter {
             total: AtomicU64::new(total),
-            published: AtomicU64::new(total),
             ..Counter::default()
         }
     }
@@ -108,6 +107,10 @@ impl Counter {
 pub struct Counters {
     /// The global counter, outside the map because every click touches it.
     global: Counter,
+    /// The last global total handed to the coalescer, so an unchanged total
+    /// is not published again. (Users need no such field: only users who
+    /// clicked are in the dirty list.)
+    global_published: AtomicU64,
     /// One counter per user who has clicked (or was loaded from the store).
     users: RwLock<HashMap<Username, Arc<Counter>>>,
     /// Users whose total moved since the coalescer last looked. A list rather
@@ -117,6 +120,8 @@ pub struct Counters {
     /// Clicks made by identified users since start; the leaderboard task
     /// compares it between ticks to skip work when no user clicked.
     user_clicks: AtomicU64,
+    /// Every user's place by count; updated with each identified click.
+    ranking: Mutex<ranking::Ranking>,
     /// Clicks taken by the flusher in a batch whose write failed; the
     /// flusher retries that batch and clears this once it is stored.
     unconfirmed: AtomicU64,
@@ -142,9 +147,15 @@ impl Counters {
                 }
             }
         }
+        let ranking =
+            ranking::Ranking::new(users.iter().map(
+                |(name, counter): (&Username, &Arc<Counter>)| (name.clone(), counter.total()),
+            ));
         Counters {
             global: Counter::starting_at(global),
+            global_published: AtomicU64::new(global),
             users: RwLock::new(users),
+            ranking: Mutex::new(ranking),
             dirty_users: Mutex::new(Vec::new()),
             user_clicks: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
@@ -167,7 +178,14 @@ impl Counters {
             if *closed {
                 return Err(Closed);
             }
-            let you = user.as_ref().map(|(_, counter)| counter.add_one());
+            // The ranking lock orders this user's increments, so the
+            // ranking sees each count go up by one, in order.
+            let you = user.as_ref().map(|(name, counter)| {
+                let mut ranking = lock(&self.ranking);
+                let you = counter.add_one();
+                ranking.bump(name, you);
+                you
+            });
             Click {
                 total: self.global.add_one(),
                 you,
@@ -231,11 +249,15 @@ impl Counters {
         self.user_clicks.load(Ordering::SeqCst)
     }
 
-    /// Calls `f` with every user and their total.
-    pub fn for_each_user(&self, mut f: impl FnMut(&Username, u64)) {
-        for (name, counter) in self.read_users().iter() {
-            f(name, counter.total());
-        }
+    /// One plus the number of users with more clicks than `count`.
+    pub fn rank(&self, count: u64) -> u64 {
+        lock(&self.ranking).rank(count)
+    }
+
+    /// The first `limit` users (at most [`ranking::TOP`]) by count, then
+    /// name, with their totals.
+    pub fn top_users(&self, limit: usize) -> Vec<(Username, u64)> {
+        lock(&self.ranking).top(limit).to_vec()
     }
 
     /// Takes every pending increment, leaving zero behind. The caller must
@@ -275,7 +297,7 @@ impl Counters {
     pub fn take_changed(&self) -> Vec<Changed> {
         let mut changed = Vec::new();
         let total = self.global.total();
-        if self.global.published.swap(total, Ordering::SeqCst) != total {
+        if self.global_published.swap(total, Ordering::SeqCst) != total {
             changed.push(Changed {
                 key: CounterKey::Global,
                 total,
@@ -286,13 +308,10 @@ impl Counters {
             // Cleared before reading the total: a click after this line
             // queues the user again, a click before it is in the total read.
             counter.dirty.store(false, Ordering::SeqCst);
-            let total = counter.total();
-            if counter.published.swap(total, Ordering::SeqCst) != total {
-                changed.push(Changed {
-                    key: CounterKey::User(name),
-                    total,
-                });
-            }
+            changed.push(Changed {
+                key: CounterKey::User(name),
+                total: counter.total(),
+            });
         }
         changed
     }
@@ -510,5 +529,39 @@ mod tests {
         assert_eq!(counters.global().total(), accepted);
         assert_eq!(counters.click(None), Err(Closed));
         assert_eq!(counters.pending_clicks(), 0, "a refused click adds nothing");
+    }
+
+    #[test]
+    fn the_kept_ranking_matches_the_counts_after_concurrent_clicks() {
+        let counters = Arc::new(Counters::from_totals([
+            (CounterKey::User(name("u0")), 50),
+            (CounterKey::User(name("u1")), 7),
+        ]));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let counters = counters.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let user = name(&format!("u{}", (i * (t + 1)) % 37));
+                        counters.click(Some(&user)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut all = Vec::new();
+        for i in 0..37 {
+            if let Some(total) = counters.user_total(&name(&format!("u{i}"))) {
+                all.push((name(&format!("u{i}")), total));
+            }
+        }
+        for (user, total) in &all {
+            let larger = all.iter().filter(|(_, other)| other > total).count() as u64;
+            assert_eq!(counters.rank(*total), larger + 1, "rank of {user}");
+        }
+        all.sort_by(ranking::by_rank);
+        assert_eq!(counters.top_users(10), all[..10]);
     }
 }

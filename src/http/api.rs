@@ -12,7 +12,7 @@ use crate::state::AppState;
 use crate::user::Username;
 
 /// Largest `limit` accepted by `/api/leaderboard`.
-pub const MAX_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = crate::counter::ranking::TOP;
 const DEFAULT_LIMIT: usize = 10;
 
 #[derive(Debug, Deserialize)]

@@ -189,7 +189,7 @@ fn split(deltas: &[Delta]) -> Result<Split<'_>, StoreError> {
             CounterKey::User(name) => users.push((name, amount)),
         }
     }
-    users.sort_by(|a, b| a.0.folded().cmp(b.0.folded()));
+    users.sort_by(|a, b| a.0.cmp_folded(b.0));
     Ok((
         global,
         users
@@ -199,7 +199,10 @@ fn split(deltas: &[Delta]) -> Result<Split<'_>, StoreError> {
     ))
 }
 
-/// Every stored total, read the same way from any backend's pool.
+/// Every stored total, read the same way from any backend's pool. Rows are
+/// streamed and converted one by one: holding a million driver rows at once
+/// would cost several times the memory of the totals themselves, and the
+/// allocator keeps much of it after they are freed.
 async fn load_from<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<(CounterKey, u64)>, StoreError>
 where
     DB: sqlx::Database,
@@ -207,17 +210,17 @@ where
     for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    let counters: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
-        .fetch_all(pool)
-        .await?;
-    let users: Vec<(String, i64)> = sqlx::query_as("SELECT username, user_count FROM users")
-        .fetch_all(pool)
-        .await?;
-    let mut totals = Vec::with_capacity(counters.len() + users.len());
-    for (name, value) in counters {
+    use futures_util::TryStreamExt;
+    let mut totals = Vec::new();
+    let mut counters =
+        sqlx::query_as::<_, (String, i64)>("SELECT name, value FROM counters").fetch(pool);
+    while let Some((name, value)) = counters.try_next().await? {
         totals.push((parse_key(&name)?, from_db(&name, value)?));
     }
-    for (name, count) in users {
+    drop(counters);
+    let mut users =
+        sqlx::query_as::<_, (String, i64)>("SELECT username, user_count FROM users").fetch(pool);
+    while let Some((name, count)) = users.try_next().await? {
         totals.push((parse_username(&name)?, from_db(&name, count)?));
     }
     Ok(totals)

@@ -73,7 +73,13 @@ impl Client {
     /// accepted the namespace connection (its `40{"sid":…}`): a contract
     /// server buffers nothing for a client that emits before that.
     pub async fn connect(base: &str) -> Result<Self, ClientError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(base))
+        Self::connect_as(base, None).await
+    }
+
+    /// Connects and joins namespace `/`, as `username` (open mode's bare
+    /// name in the handshake's `auth`) when given.
+    pub async fn connect_as(base: &str, username: Option<&str>) -> Result<Self, ClientError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(base, username))
             .await
             .map_err(|_| {
                 ClientError::NotSocketIo(
@@ -83,7 +89,7 @@ impl Client {
             })?
     }
 
-    async fn handshake(base: &str) -> Result<Self, ClientError> {
+    async fn handshake(base: &str, username: Option<&str>) -> Result<Self, ClientError> {
         use tokio_tungstenite::tungstenite::Error;
         let url = socket_url(base);
         // Nagle off, as browsers and socket.io clients do, so small frames
@@ -121,7 +127,11 @@ impl Client {
                 format!("first frame {open:?} is no engine.io open packet"),
             ));
         }
-        client.send("40").await?;
+        let connect = match username {
+            Some(name) => format!("40{}", serde_json::json!({ "username": name })),
+            None => "40".to_string(),
+        };
+        client.send(&connect).await?;
         loop {
             let frame = client.next_text().await?;
             if frame.starts_with("40") {

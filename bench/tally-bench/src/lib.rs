@@ -49,6 +49,10 @@ pub struct Target {
     pub connect_rate: f64,
     /// Progress bars on stderr (hidden anyway when stderr is no terminal).
     pub progress: Progress,
+    /// When set, the clients of `connect_all` sign in (open mode's bare
+    /// `username`) as this prefix plus their index: `u0`, `u1`, … So their
+    /// clicks count for users, as on a server where people chose names.
+    pub users: Option<String>,
 }
 
 impl Target {
@@ -58,6 +62,7 @@ impl Target {
             url: url.into(),
             connect_rate: 2000.0,
             progress: Progress::hidden(),
+            users: None,
         }
     }
 }
@@ -131,15 +136,16 @@ pub(crate) async fn connect_all(
     let mut pace =
         tokio::time::interval(Duration::from_secs_f64(1.0 / target.connect_rate.max(1.0)));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for _ in 0..n {
+    for i in 0..n {
         pace.tick().await;
         while let Some(joined) = pending.try_join_next() {
             done(joined)?;
         }
         let url = target.url.clone();
+        let user = target.users.as_ref().map(|prefix| format!("{prefix}{i}"));
         pending.spawn(async move {
             let started = Instant::now();
-            let client = Client::connect(&url).await?;
+            let client = Client::connect_as(&url, user.as_deref()).await?;
             Ok((client, micros_since(started)))
         });
     }

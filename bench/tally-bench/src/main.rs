@@ -41,6 +41,12 @@ struct Cli {
     #[arg(long, env = "TALLY_BENCH_QUIET", global = true)]
     quiet: bool,
 
+    /// Sign the load's clients in as users named PREFIX0, PREFIX1, … (the
+    /// server must accept bare usernames, as `--auth open` does), so their
+    /// clicks count for users: ranking and per-user flushes under load.
+    #[arg(long, env = "TALLY_BENCH_USERS", value_name = "PREFIX", global = true)]
+    users: Option<String>,
+
     #[command(subcommand)]
     mode: Mode,
 }
@@ -153,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     let target = Target {
         url: cli.url.clone(),
         connect_rate: cli.connect_rate,
+        users: cli.users.clone(),
         progress: if cli.quiet {
             Progress::hidden()
         } else {
