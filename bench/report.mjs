@@ -136,8 +136,11 @@ const failed = rows.filter((r) => r.error);
 if (failed.length) {
   md += `\n## Failed runs\n\n${failed.map((r) => `- ${r.server} / ${r.workload}: ${r.error}`).join('\n')}\n`;
 }
-const notes = join(dirname(fileURLToPath(import.meta.url)), 'profiling.md');
-if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
+// Hand-written notes measured with other tools, kept next to this script.
+for (const file of ['users.md', 'profiling.md']) {
+  const notes = join(dirname(fileURLToPath(import.meta.url)), file);
+  if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
+}
 md += `\nRaw results, one JSON line per workload:\n\n\`\`\`json\n${rows.map((r) => JSON.stringify({ ...r, steps: undefined })).join('\n')}\n\`\`\`\n`;
 
 writeFileSync(join(outDir, 'benchmarks.md'), md);
