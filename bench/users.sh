@@ -7,13 +7,14 @@
 #
 # The server runs on core 0 and the load (tally-bench and the HTTP probe) on
 # core 1 when the machine has two cores or more. Knobs (environment):
-# CLIENTS (10000 users u0…, clicking), RATE (10000 clicks/s in all),
+# SEEDED (1000000: how many users the database holds, as given to
+# seed-users.sh), CLIENTS (10000 users u0…, clicking), RATE (10000 clicks/s in all),
 # DURATION (10s), REQUESTS (2000 HTTP reads of each kind), PIN (1; 0 lets
 # both share every core). Loads go to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=${1:?usage: bench/users.sh DATABASE_URL}
-: "${CLIENTS:=10000}" "${RATE:=10000}" "${DURATION:=10s}" "${REQUESTS:=2000}"
+: "${SEEDED:=1000000}" "${CLIENTS:=10000}" "${RATE:=10000}" "${DURATION:=10s}" "${REQUESTS:=2000}"
 server_cpu=; tool_cpu=
 if [[ ${PIN:-1} == 1 ]] && (( $(nproc) >= 2 )) && command -v taskset >/dev/null; then server_cpu="taskset -c 0"; tool_cpu="taskset -c 1"; fi
 ulimit -n "$(ulimit -Hn)"
@@ -42,9 +43,9 @@ for _ in $(seq 600); do
   [[ $(curl -s "$addr/healthz" | grep -o '"connections":[0-9]*' | cut -d: -f2) -ge $CLIENTS ]] && break
   sleep 0.1
 done
-$tool_cpu python3 - "$addr" "$REQUESTS" <<'PY'
+$tool_cpu python3 - "$addr" "$REQUESTS" "$SEEDED" <<'PY'
 import random, sys, time, http.client, urllib.parse
-addr, n = sys.argv[1], int(sys.argv[2])
+addr, n, seeded = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 host = urllib.parse.urlparse(addr).netloc
 conn = http.client.HTTPConnection(host)
 def probe(label, paths):
@@ -58,7 +59,7 @@ def probe(label, paths):
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
     print(f"{label}: p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {lat[-1]:.2f} ms ({len(lat)} requests, one connection, during the clicks)")
-probe("GET /api/users/{name}", [f"/api/users/u{random.randrange(1000000)}" for _ in range(n)])
+probe("GET /api/users/{name}", [f"/api/users/u{random.randrange(seeded)}" for _ in range(n)])
 probe("GET /api/leaderboard?limit=100", ["/api/leaderboard?limit=100"] * n)
 PY
 wait "$flood"

@@ -7,8 +7,8 @@
 //! where it likes ([`Tally::router`] for all of them). [`Tally::start`] then
 //! spawns the background tasks (coalescer, leaderboard, flusher) and returns
 //! [`Running`], whose [`Running::shutdown`] stops in the order that loses
-//! nothing: publish the last totals while sockets are still open, close every
-//! socket, stop counting, write what is left.
+//! nothing: stop counting, publish the last totals while sockets are still
+//! open, close every socket, write what is left.
 //!
 //! The standalone server ([`crate::serve::App`]) is this plus a listener.
 
@@ -36,8 +36,8 @@ use crate::realtime::{self, connections::Connections};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 
-/// How long closing the sockets may take at shutdown before counting stops
-/// and the final flush goes ahead without waiting any longer.
+/// How long closing the sockets may take at shutdown before the final flush
+/// goes ahead without waiting any longer (counting has stopped already).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read from a WebSocket per system call.
@@ -141,6 +141,9 @@ impl TallyBuilder {
         realtime::register(&io);
         Ok(Tally {
             websocket: config.allows(Transport::Websocket),
+            // Generous: a large flush is several statements, each of which
+            // may wait up to the timeout for a lock or a connection.
+            write_timeout: config.database_timeout * 6,
             policy: OriginPolicy::new(&config.allowed_origins),
             state,
             io,
@@ -181,6 +184,8 @@ pub struct Tally {
     policy: OriginPolicy,
     /// Whether WebSocket is among `--transports`.
     websocket: bool,
+    /// Longest one flush's write may take before it is retried.
+    write_timeout: Duration,
     flush_interval: Duration,
     leaderboard_interval: Duration,
     broadcast_budget: Duration,
@@ -279,12 +284,17 @@ impl Tally {
             flush_interval,
             leaderboard_interval,
             broadcast_budget,
+            write_timeout,
             ..
         } = self;
         let stop_flushing = CancellationToken::new();
         let flusher = tokio::spawn(
-            counter::flush::Flusher::new(state.counters.clone(), state.store.clone())
-                .run(flush_interval, stop_flushing.clone()),
+            counter::flush::Flusher::new(
+                state.counters.clone(),
+                state.store.clone(),
+                write_timeout,
+            )
+            .run(flush_interval, stop_flushing.clone()),
         );
         let stop_publishing = CancellationToken::new();
         // With a zero interval every click is published by its handler.
@@ -352,17 +362,18 @@ impl Running {
 
     /// Stops tally without losing an acknowledged click, in this order:
     ///
-    /// 1. the coalescer and the leaderboard task publish the last totals,
-    ///    while every socket is still open to receive them;
-    /// 2. every socket is closed (long-polling requests end with them, so a
-    ///    host's HTTP server can drain), waiting at most 10 s;
-    /// 3. counting stops: a click still arriving is answered with a
+    /// 1. counting stops: a click arriving from now on is answered with a
     ///    `shutting_down` error and not counted;
+    /// 2. the coalescer and the leaderboard task publish the last totals,
+    ///    which now include every counted click, while every socket is still
+    ///    open to receive them;
+    /// 3. every socket is closed (long-polling requests end with them, so a
+    ///    host's HTTP server can drain), waiting at most 10 s;
     /// 4. the final flush writes every remaining increment, retried a few
     ///    times; if it still fails, the error says how many clicks are lost.
     ///
     /// Call it when the host's shutdown signal arrives, alongside the HTTP
-    /// server's own graceful shutdown.
+    /// server's own graceful shutdown (or let [`crate::serve`] do both).
     pub async fn shutdown(self) -> Result<(), RunError> {
         let Running {
             state,
@@ -374,6 +385,9 @@ impl Running {
             flusher,
         } = self;
         tracing::info!("shutting down: publishing the last totals and closing connections");
+        // From here on no click is counted, so the last broadcasts carry the
+        // final totals and the final flush holds every acknowledged click.
+        state.counters.close();
         stop_publishing.cancel();
         let published = match coalescer {
             Some(coalescer) => coalescer.await,
@@ -385,13 +399,8 @@ impl Running {
             .await
             .is_err()
         {
-            tracing::warn!(
-                "sockets still closing after {CLOSE_TIMEOUT:?}; stopping the count anyway"
-            );
+            tracing::warn!("sockets still closing after {CLOSE_TIMEOUT:?}; flushing anyway");
         }
-        // From here on no click is counted, so the final flush below holds
-        // every click that was acknowledged, whatever the sockets still do.
-        state.counters.close();
         stop_flushing.cancel();
         let flushed = flusher.await?;
         published?;

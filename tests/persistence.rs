@@ -44,6 +44,8 @@ async fn counts_survive_a_graceful_restart() {
 struct FlakyStore {
     inner: SqliteStore,
     down: AtomicBool,
+    /// Writes fail while pings still answer, like a full disk.
+    refuse_writes: AtomicBool,
     /// (failed writes, clicks stored so far in the global counter).
     attempts: watch::Sender<(u32, u64)>,
 }
@@ -55,6 +57,7 @@ impl FlakyStore {
                 .await
                 .unwrap(),
             down: AtomicBool::new(down),
+            refuse_writes: AtomicBool::new(false),
             attempts: watch::Sender::new((0, 0)),
         })
     }
@@ -84,7 +87,7 @@ impl Store for FlakyStore {
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        if self.down.load(Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst) || self.refuse_writes.load(Ordering::SeqCst) {
             self.attempts.send_modify(|(failed, _)| *failed += 1);
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
@@ -153,6 +156,30 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     client.disconnect().await;
     server.stop().await.unwrap();
     assert_eq!(common::stored_total(&db).await, 12);
+}
+
+#[tokio::test]
+async fn a_database_that_answers_but_refuses_writes_is_unhealthy() {
+    let db = TempDb::new();
+    let store = FlakyStore::new(&db, false).await;
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    let server = TestServer::start_with_store(db.config(), store.clone()).await;
+    let http = reqwest::Client::new();
+    let health = format!("{}/healthz", server.url());
+    let client = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    client.click_total().await;
+    store.until("a failed flush", |failed, _| failed >= 1).await;
+    let (status, body) = health_of(&http, &health).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["pending"], 1);
+
+    store.refuse_writes.store(false, Ordering::SeqCst);
+    store
+        .until("the click stored", |_, stored| stored == 1)
+        .await;
+    assert_eq!(health_of(&http, &health).await.0, 200);
+    client.disconnect().await;
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]

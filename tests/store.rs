@@ -224,7 +224,7 @@ async fn a_flush_that_committed_but_failed_is_not_counted_twice(backend: Backend
         failed_once: AtomicBool::new(false),
     });
     let counters = Arc::new(Counters::from_totals([]));
-    let mut flusher = Flusher::new(counters.clone(), store.clone());
+    let mut flusher = Flusher::new(counters.clone(), store.clone(), WAIT);
     let ada = Username::parse("ada").unwrap();
     for _ in 0..3 {
         counters.click(Some(&ada)).unwrap();
@@ -427,7 +427,7 @@ async fn cut(backend: Backend) {
     // Armed only now: migrations commit too (and their text says "commit").
     cut.armed.store(true, Ordering::SeqCst);
     let counters = Arc::new(Counters::from_totals([]));
-    let mut flusher = Flusher::new(counters.clone(), store.clone());
+    let mut flusher = Flusher::new(counters.clone(), store.clone(), WAIT);
     for _ in 0..5 {
         counters
             .click(Some(&Username::parse("ada").unwrap()))

@@ -40,12 +40,15 @@ pub struct Flusher {
     /// A batch whose write failed: it may or may not have been applied, so
     /// it is retried as it is before anything newer.
     unconfirmed: Option<Batch>,
+    /// Longest a write may take before it counts as failed (a query stuck
+    /// on a half-open connection would otherwise stop every later flush).
+    write_timeout: Duration,
 }
 
 impl Flusher {
     /// A flusher with a random node id, so batches of different processes
     /// (or of one process before and after a restart) never share an id.
-    pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>) -> Self {
+    pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>, write_timeout: Duration) -> Self {
         let mut bytes = [0u8; 8];
         // Without randomness the id falls back to the time, which still
         // differs between processes started apart.
@@ -55,17 +58,13 @@ impl Flusher {
                 .unwrap_or_default();
             bytes = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
         }
-        Self::with_node(counters, store, i64::from_le_bytes(bytes))
-    }
-
-    /// A flusher with a given node id (tests).
-    pub fn with_node(counters: Arc<Counters>, store: Arc<dyn Store>, node: i64) -> Self {
         Flusher {
             counters,
             store,
-            node,
+            node: i64::from_le_bytes(bytes),
             next_seq: 1,
             unconfirmed: None,
+            write_timeout,
         }
     }
 
@@ -98,7 +97,18 @@ impl Flusher {
             .filter(|delta| delta.key == CounterKey::Global)
             .map(|delta| delta.amount)
             .sum();
-        match self.store.add(&batch).await {
+        // Pending until confirmed, in flight included: `/healthz` and the
+        // final error count them.
+        self.counters.set_unconfirmed(clicks);
+        let written = tokio::time::timeout(self.write_timeout, self.store.add(&batch))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the write took over {:?}", self.write_timeout),
+                ))))
+            });
+        match written {
             Ok(applied) => {
                 tracing::debug!(
                     seq = batch.seq,
@@ -114,10 +124,11 @@ impl Flusher {
                     );
                 }
                 self.counters.set_unconfirmed(0);
+                self.counters.set_flush_failing(false);
                 Ok(clicks)
             }
             Err(err) => {
-                self.counters.set_unconfirmed(clicks);
+                self.counters.set_flush_failing(true);
                 self.unconfirmed = Some(batch);
                 Err(err)
             }

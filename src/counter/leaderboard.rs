@@ -85,7 +85,8 @@ impl LiveLeaderboard {
 }
 
 /// Every `interval`, if a user clicked, recomputes the top list and publishes
-/// it when it changed. Stops when `cancel` fires.
+/// it when it changed. When `cancel` fires it publishes a last change, if
+/// any, and stops.
 pub async fn run<P, F>(
     counters: Arc<Counters>,
     live: Arc<LiveLeaderboard>,
@@ -103,18 +104,22 @@ pub async fn run<P, F>(
     // task first runs count as a change.
     let mut seen = 0;
     loop {
-        tokio::select! {
+        let stopping = tokio::select! {
             biased;
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+            () = cancel.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
         let clicks = counters.user_clicks();
-        if clicks == seen {
-            continue;
+        if clicks != seen {
+            seen = clicks;
+            if let Some(changed) = live.replace(top(&counters, LIVE_SIZE)) {
+                publish(changed).await;
+            }
         }
-        seen = clicks;
-        if let Some(changed) = live.replace(top(&counters, LIVE_SIZE)) {
-            publish(changed).await;
+        // On the way out the last list has just been published, if it
+        // changed: shutdown stops counting before it stops this task.
+        if stopping {
+            return;
         }
     }
 }

@@ -95,10 +95,11 @@ impl Counter {
         self.total.load(Ordering::SeqCst)
     }
 
-    /// Adds one and returns the total including it.
-    fn add_one(&self) -> u64 {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        self.total.fetch_add(1, Ordering::SeqCst) + 1
+    /// Adds one; returns the total including it, and whether this is the
+    /// first increment since the last flush took this counter's pending.
+    fn add_one(&self) -> (u64, bool) {
+        let first = self.pending.fetch_add(1, Ordering::SeqCst) == 0;
+        (self.total.fetch_add(1, Ordering::SeqCst) + 1, first)
     }
 }
 
@@ -117,6 +118,9 @@ pub struct Counters {
     /// than a scan, so a publication costs the number of active users, not
     /// the number of known users.
     dirty_users: Mutex<Vec<(Username, Arc<Counter>)>>,
+    /// Users with increments not yet taken by a flush, each listed once
+    /// (when their pending count leaves zero), so a flush visits only them.
+    unflushed: Mutex<Vec<(Username, Arc<Counter>)>>,
     /// Clicks made by identified users since start; the leaderboard task
     /// compares it between ticks to skip work when no user clicked.
     user_clicks: AtomicU64,
@@ -125,6 +129,8 @@ pub struct Counters {
     /// Clicks taken by the flusher in a batch whose write failed; the
     /// flusher retries that batch and clears this once it is stored.
     unconfirmed: AtomicU64,
+    /// Set while the last write to the store failed.
+    flush_failing: AtomicBool,
     /// Shared by every click, exclusive while pending deltas are taken, so a
     /// flush never stores a click in the global total but not in its user's
     /// (or the reverse). Never held across an `.await`. It guards the
@@ -157,8 +163,10 @@ impl Counters {
             users: RwLock::new(users),
             ranking: Mutex::new(ranking),
             dirty_users: Mutex::new(Vec::new()),
+            unflushed: Mutex::new(Vec::new()),
             user_clicks: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
+            flush_failing: AtomicBool::new(false),
             gate: RwLock::new(false),
             changed: Notify::new(),
         }
@@ -182,12 +190,15 @@ impl Counters {
             // ranking sees each count go up by one, in order.
             let you = user.as_ref().map(|(name, counter)| {
                 let mut ranking = lock(&self.ranking);
-                let you = counter.add_one();
+                let (you, first) = counter.add_one();
                 ranking.bump(name, you);
+                if first {
+                    lock(&self.unflushed).push((name.clone(), counter.clone()));
+                }
                 you
             });
             Click {
-                total: self.global.add_one(),
+                total: self.global.add_one().0,
                 you,
             }
         };
@@ -263,26 +274,45 @@ impl Counters {
     /// Takes every pending increment, leaving zero behind. The caller must
     /// store the deltas, retrying until it can (see [`flush`]).
     pub fn take_pending(&self) -> Vec<Delta> {
-        let users = self.read_users();
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut deltas = Vec::new();
-        let mut take = |key: &dyn Fn() -> CounterKey, counter: &Counter| {
+        let global = self.global.pending.swap(0, Ordering::SeqCst);
+        if global > 0 {
+            deltas.push(Delta {
+                key: CounterKey::Global,
+                amount: global,
+            });
+        }
+        // Only the users who clicked since the last flush: the gate is held
+        // exclusively here, and scanning a million idle users would hold up
+        // every click for the whole scan.
+        for (name, counter) in std::mem::take(&mut *lock(&self.unflushed)) {
             let amount = counter.pending.swap(0, Ordering::SeqCst);
             if amount > 0 {
-                deltas.push(Delta { key: key(), amount });
+                deltas.push(Delta {
+                    key: CounterKey::User(name),
+                    amount,
+                });
             }
-        };
-        take(&|| CounterKey::Global, &self.global);
-        for (name, counter) in users.iter() {
-            take(&|| CounterKey::User(name.clone()), counter);
         }
         deltas
     }
 
-    /// Records how many clicks sit in a batch whose write failed and will be
-    /// retried (see [`flush`]); they count as pending until stored.
+    /// Records how many clicks sit in a batch being written or retried
+    /// (see [`flush`]); they count as pending until stored.
     pub fn set_unconfirmed(&self, clicks: u64) {
         self.unconfirmed.store(clicks, Ordering::SeqCst);
+    }
+
+    /// Records whether the last write to the store failed.
+    pub fn set_flush_failing(&self, failing: bool) {
+        self.flush_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Whether the last write to the store failed (it is being retried):
+    /// the database may answer pings and still refuse writes.
+    pub fn flush_failing(&self) -> bool {
+        self.flush_failing.load(Ordering::SeqCst)
     }
 
     /// Clicks not yet stored: those since the last flush, plus those in a

@@ -51,7 +51,13 @@ pub async fn not_found() -> ApiError {
 async fn healthz(State(state): State<AppState>) -> Response {
     let pending = state.counters.pending_clicks();
     let connections = state.connections.current();
-    match state.store.ping().await {
+    // Answering pings is not enough: a database that refuses writes (a full
+    // disk, a lock) is unavailable too.
+    let healthy = match state.store.ping().await {
+        Ok(()) if state.counters.flush_failing() => Err(crate::store::StoreError::WritesFailing),
+        other => other,
+    };
+    match healthy {
         Ok(()) => Json(json!({
             "status": "ok",
             "store": state.store.backend(),

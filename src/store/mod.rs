@@ -59,6 +59,8 @@ pub enum StoreError {
     UnknownCounter(String),
     #[error("count too large for the database: {0}")]
     Overflow(u64),
+    #[error("the database answers but the last write of counts failed")]
+    WritesFailing,
 }
 
 /// One flush: deltas to add, and the identity that makes retrying it safe.

@@ -39,6 +39,11 @@ impl MySqlStore {
             .await
             .map_err(|err| connect_error(url, err))?;
         MIGRATOR.run(&pool).await?;
+        // Rows of nodes that went away: no live node retries a batch this
+        // old. Done at start-up, outside any flush's transaction.
+        sqlx::query("DELETE FROM flushes WHERE applied_at < NOW(6) - INTERVAL 7 DAY")
+            .execute(&pool)
+            .await?;
         Ok(MySqlStore { pool })
     }
 }
@@ -81,14 +86,13 @@ impl Store for MySqlStore {
             upsert.push(" ON DUPLICATE KEY UPDATE user_count = user_count + VALUES(user_count)");
             upsert.build().execute(&mut *tx).await?;
         }
-        sqlx::query(
-            "DELETE FROM flushes WHERE (node = ? AND seq < ?) \
-             OR applied_at < NOW(6) - INTERVAL 7 DAY",
-        )
-        .bind(batch.node)
-        .bind(batch.seq)
-        .execute(&mut *tx)
-        .await?;
+        // Only this node's older rows, found by the primary key: a wider
+        // delete would lock rows other nodes are writing (and deadlock).
+        sqlx::query("DELETE FROM flushes WHERE node = ? AND seq < ?")
+            .bind(batch.node)
+            .bind(batch.seq)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Applied::Now)
     }

@@ -40,6 +40,11 @@ impl PostgresStore {
             .await
             .map_err(|err| connect_error(url, err))?;
         MIGRATOR.run(&pool).await?;
+        // Rows of nodes that went away: no live node retries a batch this
+        // old. Done at start-up, outside any flush's transaction.
+        sqlx::query("DELETE FROM flushes WHERE applied_at < now() - interval '7 days'")
+            .execute(&pool)
+            .await?;
         Ok(PostgresStore { pool })
     }
 }
@@ -86,14 +91,13 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "DELETE FROM flushes WHERE (node = $1 AND seq < $2) \
-             OR applied_at < now() - interval '7 days'",
-        )
-        .bind(batch.node)
-        .bind(batch.seq)
-        .execute(&mut *tx)
-        .await?;
+        // Only this node's older rows, found by the primary key: a wider
+        // delete would lock rows other nodes are writing.
+        sqlx::query("DELETE FROM flushes WHERE node = $1 AND seq < $2")
+            .bind(batch.node)
+            .bind(batch.seq)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Applied::Now)
     }

@@ -59,6 +59,11 @@ impl SqliteStore {
             .await
             .map_err(|err| connect_error(url, err))?;
         MIGRATOR.run(&pool).await?;
+        // Rows of nodes that went away: no live node retries a batch this
+        // old. Done at start-up, outside any flush's transaction.
+        sqlx::query("DELETE FROM flushes WHERE applied_at < datetime('now', '-7 days')")
+            .execute(&pool)
+            .await?;
         Ok(SqliteStore { pool })
     }
 }
@@ -109,14 +114,12 @@ impl Store for SqliteStore {
             );
             upsert.build().execute(&mut *tx).await?;
         }
-        sqlx::query(
-            "DELETE FROM flushes WHERE (node = ?1 AND seq < ?2) \
-             OR applied_at < datetime('now', '-7 days')",
-        )
-        .bind(batch.node)
-        .bind(batch.seq)
-        .execute(&mut *tx)
-        .await?;
+        // Only this node's older rows, found by the primary key.
+        sqlx::query("DELETE FROM flushes WHERE node = ?1 AND seq < ?2")
+            .bind(batch.node)
+            .bind(batch.seq)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Applied::Now)
     }
