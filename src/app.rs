@@ -373,7 +373,7 @@ impl Running {
     ///    times; if it still fails, the error says how many clicks are lost.
     ///
     /// Call it when the host's shutdown signal arrives, alongside the HTTP
-    /// server's own graceful shutdown (or let [`crate::serve`] do both).
+    /// server's own graceful shutdown (or let [`crate::serve()`] do both).
     pub async fn shutdown(self) -> Result<(), RunError> {
         let Running {
             state,
