@@ -221,17 +221,13 @@ impl Tally {
     /// Mount it with `nest_service` or `merge`: axum's `nest` routes a nested
     /// `/` to the bare prefix only, never to `prefix/` where the page lives.
     pub fn page(&self) -> Router {
-        http::page()
-            .with_state(self.state.clone())
-            .layer(CompressionLayer::new())
+        self.compressed(http::page())
     }
 
     /// The JSON API: `/api/leaderboard`, `/api/users/{username}`,
     /// `/api/session`. CORS follows `--allowed-origins`.
     pub fn api(&self) -> Router {
-        let router = http::api()
-            .with_state(self.state.clone())
-            .layer(CompressionLayer::new());
+        let router = self.compressed(http::api());
         match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -240,7 +236,13 @@ impl Tally {
 
     /// `/healthz`: 200 while the store answers, 503 otherwise.
     pub fn health(&self) -> Router {
-        http::health()
+        self.compressed(http::health())
+    }
+
+    /// HTTP routes with tally's state, compressed when the client accepts
+    /// it. (Socket.IO traffic never passes through compression.)
+    fn compressed(&self, routes: Router<AppState>) -> Router {
+        routes
             .with_state(self.state.clone())
             .layer(CompressionLayer::new())
     }

@@ -166,6 +166,35 @@ where
     }
 }
 
+/// Connects a pool to a database server, migrates it, and deletes the
+/// `flushes` rows of nodes that went away (`prune_old_flushes`): no live
+/// node retries a batch that old, and start-up is outside any flush's
+/// transaction. Shared by the PostgreSQL and MySQL backends.
+async fn open_server_pool<DB>(
+    url: &str,
+    connect: <DB::Connection as sqlx::Connection>::Options,
+    options: &StoreOptions,
+    migrator: &sqlx::migrate::Migrator,
+    prune_old_flushes: &'static str,
+) -> Result<sqlx::Pool<DB>, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    reach(url, &connect, options.timeout).await?;
+    let pool = sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(options.pool_size)
+        .acquire_timeout(options.timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|err| connect_error(url, err))?;
+    migrator.run(&pool).await?;
+    sqlx::query(prune_old_flushes).execute(&pool).await?;
+    Ok(pool)
+}
+
 /// A failed first connection, naming the server without its password.
 fn connect_error(url: &str, source: sqlx::Error) -> StoreError {
     StoreError::Connect {

@@ -8,12 +8,12 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::{ConnectOptions, QueryBuilder};
 
 use super::{
-    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, load_from, ping_on,
-    reach, split,
+    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, load_from, open_server_pool,
+    ping_on, split,
 };
 use crate::counter::CounterKey;
 
@@ -31,19 +31,14 @@ impl MySqlStore {
         let connect = MySqlConnectOptions::from_str(url)
             .map_err(StoreError::InvalidUrl)?
             .log_statements(tracing::log::LevelFilter::Debug);
-        reach(url, &connect, options.timeout).await?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(options.pool_size)
-            .acquire_timeout(options.timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|err| connect_error(url, err))?;
-        MIGRATOR.run(&pool).await?;
-        // Rows of nodes that went away: no live node retries a batch this
-        // old. Done at start-up, outside any flush's transaction.
-        sqlx::query("DELETE FROM flushes WHERE applied_at < NOW(6) - INTERVAL 7 DAY")
-            .execute(&pool)
-            .await?;
+        let pool = open_server_pool(
+            url,
+            connect,
+            options,
+            &MIGRATOR,
+            "DELETE FROM flushes WHERE applied_at < NOW(6) - INTERVAL 7 DAY",
+        )
+        .await?;
         Ok(MySqlStore { pool })
     }
 }

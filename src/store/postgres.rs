@@ -9,11 +9,10 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::{
-    Applied, Batch, Store, StoreError, StoreOptions, connect_error, load_from, ping_on, reach,
-    split,
+    Applied, Batch, Store, StoreError, StoreOptions, load_from, open_server_pool, ping_on, split,
 };
 use crate::counter::CounterKey;
 
@@ -32,19 +31,14 @@ impl PostgresStore {
             .map_err(StoreError::InvalidUrl)?
             // Statements are logged at debug level only: a flush is routine.
             .log_statements(tracing::log::LevelFilter::Debug);
-        reach(url, &connect, options.timeout).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.pool_size)
-            .acquire_timeout(options.timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|err| connect_error(url, err))?;
-        MIGRATOR.run(&pool).await?;
-        // Rows of nodes that went away: no live node retries a batch this
-        // old. Done at start-up, outside any flush's transaction.
-        sqlx::query("DELETE FROM flushes WHERE applied_at < now() - interval '7 days'")
-            .execute(&pool)
-            .await?;
+        let pool = open_server_pool(
+            url,
+            connect,
+            options,
+            &MIGRATOR,
+            "DELETE FROM flushes WHERE applied_at < now() - interval '7 days'",
+        )
+        .await?;
         Ok(PostgresStore { pool })
     }
 }
