@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the web build produces, all of it embedded.
-const FILES: [&str; 3] = ["index.html", "app.js", "app.css"];
+const FILES: [&str; 5] = [
+    "index.html",
+    "conversation.html",
+    "app.js",
+    "chat.js",
+    "app.css",
+];
 
 fn main() {
     let web = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("web");
@@ -15,6 +21,7 @@ fn main() {
     for input in [
         "src",
         "index.html",
+        "conversation.html",
         "build.mjs",
         "package.json",
         "package-lock.json",

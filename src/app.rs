@@ -26,6 +26,9 @@ use tower_http::compression::CompressionLayer;
 
 use crate::auth::{Auth, Tokens};
 use crate::config::{Config, ConfigError, Transport};
+use crate::conversation::log::{self as message_log, MessageLog};
+use crate::conversation::retention;
+use crate::conversation::webhook::{self, Outbox, WebhookConfig, WebhookQueue};
 use crate::counter::coalesce::Pacing;
 use crate::counter::flush::FinalFlushError;
 use crate::counter::leaderboard::LiveLeaderboard;
@@ -39,6 +42,9 @@ use crate::store::{self, Store, StoreError};
 /// How long closing the sockets may take at shutdown before the final flush
 /// goes ahead without waiting any longer (counting has stopped already).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for the webhook to deliver what is queued.
+const WEBHOOK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes read from a WebSocket per system call.
 const WS_READ_BUFFER: usize = 1024;
@@ -120,6 +126,20 @@ impl TallyBuilder {
             tokens: Tokens::new(&secret, config.token_ttl),
             guest_login: config.guest_login(),
         };
+        let (messages, message_queue) = MessageLog::new();
+        let webhook = match (&config.message_webhook, &config.webhook_secret) {
+            (Some(url), Some(secret)) => {
+                let (queue, outbox) = WebhookQueue::new();
+                let config = WebhookConfig {
+                    url: url.clone(),
+                    secret: secret.0.clone(),
+                    retry: webhook::Retry::default(),
+                    timeout: Duration::from_secs(10),
+                };
+                Some((queue, outbox, config))
+            }
+            _ => None,
+        };
         let state = AppState {
             leaderboard: Arc::new(LiveLeaderboard::new(&counters)),
             counters,
@@ -128,6 +148,9 @@ impl TallyBuilder {
             identity,
             broadcast_interval: config.broadcast_interval,
             connections: Connections::default(),
+            messages,
+            history_size: config.history_size as usize,
+            api_key: config.api_key.as_ref().map(|key| Arc::from(key.0.as_str())),
         };
         // One service for every Socket.IO route: each instance owns its own
         // table of engine.io sessions, so a second one would not know the
@@ -151,6 +174,9 @@ impl TallyBuilder {
             flush_interval: config.flush_interval,
             leaderboard_interval: config.leaderboard_interval,
             broadcast_budget: config.broadcast_budget,
+            message_queue,
+            webhook,
+            message_retention: config.message_retention,
         })
     }
 }
@@ -189,6 +215,10 @@ pub struct Tally {
     flush_interval: Duration,
     leaderboard_interval: Duration,
     broadcast_budget: Duration,
+    /// Messages waiting for the writer that `start` spawns.
+    message_queue: message_log::Queue,
+    webhook: Option<(WebhookQueue, Outbox, WebhookConfig)>,
+    message_retention: Option<Duration>,
 }
 
 impl Tally {
@@ -225,9 +255,14 @@ impl Tally {
     }
 
     /// The JSON API: `/api/leaderboard`, `/api/users/{username}`,
-    /// `/api/session`. CORS follows `--allowed-origins`.
+    /// `/api/session`, and the backend's `/api/conversations/{id}` (read)
+    /// and `/api/conversations/{id}/messages` (post) when `--api-key` is
+    /// set. CORS follows `--allowed-origins`.
     pub fn api(&self) -> Router {
-        let router = self.compressed(http::api());
+        let router = self
+            .compressed(http::api())
+            // Messages posted over HTTP go to the conversation's sockets.
+            .layer(axum::Extension(self.io.clone()));
         match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -287,8 +322,33 @@ impl Tally {
             leaderboard_interval,
             broadcast_budget,
             write_timeout,
+            message_queue,
+            webhook,
+            message_retention,
             ..
         } = self;
+        let stop_messages = CancellationToken::new();
+        let (webhook_queue, webhook) = match webhook {
+            Some((queue, outbox, config)) => (
+                Some(queue),
+                Some(tokio::spawn(webhook::deliver(config, outbox))),
+            ),
+            None => (None, None),
+        };
+        let message_writer = tokio::spawn(message_log::write(
+            state.store.clone(),
+            message_queue,
+            webhook_queue,
+            write_timeout,
+            stop_messages.clone(),
+        ));
+        let retention = message_retention.map(|retention| {
+            tokio::spawn(retention::run(
+                state.store.clone(),
+                retention,
+                stop_messages.clone(),
+            ))
+        });
         let stop_flushing = CancellationToken::new();
         let flusher = tokio::spawn(
             counter::flush::Flusher::new(
@@ -311,9 +371,9 @@ impl Tally {
                 },
                 move || connections.current(),
                 stop_publishing.clone(),
-                move |changed| {
+                move |changes| {
                     let io = io.clone();
-                    async move { realtime::publish(&io, &changed).await }
+                    async move { realtime::publish(&io, &changes).await }
                 },
             ))
         });
@@ -335,9 +395,13 @@ impl Tally {
             io,
             stop_publishing,
             stop_flushing,
+            stop_messages,
             coalescer,
             leaderboard,
             flusher,
+            message_writer,
+            webhook,
+            retention,
         }
     }
 }
@@ -351,9 +415,13 @@ pub struct Running {
     io: SocketIo,
     stop_publishing: CancellationToken,
     stop_flushing: CancellationToken,
+    stop_messages: CancellationToken,
     coalescer: Option<JoinHandle<()>>,
     leaderboard: JoinHandle<()>,
     flusher: JoinHandle<Result<(), FinalFlushError>>,
+    message_writer: JoinHandle<()>,
+    webhook: Option<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -365,14 +433,16 @@ impl Running {
     /// Stops tally without losing an acknowledged click, in this order:
     ///
     /// 1. counting stops: a click arriving from now on is answered with a
-    ///    `shutting_down` error and not counted;
+    ///    `shutting_down` error and not counted; so is a chat message, and
+    ///    the messages already queued are stored and answered;
     /// 2. the coalescer and the leaderboard task publish the last totals,
     ///    which now include every counted click, while every socket is still
     ///    open to receive them;
     /// 3. every socket is closed (long-polling requests end with them, so a
     ///    host's HTTP server can drain), waiting at most 10 s;
     /// 4. the final flush writes every remaining increment, retried a few
-    ///    times; if it still fails, the error says how many clicks are lost.
+    ///    times; if it still fails, the error says how many clicks are lost;
+    /// 5. the webhook gets up to 5 s to deliver the messages it has queued.
     ///
     /// Call it when the host's shutdown signal arrives, alongside the HTTP
     /// server's own graceful shutdown (or let [`crate::serve()`] do both).
@@ -382,14 +452,25 @@ impl Running {
             io,
             stop_publishing,
             stop_flushing,
+            stop_messages,
             coalescer,
             leaderboard,
             flusher,
+            message_writer,
+            webhook,
+            retention,
         } = self;
         tracing::info!("shutting down: publishing the last totals and closing connections");
         // From here on no click is counted, so the last broadcasts carry the
         // final totals and the final flush holds every acknowledged click.
         state.counters.close();
+        // Likewise no new message is taken; the queued ones are stored and
+        // answered (and sent to their rooms) while sockets are open.
+        stop_messages.cancel();
+        let messages_stored = message_writer.await;
+        if let Some(retention) = retention {
+            retention.await.ok();
+        }
         stop_publishing.cancel();
         let published = match coalescer {
             Some(coalescer) => coalescer.await,
@@ -405,6 +486,20 @@ impl Running {
         }
         stop_flushing.cancel();
         let flushed = flusher.await?;
+        // The writer has ended, so the webhook's queue is closed: it ends
+        // once what is queued is delivered, or is cut short.
+        if let Some(mut webhook) = webhook
+            && tokio::time::timeout(WEBHOOK_DRAIN_TIMEOUT, &mut webhook)
+                .await
+                .is_err()
+        {
+            webhook.abort();
+            tracing::warn!(
+                "the webhook did not take every queued message within {WEBHOOK_DRAIN_TIMEOUT:?}; \
+                 the rest are stored but were not delivered"
+            );
+        }
+        messages_stored?;
         published?;
         flushed?;
         tracing::info!(total = state.counters.global().total(), "stopped");

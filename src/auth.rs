@@ -1,16 +1,19 @@
 //! Who is clicking: JWT sessions for Socket.IO handshakes.
 //!
 //! Tokens are HS256 JWTs whose `sub` is the username and whose `exp` is
-//! required. Another backend can issue compatible tokens with the same
+//! required; an optional `conversations` claim lists the only conversations
+//! the bearer may join. Another backend can issue compatible tokens with the same
 //! secret (see the README). With `--auth open` a handshake may also just name
 //! a username, or nothing at all (anonymous).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::conversation::ConversationId;
 use crate::user::Username;
 
 /// Clock skew tolerated on `nbf` and `iat`, in seconds. None is allowed on
@@ -77,6 +80,9 @@ pub struct Claims {
     /// Not before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// When present, the only conversations the bearer may join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<Vec<String>>,
 }
 
 /// A verified token.
@@ -85,6 +91,9 @@ pub struct Session {
     pub username: Username,
     /// When the token stops being valid, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The `conversations` claim: when present, the only conversations this
+    /// session may join (how a backend gives each user a private one).
+    pub conversations: Option<Arc<[ConversationId]>>,
 }
 
 /// A freshly issued token.
@@ -146,6 +155,7 @@ impl Tokens {
             exp: expires_at,
             iat: Some(now),
             nbf: None,
+            conversations: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken {
@@ -180,9 +190,20 @@ impl Tokens {
             return Err(AuthError::NotYetValid);
         }
         let username = Username::parse(&claims.sub).map_err(|_| AuthError::Invalid)?;
+        // A claim naming an invalid id is a broken token, not an empty list.
+        let conversations = claims
+            .conversations
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| ConversationId::parse(id))
+                    .collect::<Result<Arc<[_]>, _>>()
+            })
+            .transpose()
+            .map_err(|_| AuthError::Invalid)?;
         Ok(Session {
             username,
             expires_at: claims.exp,
+            conversations,
         })
     }
 }
@@ -311,5 +332,31 @@ mod tests {
     fn base64url(bytes: &[u8]) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn the_conversations_claim_is_read_and_checked() {
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60));
+        let exp = unix_now() + 60;
+        let with = sign(
+            &serde_json::json!({"sub": "ada", "exp": exp, "conversations": ["coach:ada", "team"]}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        let allowed = tokens.verify(&with).unwrap().conversations.unwrap();
+        assert_eq!(allowed.len(), 2);
+        assert_eq!(allowed[0].as_str(), "coach:ada");
+        let without = sign(
+            &serde_json::json!({"sub": "ada", "exp": exp}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(tokens.verify(&without).unwrap().conversations, None);
+        let broken = sign(
+            &serde_json::json!({"sub": "ada", "exp": exp, "conversations": ["no spaces"]}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(tokens.verify(&broken), Err(AuthError::Invalid));
     }
 }

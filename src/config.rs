@@ -146,6 +146,31 @@ pub struct Config {
     #[arg(long, env = "TALLY_LEADERBOARD_INTERVAL", default_value = "500ms", value_parser = parse_positive_duration)]
     pub leaderboard_interval: Duration,
 
+    /// Messages a client receives when it joins a conversation (the latest
+    /// ones), and the most returned by one catch-up (`since`) or one API
+    /// read.
+    #[arg(long, env = "TALLY_HISTORY_SIZE", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub history_size: u32,
+    /// Key a backend (a bot, an AI assistant) sends as `Authorization:
+    /// Bearer <key>` to post and read messages through
+    /// `/api/conversations/…`; at least 16 bytes. Unset, those endpoints
+    /// answer 404.
+    #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// URL that every stored message is POSTed to as JSON, signed with
+    /// `--webhook-secret`; failed deliveries are retried with backoff and
+    /// never delay the chat.
+    #[arg(long, env = "TALLY_MESSAGE_WEBHOOK", value_parser = parse_webhook_url)]
+    pub message_webhook: Option<reqwest::Url>,
+    /// Secret of the webhook's `X-Tally-Signature: sha256=<hex>` header
+    /// (HMAC-SHA256 of the body). Required with `--message-webhook`.
+    #[arg(long, env = "TALLY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+    /// Delete chat messages older than this, in the background (e.g. `30d`).
+    /// Unset keeps them forever.
+    #[arg(long, env = "TALLY_MESSAGE_RETENTION", value_parser = parse_positive_duration)]
+    pub message_retention: Option<Duration>,
     /// Log filter in `tracing` syntax, e.g. `info` or `tally=debug,info`.
     /// When not given, `RUST_LOG` is used, and `info` when neither is set.
     #[arg(long, env = "TALLY_LOG")]
@@ -181,8 +206,22 @@ impl Config {
     /// Checks the rules that involve several options.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match (&self.jwt_secret, self.auth) {
-            (None, AuthMode::Token) => Err(ConfigError::MissingSecret),
-            (Some(secret), _) if secret.0.len() < MIN_SECRET_LEN => Err(ConfigError::ShortSecret),
+            (None, AuthMode::Token) => return Err(ConfigError::MissingSecret),
+            (Some(secret), _) if secret.0.len() < MIN_SECRET_LEN => {
+                return Err(ConfigError::ShortSecret);
+            }
+            _ => {}
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.0.len() < MIN_API_KEY_LEN)
+        {
+            return Err(ConfigError::ShortApiKey);
+        }
+        match (&self.message_webhook, &self.webhook_secret) {
+            (Some(_), None) => Err(ConfigError::MissingWebhookSecret),
+            (None, Some(_)) => Err(ConfigError::WebhookSecretWithoutWebhook),
             _ => Ok(()),
         }
     }
@@ -213,7 +252,19 @@ pub enum ConfigError {
     MissingSecret,
     #[error("--jwt-secret (TALLY_JWT_SECRET) must be at least {MIN_SECRET_LEN} bytes")]
     ShortSecret,
+    #[error("--api-key (TALLY_API_KEY) must be at least {MIN_API_KEY_LEN} bytes")]
+    ShortApiKey,
+    #[error(
+        "--message-webhook (TALLY_MESSAGE_WEBHOOK) needs --webhook-secret (TALLY_WEBHOOK_SECRET): \
+         the receiver checks each delivery's signature with it"
+    )]
+    MissingWebhookSecret,
+    #[error("--webhook-secret (TALLY_WEBHOOK_SECRET) is set but --message-webhook is not")]
+    WebhookSecretWithoutWebhook,
 }
+
+/// Shortest accepted `--api-key`.
+pub const MIN_API_KEY_LEN: usize = 16;
 
 /// A secret string that never shows up in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -264,6 +315,14 @@ fn parse_origin(raw: &str) -> Result<AllowedOrigin, String> {
         ));
     }
     Ok(AllowedOrigin::Exact(origin))
+}
+
+fn parse_webhook_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{raw}`: expected an http:// or https:// URL"));
+    }
+    Ok(url)
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -391,5 +450,43 @@ mod tests {
             !format!("{ok:?}").contains("kkkk"),
             "the secret never shows in Debug output"
         );
+    }
+
+    #[test]
+    fn conversation_options_are_checked_together() {
+        let parse = |args: &[&str]| Cli::parse_from([&["tally"], args].concat()).serve;
+        assert_eq!(parse(&[]).history_size, 50);
+        assert_eq!(
+            parse(&["--api-key", "short"]).validate(),
+            Err(ConfigError::ShortApiKey)
+        );
+        assert_eq!(
+            parse(&["--message-webhook", "http://127.0.0.1:9/hook"]).validate(),
+            Err(ConfigError::MissingWebhookSecret)
+        );
+        assert_eq!(
+            parse(&["--webhook-secret", "s"]).validate(),
+            Err(ConfigError::WebhookSecretWithoutWebhook)
+        );
+        let ok = parse(&[
+            "--message-webhook",
+            "https://bot.example/hook",
+            "--webhook-secret",
+            "s3cret",
+            "--api-key",
+            &"a".repeat(16),
+            "--message-retention",
+            "30d",
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(!format!("{ok:?}").contains("s3cret"));
+        for args in [
+            ["tally", "--message-webhook", "ftp://x/y"],
+            ["tally", "--history-size", "0"],
+            ["tally", "--message-retention", "0"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains(args[1]), "{err}");
+        }
     }
 }

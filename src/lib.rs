@@ -11,6 +11,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conversation;
 pub mod counter;
 pub mod http;
 pub mod identity;

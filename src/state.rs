@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::conversation::log::MessageLog;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::identity::DynIdentityProvider;
@@ -25,4 +26,10 @@ pub struct AppState {
     pub connections: Connections,
     /// Zero means "broadcast after every click" instead of coalescing.
     pub broadcast_interval: Duration,
+    /// Where chat messages are stored before they are sent.
+    pub messages: MessageLog,
+    /// Most messages in one page of history.
+    pub history_size: usize,
+    /// The key of `/api/conversations/…`; `None` turns those endpoints off.
+    pub(crate) api_key: Option<Arc<str>>,
 }

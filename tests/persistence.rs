@@ -102,6 +102,22 @@ impl Store for FlakyStore {
         Ok(applied)
     }
 
+    async fn add_messages(
+        &self,
+        messages: &[tally::conversation::Message],
+    ) -> Result<(), StoreError> {
+        self.inner.add_messages(messages).await
+    }
+    async fn history(
+        &self,
+        conversation: &tally::conversation::ConversationId,
+        query: tally::conversation::HistoryQuery,
+    ) -> Result<tally::conversation::History, StoreError> {
+        self.inner.history(conversation, query).await
+    }
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_messages(before_ms).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));

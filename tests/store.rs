@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use common::{Backend, TempDb, TestClient, TestServer, TransportType, WAIT};
 use serde_json::json;
+use tally::conversation::{Content, ConversationId, HistoryQuery, Message, MessageId};
 use tally::counter::flush::Flusher;
 use tally::counter::{CounterKey, Counters, Delta};
 use tally::store::{self, Applied, Batch, Store, StoreError};
@@ -44,6 +45,9 @@ on_every_backend!(
     a_restart_loads_exactly_what_was_counted,
     rows_that_break_the_username_rule_are_refused_on_load,
     a_large_flush_is_one_transaction,
+    conversation_counters_add_up_in_the_same_flush,
+    history_is_paged_from_the_latest_or_after_an_id,
+    messages_are_stored_once_exactly_as_written_and_pruned_by_age,
 );
 
 async fn open(db: &TempDb) -> Arc<dyn Store> {
@@ -80,6 +84,7 @@ async fn totals(store: &dyn Store) -> Vec<(String, u64)> {
         .map(|(key, total)| match key {
             CounterKey::Global => ("<global>".to_string(), total),
             CounterKey::User(name) => (name.as_str().to_string(), total),
+            CounterKey::Room(id) => (format!("#{id}"), total),
         })
         .collect();
     totals.sort();
@@ -206,6 +211,22 @@ impl Store for CommitsThenFails {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
         Ok(applied)
+    }
+    async fn add_messages(
+        &self,
+        messages: &[tally::conversation::Message],
+    ) -> Result<(), StoreError> {
+        self.inner.add_messages(messages).await
+    }
+    async fn history(
+        &self,
+        conversation: &tally::conversation::ConversationId,
+        query: tally::conversation::HistoryQuery,
+    ) -> Result<tally::conversation::History, StoreError> {
+        self.inner.history(conversation, query).await
+    }
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_messages(before_ms).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -487,4 +508,147 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, cut: Cut) {
             }
         }
     }
+}
+
+fn room(id: &str) -> CounterKey {
+    CounterKey::Room(ConversationId::parse(id).unwrap())
+}
+
+async fn conversation_counters_add_up_in_the_same_flush(backend: Backend) {
+    let Some(db) = TempDb::fresh(backend).await else {
+        return;
+    };
+    let store = open(&db).await;
+    store
+        .add(&batch(
+            1,
+            &[
+                (CounterKey::Global, 3),
+                (user("ada"), 2),
+                (room("Team"), 2),
+                (room("team"), 1),
+            ],
+        ))
+        .await
+        .unwrap();
+    store
+        .add(&batch(2, &[(CounterKey::Global, 1), (room("Team"), 1)]))
+        .await
+        .unwrap();
+    drop(store);
+    let store = open(&db).await;
+    assert_eq!(
+        totals(store.as_ref()).await,
+        expect(&[("#Team", 3), ("#team", 1), ("<global>", 4), ("ada", 2)]),
+        "conversation ids are case-sensitive"
+    );
+}
+
+fn message(conversation: &str, user: &str, content: &str) -> Message {
+    Message::new(
+        ConversationId::parse(conversation).unwrap(),
+        Username::parse(user).unwrap(),
+        Content::parse(content).unwrap(),
+    )
+}
+
+async fn history_is_paged_from_the_latest_or_after_an_id(backend: Backend) {
+    let Some(db) = TempDb::fresh(backend).await else {
+        return;
+    };
+    let store = open(&db).await;
+    let c1 = ConversationId::parse("c1").unwrap();
+    let written: Vec<Message> = (0..5)
+        .map(|i| message("c1", "ada", &format!("m{i}")))
+        .collect();
+    // Two commits, and a message of another conversation in between.
+    store.add_messages(&written[..2]).await.unwrap();
+    store
+        .add_messages(&[message("c2", "bob", "elsewhere")])
+        .await
+        .unwrap();
+    store.add_messages(&written[2..]).await.unwrap();
+    let page = |since: Option<MessageId>, limit: usize| {
+        let store = store.clone();
+        let c1 = c1.clone();
+        async move {
+            let history = store
+                .history(&c1, HistoryQuery { since, limit })
+                .await
+                .unwrap();
+            let contents: Vec<String> = history
+                .messages
+                .iter()
+                .map(|m| m.content.as_str().to_string())
+                .collect();
+            (contents, history.more)
+        }
+    };
+    assert_eq!(
+        page(None, 3).await,
+        (vec!["m2".into(), "m3".into(), "m4".into()], true),
+        "the latest, oldest first"
+    );
+    assert!(!page(None, 5).await.1, "all five fit in the page");
+    assert_eq!(
+        page(Some(written[1].id), 2).await,
+        (vec!["m2".into(), "m3".into()], true),
+        "catch-up reads forward from the id"
+    );
+    assert_eq!(
+        page(Some(written[3].id), 2).await,
+        (vec!["m4".into()], false)
+    );
+    assert_eq!(page(Some(written[4].id), 2).await, (vec![], false));
+    let empty = store
+        .history(
+            &ConversationId::parse("C1").unwrap(),
+            HistoryQuery {
+                since: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(empty.messages.is_empty(), "ids are case-sensitive");
+}
+
+async fn messages_are_stored_once_exactly_as_written_and_pruned_by_age(backend: Backend) {
+    let Some(db) = TempDb::fresh(backend).await else {
+        return;
+    };
+    let store = open(&db).await;
+    let mut old = message("c", "ada", "old news");
+    old.created_at -= 3_600_000;
+    let text = "<b>bold?</b> 'quotes' \"double\" \\ emoji 🎉 and\nnew\tlines";
+    let fresh = message("c", "Bob", text);
+    store
+        .add_messages(&[old.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    // A retried write of the same messages stores nothing twice.
+    store
+        .add_messages(&[old.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    let all = || async {
+        store
+            .history(
+                &ConversationId::parse("c").unwrap(),
+                HistoryQuery {
+                    since: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap()
+            .messages
+    };
+    assert_eq!(all().await, [old.clone(), fresh.clone()]);
+    let pruned = store
+        .prune_messages(fresh.created_at - 60_000)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(all().await, [fresh]);
 }

@@ -79,7 +79,7 @@ async fn the_same_name_in_any_case_is_one_user_with_an_exact_count() {
         .into_iter()
         .filter_map(|(key, total)| match key {
             CounterKey::User(name) => Some((name.to_string(), total)),
-            CounterKey::Global => None,
+            CounterKey::Global | CounterKey::Room(_) => None,
         })
         .collect();
     assert_eq!(users.len(), 1, "one row for every spelling: {users:?}");

@@ -1,4 +1,5 @@
-// Bundles the page into three files (index.html, app.js, app.css) in the
+// Bundles the pages into five files (index.html, conversation.html, app.js,
+// chat.js, app.css) in the
 // directory named by TALLY_WEB_OUT (default: web/dist). build.rs runs this and
 // embeds the result in the server binary.
 import { build } from 'esbuild';
@@ -20,5 +21,13 @@ await build({
   format: 'iife',
   target: 'es2020',
 });
+await build({
+  ...common,
+  entryPoints: [join(here, 'src/chat.js')],
+  outfile: join(out, 'chat.js'),
+  format: 'iife',
+  target: 'es2020',
+});
 await build({ ...common, entryPoints: [join(here, 'src/style.css')], outfile: join(out, 'app.css') });
 await copyFile(join(here, 'index.html'), join(out, 'index.html'));
+await copyFile(join(here, 'conversation.html'), join(out, 'conversation.html'));

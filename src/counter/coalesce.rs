@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Changed, Counters};
+use super::{Changes, Counters};
 
 /// How long the coalescer waits after a publication before the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub async fn run<P, F, A>(
     cancel: CancellationToken,
     mut publish: P,
 ) where
-    P: FnMut(Vec<Changed>) -> F,
+    P: FnMut(Changes) -> F,
     F: Future<Output = ()>,
     A: Fn() -> usize,
 {
@@ -60,7 +60,7 @@ pub async fn run<P, F, A>(
             () = cancel.cancelled() => break,
             () = counters.wait_for_change() => {}
         }
-        let changed = counters.take_changed();
+        let changed = counters.take_changes();
         if changed.is_empty() {
             continue;
         }
@@ -74,7 +74,7 @@ pub async fn run<P, F, A>(
             () = tokio::time::sleep(pause) => {}
         }
     }
-    let changed = counters.take_changed();
+    let changed = counters.take_changes();
     if !changed.is_empty() {
         publish(changed).await;
     }
@@ -116,9 +116,9 @@ mod tests {
                     move || audience.load(Ordering::Relaxed)
                 },
                 cancel.clone(),
-                move |changed: Vec<Changed>| {
+                move |changed: Changes| {
                     let tx = tx.clone();
-                    async move { tx.send((Instant::now(), changed[0].total)).unwrap() }
+                    async move { tx.send((Instant::now(), changed.totals[0].total)).unwrap() }
                 },
             ));
             Self {

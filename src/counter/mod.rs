@@ -5,8 +5,10 @@
 //! (`pending`). The write-behind task in [`flush`] drains `pending` into the
 //! store; the coalescing task in [`coalesce`] turns bursts of changes into
 //! bounded broadcasts; [`leaderboard`] ranks users. Counters are addressed by
-//! [`CounterKey`]: the global total and one counter per user today, rooms
-//! later, all flushed and published by the same mechanism.
+//! [`CounterKey`]: the global total, one counter per user and one per
+//! conversation, all flushed and published by the same mechanism. The number
+//! of sockets in each conversation (presence) lives here too, published by
+//! the same coalescer but never stored.
 
 pub mod coalesce;
 pub mod flush;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use tokio::sync::Notify;
 
+use crate::conversation::ConversationId;
 use crate::user::Username;
 
 /// Names one counter.
@@ -30,6 +33,8 @@ pub enum CounterKey {
     Global,
     /// The clicks of one user.
     User(Username),
+    /// The clicks made in one conversation.
+    Room(ConversationId),
 }
 
 impl fmt::Display for CounterKey {
@@ -37,6 +42,7 @@ impl fmt::Display for CounterKey {
         match self {
             CounterKey::Global => f.write_str("global"),
             CounterKey::User(name) => write!(f, "user:{name}"),
+            CounterKey::Room(room) => write!(f, "conversation:{room}"),
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct Click {
     pub total: u64,
     /// The clicking user's total including this click; `None` if anonymous.
     pub you: Option<u64>,
+    /// The conversation's total including this click; `None` outside one.
+    pub room: Option<u64>,
 }
 
 /// One counter. All fields are atomics so that a click never waits on I/O.
@@ -103,24 +111,123 @@ impl Counter {
     }
 }
 
+/// Counters of one kind (users, conversations), each created on first use.
+///
+/// Besides the map, two lists hold the counters that need attention, so
+/// neither a publication nor a flush ever scans every known counter: `dirty`
+/// (total moved since the coalescer last looked) and `unflushed` (pending
+/// left zero since the last flush).
+#[derive(Debug)]
+struct Family<K> {
+    counters: RwLock<HashMap<K, Arc<Counter>>>,
+    dirty: Mutex<Vec<(K, Arc<Counter>)>>,
+    unflushed: Mutex<Vec<(K, Arc<Counter>)>>,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> Family<K> {
+    fn new(counters: HashMap<K, Arc<Counter>>) -> Self {
+        Family {
+            counters: RwLock::new(counters),
+            dirty: Mutex::new(Vec::new()),
+            unflushed: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<K, Arc<Counter>>> {
+        // Counters are atomics, so a panic elsewhere cannot leave one
+        // half-updated: a poisoned lock is still safe to use.
+        self.counters.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counter of `key`, created at zero if new. The returned key is the
+    /// one first stored (for users: the spelling first seen).
+    fn get_or_create(&self, key: &K) -> (K, Arc<Counter>) {
+        if let Some((known, counter)) = self.read().get_key_value(key) {
+            return (known.clone(), counter.clone());
+        }
+        let mut counters = self.counters.write().unwrap_or_else(|p| p.into_inner());
+        match counters.entry(key.clone()) {
+            Entry::Occupied(known) => (known.key().clone(), known.get().clone()),
+            Entry::Vacant(new) => {
+                let counter = new.insert(Arc::new(Counter::default())).clone();
+                (key.clone(), counter)
+            }
+        }
+    }
+
+    /// Adds one to a counter found by [`Family::get_or_create`]. Call under
+    /// the shared gate, so a flush takes both halves of a click or neither.
+    fn add_one(&self, key: &K, counter: &Arc<Counter>) -> u64 {
+        let (total, first) = counter.add_one();
+        if first {
+            lock(&self.unflushed).push((key.clone(), counter.clone()));
+        }
+        total
+    }
+
+    /// Queues a counter for the coalescer, once until it is published.
+    fn mark_dirty(&self, key: K, counter: Arc<Counter>) {
+        if !counter.dirty.swap(true, Ordering::SeqCst) {
+            lock(&self.dirty).push((key, counter));
+        }
+    }
+
+    fn total(&self, key: &K) -> Option<u64> {
+        let total = self.read().get(key)?.total();
+        (total > 0).then_some(total)
+    }
+
+    /// Moves every pending amount into `deltas`. Call under the exclusive gate.
+    fn take_pending(&self, deltas: &mut Vec<Delta>, to_key: impl Fn(K) -> CounterKey) {
+        for (key, counter) in std::mem::take(&mut *lock(&self.unflushed)) {
+            let amount = counter.pending.swap(0, Ordering::SeqCst);
+            if amount > 0 {
+                deltas.push(Delta {
+                    key: to_key(key),
+                    amount,
+                });
+            }
+        }
+    }
+
+    /// Moves every dirty counter's latest total into `changed`.
+    fn take_changed(&self, changed: &mut Vec<Changed>, to_key: impl Fn(K) -> CounterKey) {
+        for (key, counter) in std::mem::take(&mut *lock(&self.dirty)) {
+            // Cleared before reading the total: a click after this line
+            // queues the counter again, a click before it is in the total read.
+            counter.dirty.store(false, Ordering::SeqCst);
+            changed.push(Changed {
+                key: to_key(key),
+                total: counter.total(),
+            });
+        }
+    }
+}
+
+/// How many sockets are in each conversation's room, and which of those
+/// numbers changed since they were last published.
+#[derive(Debug, Default)]
+struct Presence {
+    online: HashMap<ConversationId, u64>,
+    /// Rooms whose number changed, each listed once.
+    changed: Vec<ConversationId>,
+}
+
 /// Every counter of the process, plus a signal raised on each change.
 #[derive(Debug)]
 pub struct Counters {
-    /// The global counter, outside the map because every click touches it.
+    /// The global counter, outside the maps because every click touches it.
     global: Counter,
     /// The last global total handed to the coalescer, so an unchanged total
-    /// is not published again. (Users need no such field: only users who
-    /// clicked are in the dirty list.)
+    /// is not published again. (The families need no such field: only
+    /// counters that moved are in their dirty lists.)
     global_published: AtomicU64,
     /// One counter per user who has clicked (or was loaded from the store).
-    users: RwLock<HashMap<Username, Arc<Counter>>>,
-    /// Users whose total moved since the coalescer last looked. A list rather
-    /// than a scan, so a publication costs the number of active users, not
-    /// the number of known users.
-    dirty_users: Mutex<Vec<(Username, Arc<Counter>)>>,
-    /// Users with increments not yet taken by a flush, each listed once
-    /// (when their pending count leaves zero), so a flush visits only them.
-    unflushed: Mutex<Vec<(Username, Arc<Counter>)>>,
+    users: Family<Username>,
+    /// One counter per conversation clicked in (or loaded from the store).
+    rooms: Family<ConversationId>,
+    /// Sockets per conversation room: not stored, published as `presence`.
+    presence: Mutex<Presence>,
     /// Clicks made by identified users since start; the leaderboard task
     /// compares it between ticks to skip work when no user clicked.
     user_clicks: AtomicU64,
@@ -133,11 +240,33 @@ pub struct Counters {
     flush_failing: AtomicBool,
     /// Shared by every click, exclusive while pending deltas are taken, so a
     /// flush never stores a click in the global total but not in its user's
-    /// (or the reverse). Never held across an `.await`. It guards the
-    /// `closed` flag too: once [`Counters::close`] has set it under the
-    /// exclusive gate, no click can slip in before the final flush.
+    /// or its room's (or the reverse). Never held across an `.await`. It
+    /// guards the `closed` flag too: once [`Counters::close`] has set it
+    /// under the exclusive gate, no click can slip in before the final flush.
     gate: RwLock<bool>,
     changed: Notify,
+}
+
+/// A conversation's number of connected sockets that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Online {
+    pub room: ConversationId,
+    pub online: u64,
+}
+
+/// Everything the coalescer publishes in one go.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Totals that moved (global, users, conversations).
+    pub totals: Vec<Changed>,
+    /// Conversations whose number of connected sockets moved.
+    pub presence: Vec<Online>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.totals.is_empty() && self.presence.is_empty()
+    }
 }
 
 impl Counters {
@@ -145,11 +274,15 @@ impl Counters {
     pub fn from_totals(totals: impl IntoIterator<Item = (CounterKey, u64)>) -> Self {
         let mut global = 0;
         let mut users = HashMap::new();
+        let mut rooms = HashMap::new();
         for (key, total) in totals {
             match key {
                 CounterKey::Global => global = total,
                 CounterKey::User(name) => {
                     users.insert(name, Arc::new(Counter::starting_at(total)));
+                }
+                CounterKey::Room(room) => {
+                    rooms.insert(room, Arc::new(Counter::starting_at(total)));
                 }
             }
         }
@@ -160,10 +293,10 @@ impl Counters {
         Counters {
             global: Counter::starting_at(global),
             global_published: AtomicU64::new(global),
-            users: RwLock::new(users),
+            users: Family::new(users),
+            rooms: Family::new(rooms),
+            presence: Mutex::new(Presence::default()),
             ranking: Mutex::new(ranking),
-            dirty_users: Mutex::new(Vec::new()),
-            unflushed: Mutex::new(Vec::new()),
             user_clicks: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
             flush_failing: AtomicBool::new(false),
@@ -180,7 +313,19 @@ impl Counters {
     /// Counts one click, attributed to `user` if given. Refused once
     /// [`Counters::close`] has been called.
     pub fn click(&self, user: Option<&Username>) -> Result<Click, Closed> {
-        let user = user.map(|name| self.user_counter(name));
+        self.click_in(user, None)
+    }
+
+    /// Counts one click, attributed to `user` if given, in conversation
+    /// `room` if given: the global total, the user's count and the room's
+    /// counter move together (a flush takes all of them or none).
+    pub fn click_in(
+        &self,
+        user: Option<&Username>,
+        room: Option<&ConversationId>,
+    ) -> Result<Click, Closed> {
+        let user = user.map(|name| self.users.get_or_create(name));
+        let room = room.map(|id| self.rooms.get_or_create(id));
         let click = {
             let closed = self.gate.read().unwrap_or_else(|p| p.into_inner());
             if *closed {
@@ -190,23 +335,25 @@ impl Counters {
             // ranking sees each count go up by one, in order.
             let you = user.as_ref().map(|(name, counter)| {
                 let mut ranking = lock(&self.ranking);
-                let (you, first) = counter.add_one();
+                let you = self.users.add_one(name, counter);
                 ranking.bump(name, you);
-                if first {
-                    lock(&self.unflushed).push((name.clone(), counter.clone()));
-                }
                 you
             });
+            let room_total = room
+                .as_ref()
+                .map(|(id, counter)| self.rooms.add_one(id, counter));
             Click {
                 total: self.global.add_one().0,
                 you,
+                room: room_total,
             }
         };
         if let Some((name, counter)) = user {
             self.user_clicks.fetch_add(1, Ordering::SeqCst);
-            if !counter.dirty.swap(true, Ordering::SeqCst) {
-                lock(&self.dirty_users).push((name, counter));
-            }
+            self.users.mark_dirty(name, counter);
+        }
+        if let Some((id, counter)) = room {
+            self.rooms.mark_dirty(id, counter);
         }
         self.changed.notify_one();
         Ok(click)
@@ -219,40 +366,64 @@ impl Counters {
         *self.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
     }
 
-    /// The counter of `name`, created at zero if the user is new. The
-    /// returned name is the spelling first seen, which is the one stored.
-    fn user_counter(&self, name: &Username) -> (Username, Arc<Counter>) {
-        if let Some((known, counter)) = self.read_users().get_key_value(name) {
-            return (known.clone(), counter.clone());
-        }
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        match users.entry(name.clone()) {
-            Entry::Occupied(known) => (known.key().clone(), known.get().clone()),
-            Entry::Vacant(new) => {
-                let counter = new.insert(Arc::new(Counter::default())).clone();
-                (name.clone(), counter)
-            }
-        }
-    }
-
-    fn read_users(&self) -> RwLockReadGuard<'_, HashMap<Username, Arc<Counter>>> {
-        // Counters are atomics, so a panic elsewhere cannot leave one
-        // half-updated: a poisoned lock is still safe to use.
-        self.users.read().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A user's total, if the user has ever clicked.
     pub fn user_total(&self, name: &Username) -> Option<u64> {
-        let total = self.read_users().get(name)?.total();
-        (total > 0).then_some(total)
+        self.users.total(name)
+    }
+
+    /// A conversation's click total (zero if nobody clicked in it yet).
+    pub fn room_total(&self, room: &ConversationId) -> u64 {
+        self.rooms.total(room).unwrap_or(0)
     }
 
     /// The spelling under which a user is known, if they ever clicked.
     pub fn known_username(&self, name: &Username) -> Option<Username> {
-        self.read_users()
+        self.users
+            .read()
             .get_key_value(name)
             .filter(|(_, counter)| counter.total() > 0)
             .map(|(known, _)| known.clone())
+    }
+
+    /// Records a socket entering a conversation's room; returns how many
+    /// sockets are in it now.
+    pub fn enter(&self, room: &ConversationId) -> u64 {
+        self.move_presence(room, |online| *online += 1)
+    }
+
+    /// Records a socket leaving a conversation's room (or disconnecting);
+    /// returns how many sockets are left in it.
+    pub fn leave(&self, room: &ConversationId) -> u64 {
+        self.move_presence(room, |online| *online = online.saturating_sub(1))
+    }
+
+    fn move_presence(&self, room: &ConversationId, change: impl FnOnce(&mut u64)) -> u64 {
+        let online = {
+            let mut presence = lock(&self.presence);
+            let online = presence.online.entry(room.clone()).or_default();
+            change(online);
+            let online = *online;
+            if online == 0 {
+                // An empty room keeps no entry, so rooms people left cost nothing.
+                presence.online.remove(room);
+            }
+            if !presence.changed.contains(room) {
+                presence.changed.push(room.clone());
+            }
+            online
+        };
+        self.changed.notify_one();
+        online
+    }
+
+    /// Sockets in a conversation's room now.
+    pub fn online(&self, room: &ConversationId) -> u64 {
+        lock(&self.presence).online.get(room).copied().unwrap_or(0)
+    }
+
+    /// Conversations that have sockets in them now.
+    pub fn occupied_rooms(&self) -> usize {
+        lock(&self.presence).online.len()
     }
 
     /// Clicks by identified users since start (only ever grows).
@@ -283,18 +454,11 @@ impl Counters {
                 amount: global,
             });
         }
-        // Only the users who clicked since the last flush: the gate is held
-        // exclusively here, and scanning a million idle users would hold up
-        // every click for the whole scan.
-        for (name, counter) in std::mem::take(&mut *lock(&self.unflushed)) {
-            let amount = counter.pending.swap(0, Ordering::SeqCst);
-            if amount > 0 {
-                deltas.push(Delta {
-                    key: CounterKey::User(name),
-                    amount,
-                });
-            }
-        }
+        // Only the counters that moved since the last flush: the gate is
+        // held exclusively here, and scanning a million idle users would
+        // hold up every click for the whole scan.
+        self.users.take_pending(&mut deltas, CounterKey::User);
+        self.rooms.take_pending(&mut deltas, CounterKey::Room);
         deltas
     }
 
@@ -333,17 +497,28 @@ impl Counters {
                 total,
             });
         }
-        let dirty = std::mem::take(&mut *lock(&self.dirty_users));
-        for (name, counter) in dirty {
-            // Cleared before reading the total: a click after this line
-            // queues the user again, a click before it is in the total read.
-            counter.dirty.store(false, Ordering::SeqCst);
-            changed.push(Changed {
-                key: CounterKey::User(name),
-                total: counter.total(),
-            });
-        }
+        self.users.take_changed(&mut changed, CounterKey::User);
+        self.rooms.take_changed(&mut changed, CounterKey::Room);
         changed
+    }
+
+    /// Totals and room occupancies that moved since the last call.
+    pub fn take_changes(&self) -> Changes {
+        let presence = {
+            let mut presence = lock(&self.presence);
+            let rooms = std::mem::take(&mut presence.changed);
+            rooms
+                .into_iter()
+                .map(|room| Online {
+                    online: presence.online.get(&room).copied().unwrap_or(0),
+                    room,
+                })
+                .collect()
+        };
+        Changes {
+            totals: self.take_changed(),
+            presence,
+        }
     }
 
     /// Resolves after the next change (or at once if one happened since the
@@ -374,21 +549,24 @@ mod tests {
             counters.click(None).unwrap(),
             Click {
                 total: 42,
-                you: None
+                you: None,
+                room: None
             }
         );
         assert_eq!(
             counters.click(Some(&name("ADA"))).unwrap(),
             Click {
                 total: 43,
-                you: Some(6)
+                you: Some(6),
+                room: None
             }
         );
         assert_eq!(
             counters.click(Some(&name("bob"))).unwrap(),
             Click {
                 total: 44,
-                you: Some(1)
+                you: Some(1),
+                room: None
             }
         );
         assert_eq!(
@@ -507,6 +685,7 @@ mod tests {
             let (global, users) = deltas.iter().fold((0, 0), |(g, u), d| match d.key {
                 CounterKey::Global => (g + d.amount, u),
                 CounterKey::User(_) => (g, u + d.amount),
+                CounterKey::Room(_) => (g, u),
             });
             assert_eq!(global, users, "a flush split a click");
             stored += global;
@@ -593,5 +772,74 @@ mod tests {
         }
         all.sort_by(ranking::by_rank);
         assert_eq!(counters.top_users(10), all[..10]);
+    }
+
+    #[test]
+    fn a_click_in_a_conversation_moves_its_counter_with_the_others() {
+        let room = ConversationId::parse("coach:ada").unwrap();
+        let counters = Arc::new(Counters::from_totals([(CounterKey::Room(room.clone()), 7)]));
+        let click = counters.click_in(Some(&name("ada")), Some(&room)).unwrap();
+        assert_eq!(
+            click,
+            Click {
+                total: 1,
+                you: Some(1),
+                room: Some(8)
+            }
+        );
+        assert_eq!(counters.room_total(&room), 8);
+        let other = ConversationId::parse("other").unwrap();
+        counters.click_in(None, Some(&other)).unwrap();
+        assert_eq!(counters.room_total(&other), 1);
+        let mut deltas = counters.take_pending();
+        deltas.sort_by_key(|d| d.key.to_string());
+        assert_eq!(
+            deltas,
+            [
+                Delta {
+                    key: CounterKey::Room(room.clone()),
+                    amount: 1
+                },
+                Delta {
+                    key: CounterKey::Room(other),
+                    amount: 1
+                },
+                Delta {
+                    key: CounterKey::Global,
+                    amount: 2
+                },
+                Delta {
+                    key: CounterKey::User(name("ada")),
+                    amount: 1
+                },
+            ]
+        );
+        let changed = counters.take_changed();
+        assert!(changed.contains(&Changed {
+            key: CounterKey::Room(room),
+            total: 8
+        }));
+    }
+
+    #[test]
+    fn presence_counts_sockets_and_reports_each_room_once() {
+        let counters = Counters::from_totals([]);
+        let room = ConversationId::parse("r").unwrap();
+        assert_eq!(counters.enter(&room), 1);
+        assert_eq!(counters.enter(&room), 2);
+        assert_eq!(counters.leave(&room), 1);
+        assert_eq!(counters.online(&room), 1);
+        let changes = counters.take_changes();
+        assert_eq!(
+            changes.presence,
+            [Online {
+                room: room.clone(),
+                online: 1
+            }]
+        );
+        assert!(counters.take_changes().is_empty());
+        assert_eq!(counters.leave(&room), 0);
+        assert_eq!(counters.occupied_rooms(), 0, "an empty room is forgotten");
+        assert_eq!(counters.take_changes().presence[0].online, 0);
     }
 }

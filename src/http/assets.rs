@@ -78,6 +78,14 @@ static APP_JS: Asset = Asset::new(
     "text/javascript; charset=utf-8",
     include_str!(concat!(env!("OUT_DIR"), "/web/app.js")),
 );
+static CONVERSATION_HTML: Asset = Asset::new(
+    "text/html; charset=utf-8",
+    include_str!(concat!(env!("OUT_DIR"), "/web/conversation.html")),
+);
+static CHAT_JS: Asset = Asset::new(
+    "text/javascript; charset=utf-8",
+    include_str!(concat!(env!("OUT_DIR"), "/web/chat.js")),
+);
 static APP_CSS: Asset = Asset::new(
     "text/css; charset=utf-8",
     include_str!(concat!(env!("OUT_DIR"), "/web/app.css")),
@@ -104,4 +112,19 @@ pub async fn script(request: HeaderMap) -> Response {
 
 pub async fn style(request: HeaderMap) -> Response {
     APP_CSS.respond(&request)
+}
+
+pub async fn chat_script(request: HeaderMap) -> Response {
+    CHAT_JS.respond(&request)
+}
+
+/// The conversation page at `c/{id}`; an id that breaks the rule is a 404.
+pub async fn conversation(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    request: HeaderMap,
+) -> Response {
+    if crate::conversation::ConversationId::parse(&id).is_err() {
+        return super::ApiError::NotFound.into_response();
+    }
+    CONVERSATION_HTML.respond(&request)
 }

@@ -25,6 +25,15 @@ pub enum ApiError {
     InvalidUsername,
     #[error("guest login is disabled on this server")]
     GuestLoginDisabled,
+    #[error("missing or wrong API key")]
+    Unauthorized,
+    /// Input that parsed but breaks a rule (422), with its own code.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// A temporary refusal (503) with its own code: shutting down, a write
+    /// that failed.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("the database is unavailable")]
     StoreUnavailable(#[from] StoreError),
     #[error("internal error")]
@@ -38,8 +47,13 @@ impl ApiError {
             ApiError::ForbiddenOrigin | ApiError::GuestLoginDisabled => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::UnknownUser => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidUsername => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InvalidUsername | ApiError::Invalid { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::StoreUnavailable(_) | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +67,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidUsername => "invalid_username",
             ApiError::GuestLoginDisabled => "guest_login_disabled",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } => code,
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -75,6 +91,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
             _ => {}
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            return (
+                self.status(),
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                Json(self.body()),
+            )
+                .into_response();
         }
         (self.status(), Json(self.body())).into_response()
     }

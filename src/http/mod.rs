@@ -1,8 +1,10 @@
-//! HTTP side of tally: the page, its assets, the JSON API, the health check,
-//! and the origin policy in front of Socket.IO.
+//! HTTP side of tally: the page, its assets, the JSON API (with the
+//! backend's conversation endpoints), the health check, and the origin
+//! policy in front of Socket.IO.
 
 mod api;
 mod assets;
+mod conversations;
 mod error;
 mod origin;
 
@@ -17,12 +19,15 @@ pub use origin::{OriginPolicy, check as origin_check};
 
 use crate::state::AppState;
 
-/// The page and its assets: `/`, `/app.js`, `/app.css`. The page refers to
-/// everything else relatively, so it works under any mount path.
+/// The pages and their assets: `/`, `/c/{id}` (a conversation), `/app.js`,
+/// `/chat.js`, `/app.css`. The pages refer to everything else relatively,
+/// so they work under any mount path.
 pub fn page() -> Router<AppState> {
     Router::new()
         .route("/", get(assets::index))
+        .route("/c/{id}", get(assets::conversation))
         .route("/app.js", get(assets::script))
+        .route("/chat.js", get(assets::chat_script))
         .route("/app.css", get(assets::style))
 }
 
@@ -32,6 +37,11 @@ pub fn api() -> Router<AppState> {
         .route("/api/leaderboard", get(api::leaderboard))
         .route("/api/users/{username}", get(api::user))
         .route("/api/session", post(api::session))
+        .route("/api/conversations/{id}", get(conversations::read))
+        .route(
+            "/api/conversations/{id}/messages",
+            post(conversations::post),
+        )
 }
 
 /// `GET /healthz`.

@@ -6,8 +6,16 @@
 //! | server → client | `me` | [`Me`] (identified sockets only) |
 //! | server → client | `leaderboard` | list of [`Ranked`](crate::counter::leaderboard::Ranked) |
 //! | server → client | `session_expired` | [`SessionExpired`] |
-//! | client → server | `click` | none (or `{}`), ack → [`ClickAck`] or [`AckError`] |
+//! | server → client | `message` | [`Message`](crate::conversation::Message) (members of its conversation) |
+//! | server → client | `room_count` | [`RoomCount`] (members) |
+//! | server → client | `presence` | [`Presence`] (members) |
+//! | server → client | `typing` | [`Typing`] (the other members) |
+//! | client → server | `click` | none (or `{}`), or `{"conversationId"}`; ack → [`ClickAck`] or [`AckError`] |
 //! | client → server | `refresh` | [`Refresh`], ack → [`Refreshed`] or [`AckError`] |
+//! | client → server | `join_conversation` | `{"conversationId", "since"?}`, ack → [`Joined`] or [`AckError`] |
+//! | client → server | `leave_conversation` | `{"conversationId"}`, ack → [`Done`] or [`AckError`] |
+//! | client → server | `message` | `{"conversationId", "content"}`, ack → [`Posted`] or [`AckError`] |
+//! | client → server | `typing` | `{"conversationId"}`, ack (if asked) → [`Done`] or [`AckError`] |
 
 use std::fmt;
 
@@ -15,6 +23,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conversation::{ConversationId, Message, MessageId};
 use crate::user::Username;
 
 pub const COUNT: &str = "count";
@@ -23,6 +32,12 @@ pub const LEADERBOARD: &str = "leaderboard";
 pub const SESSION_EXPIRED: &str = "session_expired";
 pub const CLICK: &str = "click";
 pub const REFRESH: &str = "refresh";
+pub const JOIN_CONVERSATION: &str = "join_conversation";
+pub const LEAVE_CONVERSATION: &str = "leave_conversation";
+pub const MESSAGE: &str = "message";
+pub const TYPING: &str = "typing";
+pub const ROOM_COUNT: &str = "room_count";
+pub const PRESENCE: &str = "presence";
 
 /// The global total. Totals only grow; a client keeps the largest it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,12 +46,66 @@ pub struct Count {
 }
 
 /// The ack of a `click`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClickAck {
     /// The global total including this click.
     pub total: u64,
     /// The clicking user's count including this click; `null` if anonymous.
     pub you: Option<u64>,
+    /// The conversation's total including this click, for a click made in
+    /// one (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<RoomCount>,
+}
+
+/// A conversation's click total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCount {
+    pub conversation_id: ConversationId,
+    pub total: u64,
+}
+
+/// How many sockets are in a conversation now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub conversation_id: ConversationId,
+    pub online: u64,
+}
+
+/// Someone in the conversation is typing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Typing {
+    pub conversation_id: ConversationId,
+    pub user_id: Username,
+}
+
+/// The ack of `join_conversation`: the state of the conversation and its
+/// history (see [`History`](crate::conversation::History)).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    pub conversation_id: ConversationId,
+    pub total: u64,
+    pub online: u64,
+    pub history: Vec<Message>,
+    pub more: bool,
+}
+
+/// The ack of a stored `message`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Posted {
+    pub message_id: MessageId,
+    pub timestamp: String,
+}
+
+/// The ack of an event that only succeeds: `{"ok": true}`.
+#[derive(Debug, Serialize)]
+pub struct Done {
+    pub ok: bool,
 }
 
 /// A user's own count, sent to every socket of that user.
@@ -141,6 +210,7 @@ mod tests {
         let ok = serde_json::to_value(Ack::Ok(ClickAck {
             total: 3,
             you: None,
+            conversation: None,
         }))
         .unwrap();
         assert_eq!(ok, json!({"total": 3, "you": null}));

@@ -2,11 +2,14 @@
 //!
 //! Owns the namespace `/`: checks each handshake ([`session`]), greets each
 //! socket with the current state (`count`, `leaderboard`, and `me` for an
-//! identified user), turns `click` events into counter increments, and
-//! publishes changes: totals as `count`, per-user counts as `me` to that
-//! user's room, and the top list as `leaderboard`.
+//! identified user), turns `click` events into counter increments, hands
+//! conversation events to [`conversations`], and publishes changes: totals
+//! as `count`, per-user counts as `me` to that user's room, conversations'
+//! totals as `room_count` and their occupancy as `presence` to their rooms,
+//! and the top list as `leaderboard`.
 
 pub mod connections;
+pub mod conversations;
 pub mod detach;
 pub mod events;
 pub mod session;
@@ -19,10 +22,15 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 
+use crate::conversation::ConversationId;
 use crate::counter::leaderboard::Ranked;
-use crate::counter::{Changed, CounterKey};
+use crate::counter::{Changed, Changes, CounterKey};
 use crate::state::AppState;
-use events::{Ack, Args, CLICK, COUNT, ClickAck, Count, LEADERBOARD, ME, Me, REFRESH};
+use conversations::Refused;
+use events::{
+    Ack, Args, CLICK, COUNT, ClickAck, Count, LEADERBOARD, ME, Me, PRESENCE, Presence, REFRESH,
+    ROOM_COUNT, RoomCount,
+};
 use session::Identity;
 
 /// Registers the handlers of namespace `/`.
@@ -58,9 +66,14 @@ async fn on_connect(
 
     socket.on(CLICK, on_click);
     socket.on(REFRESH, session::on_refresh);
+    conversations::register(&socket);
     socket.on_disconnect(
-        async |socket: SocketRef, Extension(identity): Extension<Identity>| {
+        async |socket: SocketRef,
+               io: SocketIo,
+               State(state): State<AppState>,
+               Extension(identity): Extension<Identity>| {
             session::stop(&identity);
+            conversations::disconnected(&socket, &io, &state).await;
             tracing::debug!(sid = %socket.id, "socket disconnected");
         },
     );
@@ -74,14 +87,19 @@ async fn on_click(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    if let Err(reason) = check_click_args(args) {
-        tracing::debug!(sid = %socket.id, reason, "click refused");
-        // The client may not have asked for an ack; then there is nobody to tell.
-        ack.send(&Ack::<ClickAck>::error("bad_request", reason))
-            .ok();
-        return;
-    }
-    let click = match state.counters.click(identity.user.as_ref()) {
+    let room = match click_target(&socket, args) {
+        Ok(room) => room,
+        Err(refused) => {
+            tracing::debug!(sid = %socket.id, code = refused.code, "click refused");
+            // The client may not have asked for an ack; then there is nobody to tell.
+            ack.send(&refused.into_ack::<ClickAck>()).ok();
+            return;
+        }
+    };
+    let click = match state
+        .counters
+        .click_in(identity.user.as_ref(), room.as_ref())
+    {
         Ok(click) => click,
         Err(closed) => {
             // Shutdown has begun and the final flush may already be done:
@@ -91,48 +109,84 @@ async fn on_click(
             return;
         }
     };
+    let conversation = room.zip(click.room).map(|(room, total)| RoomCount {
+        conversation_id: room,
+        total,
+    });
     ack.send(&Ack::Ok(ClickAck {
         total: click.total,
         you: click.you,
+        conversation: conversation.clone(),
     }))
     .ok();
     if state.broadcast_interval.is_zero() {
-        let mut changed = vec![Changed {
+        let mut totals = vec![Changed {
             key: CounterKey::Global,
             total: click.total,
         }];
         if let (Some(user), Some(total)) = (identity.user, click.you) {
-            changed.push(Changed {
+            totals.push(Changed {
                 key: CounterKey::User(user),
                 total,
             });
         }
-        publish(&io, &changed).await;
+        if let Some(room) = conversation {
+            totals.push(Changed {
+                key: CounterKey::Room(room.conversation_id),
+                total: room.total,
+            });
+        }
+        publish(
+            &io,
+            &Changes {
+                totals,
+                presence: Vec::new(),
+            },
+        )
+        .await;
     }
 }
 
-/// A click carries no data. A single `{}` or `null` is accepted because some
-/// client libraries always send an argument; anything else is refused so a
-/// client with a mistaken payload learns about it instead of being counted.
-fn check_click_args(args: Result<Args, socketioxide::ParserError>) -> Result<(), &'static str> {
+/// Where a click counts: nowhere but the global total (and the user's) when
+/// it carries no data — a single `{}` or `null` is accepted because some
+/// client libraries always send an argument — or also in a conversation the
+/// socket has joined, given as `{"conversationId"}`. Anything else is
+/// refused so a client with a mistaken payload learns about it instead of
+/// being counted.
+fn click_target(
+    socket: &SocketRef,
+    args: Result<Args, socketioxide::ParserError>,
+) -> Result<Option<ConversationId>, Refused> {
+    let bad = |message: &str| Refused {
+        code: "bad_request",
+        message: message.to_string(),
+    };
     let Ok(Args(args)) = args else {
-        return Err("click payload could not be parsed");
+        return Err(bad("click payload could not be parsed"));
     };
     match args.as_slice() {
-        [] | [Value::Null] => Ok(()),
-        [Value::Object(map)] if map.is_empty() => Ok(()),
-        _ => Err("click takes no payload"),
+        [] | [Value::Null] => Ok(None),
+        [Value::Object(map)] if map.is_empty() => Ok(None),
+        [Value::Object(map)] if map.len() == 1 && map.contains_key("conversationId") => {
+            let room = conversations::conversation_id(map)?;
+            conversations::member_of(socket, &room)?;
+            Ok(Some(room))
+        }
+        _ => Err(bad(
+            r#"click takes no payload, or {"conversationId": "…"} to click in a conversation"#,
+        )),
     }
 }
 
-/// Publishes changed totals: the global one to everyone, a user's to that
-/// user's sockets. Each payload is serialised once for all its recipients.
-pub async fn publish(io: &SocketIo, changed: &[Changed]) {
+/// Publishes changes: the global total to everyone, a user's to that
+/// user's sockets, a conversation's total and occupancy to its members.
+/// Each payload is serialised once for all its recipients.
+pub async fn publish(io: &SocketIo, changes: &Changes) {
     // The namespace is gone once the server has closed; nobody is left to tell.
     let Some(everyone) = io.of("/") else {
         return;
     };
-    for change in changed {
+    for change in &changes.totals {
         let sent = match &change.key {
             CounterKey::Global => {
                 let count = Count {
@@ -151,11 +205,36 @@ pub async fn publish(io: &SocketIo, changed: &[Changed]) {
                     .emit(ME, &me)
                     .await
             }
+            CounterKey::Room(room) => {
+                let count = RoomCount {
+                    conversation_id: room.clone(),
+                    total: change.total,
+                };
+                everyone
+                    .clone()
+                    .to(room.to_string())
+                    .emit(ROOM_COUNT, &count)
+                    .await
+            }
         };
         if let Err(err) = sent {
             // A slow client whose buffer is full misses this update but will
             // get the next one, which carries the newer total.
             tracing::debug!(error = %err, key = %change.key, "broadcast incomplete");
+        }
+    }
+    for online in &changes.presence {
+        let presence = Presence {
+            conversation_id: online.room.clone(),
+            online: online.online,
+        };
+        if let Err(err) = everyone
+            .clone()
+            .to(online.room.to_string())
+            .emit(PRESENCE, &presence)
+            .await
+        {
+            tracing::debug!(error = %err, room = %online.room, "presence broadcast incomplete");
         }
     }
 }

@@ -6,6 +6,8 @@
 //! disconnected when it expires, after a `session_expired` event, unless the
 //! client sent `refresh` with a newer token for the same user in time.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Ack, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
 use crate::auth::{AuthError, AuthMode, time_until};
+use crate::conversation::ConversationId;
 use crate::identity::{HandshakeRequest, Refusal};
 use crate::state::AppState;
 use crate::user::Username;
@@ -30,6 +33,9 @@ pub struct Handshake {
 pub struct Identity {
     /// `None` for anonymous sockets.
     pub user: Option<Username>,
+    /// The token's `conversations` claim: when present, the only
+    /// conversations this socket may join.
+    pub conversations: Option<Arc<[ConversationId]>>,
     /// Present when the socket authenticated with a token.
     session: Option<TokenSession>,
 }
@@ -42,9 +48,10 @@ struct TokenSession {
     closed: CancellationToken,
 }
 
-/// The room every socket of one user joins, for `me` updates.
+/// The room every socket of one user joins, for `me` updates. The `/` can
+/// not appear in a conversation id, so no conversation shares this room.
 pub fn user_room(user: &Username) -> String {
-    format!("user:{}", user.folded())
+    format!("user/{}", user.folded())
 }
 
 /// Why a handshake was refused; the text is what the client receives in
@@ -79,6 +86,7 @@ pub async fn authenticate(
                 .await
                 .map(|user| Identity {
                     user,
+                    conversations: None,
                     session: None,
                 })
                 .map_err(HandshakeError::from)
@@ -110,6 +118,7 @@ fn identify(state: &AppState, handshake: Option<Handshake>) -> Result<Identity, 
         let session = state.auth.tokens.verify(&token)?;
         return Ok(Identity {
             user: Some(session.username),
+            conversations: session.conversations,
             session: Some(TokenSession {
                 expires_at: watch::Sender::new(session.expires_at),
                 closed: CancellationToken::new(),
@@ -120,10 +129,12 @@ fn identify(state: &AppState, handshake: Option<Handshake>) -> Result<Identity, 
         (AuthMode::Token, _) => Err(AuthError::Missing),
         (AuthMode::Open, Some(name)) => Ok(Identity {
             user: Some(Username::parse(&name).map_err(|_| AuthError::InvalidUsername)?),
+            conversations: None,
             session: None,
         }),
         (AuthMode::Open, None) => Ok(Identity {
             user: None,
+            conversations: None,
             session: None,
         }),
     }

@@ -8,8 +8,10 @@
 //!
 //! Every backend has the same tables with the same meaning: `counters`
 //! (the global total), `users` (the design's `users(id, username UNIQUE,
-//! user_count)`, unique regardless of case) and `flushes` (which batches
-//! were applied, so a retry is never counted twice).
+//! user_count)`, unique regardless of case), `conversations` (each
+//! conversation's click counter), `flushes` (which batches were applied, so
+//! a retry is never counted twice) and `messages` (chat history, written by
+//! [`Store::add_messages`] and read a page at a time).
 
 mod mysql;
 mod postgres;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::conversation::{Content, ConversationId, History, HistoryQuery, Message, MessageId};
 use crate::counter::{CounterKey, Delta};
 use crate::user::Username;
 
@@ -59,6 +62,8 @@ pub enum StoreError {
     UnknownCounter(String),
     #[error("count too large for the database: {0}")]
     Overflow(u64),
+    #[error("stored message {id} has an invalid {what}")]
+    CorruptMessage { id: String, what: String },
     #[error("the database answers but the last write of counts failed")]
     WritesFailing,
 }
@@ -104,8 +109,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// Durable home of the counts: the global total in `counters`, per-user
-/// counts in `users`, applied batches in `flushes`.
+/// Durable home of the counts — the global total in `counters`, per-user
+/// counts in `users`, conversations' counts in `conversations`, applied
+/// batches in `flushes` — and of chat messages, in `messages`.
 ///
 /// Implementations must make [`Store::add`] atomic (all deltas or none),
 /// additive (`value = value + delta`, so several server nodes can share one
@@ -121,6 +127,23 @@ pub trait Store: Send + Sync + 'static {
     /// Adds the batch's deltas in one transaction, unless it was applied
     /// before.
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError>;
+
+    /// Stores messages in one statement (so one commit for all of them):
+    /// all or none. A message whose id is already stored is skipped, so a
+    /// retried write never duplicates one.
+    async fn add_messages(&self, messages: &[Message]) -> Result<(), StoreError>;
+
+    /// A page of a conversation's history, oldest first (see
+    /// [`HistoryQuery`]).
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<History, StoreError>;
+
+    /// Deletes messages created before `before_ms` (milliseconds since the
+    /// epoch); returns how many.
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Answers when the database does; used by `/healthz`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -203,31 +226,40 @@ fn connect_error(url: &str, source: sqlx::Error) -> StoreError {
     }
 }
 
-/// The global amount and the users' `(name, amount)` rows of a batch.
-type Split<'a> = (Option<i64>, Vec<(&'a str, i64)>);
+/// A batch's deltas in bindable form: the global amount, each user's name
+/// and amount ordered by name regardless of case, and each conversation's
+/// id and amount ordered by id. The order is the same in every process, so
+/// two nodes flushing at once lock rows in the same order and cannot
+/// deadlock on each other.
+#[derive(Debug, Default)]
+struct Split<'a> {
+    global: Option<i64>,
+    users: Vec<(&'a str, i64)>,
+    rooms: Vec<(&'a str, i64)>,
+}
 
-/// A batch's deltas in bindable form: the global amount, and each user's
-/// name and amount, ordered by name regardless of case. The order is the
-/// same in every process, so two nodes flushing at once lock user rows in
-/// the same order and cannot deadlock on each other.
 fn split(deltas: &[Delta]) -> Result<Split<'_>, StoreError> {
     let mut global = None;
     let mut users = Vec::new();
+    let mut rooms = Vec::new();
     for delta in deltas {
         let amount = to_db(delta.amount)?;
         match &delta.key {
             CounterKey::Global => global = Some(amount),
             CounterKey::User(name) => users.push((name, amount)),
+            CounterKey::Room(room) => rooms.push((room.as_str(), amount)),
         }
     }
     users.sort_by(|a, b| a.0.cmp_folded(b.0));
-    Ok((
+    rooms.sort();
+    Ok(Split {
         global,
-        users
+        users: users
             .into_iter()
             .map(|(name, amount)| (name.as_str(), amount))
             .collect(),
-    ))
+        rooms,
+    })
 }
 
 /// Every stored total, read the same way from any backend's pool. Rows are
@@ -254,7 +286,117 @@ where
     while let Some((name, count)) = users.try_next().await? {
         totals.push((parse_username(&name)?, from_db(&name, count)?));
     }
+    drop(users);
+    let mut rooms =
+        sqlx::query_as::<_, (String, i64)>("SELECT id, clicks FROM conversations").fetch(pool);
+    while let Some((id, clicks)) = rooms.try_next().await? {
+        let room = ConversationId::parse(&id)
+            .map_err(|_| StoreError::UnknownCounter(format!("conversation {id:?}")))?;
+        totals.push((CounterKey::Room(room), from_db(&id, clicks)?));
+    }
     Ok(totals)
+}
+
+/// A stored message as its columns: id, conversation, username, content,
+/// created_at.
+type MessageRow = (String, String, String, String, i64);
+
+/// Most messages written by one statement: five bound values each, well
+/// under every backend's limit on bound parameters.
+pub const MAX_MESSAGES_PER_WRITE: usize = 1_000;
+
+/// Inserts messages in one multi-row statement; `on_conflict` is the
+/// backend's way of skipping an id already stored.
+async fn insert_messages<DB>(
+    pool: &sqlx::Pool<DB>,
+    messages: &[Message],
+    on_conflict: &str,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for chunk in messages.chunks(MAX_MESSAGES_PER_WRITE) {
+        let mut insert = sqlx::QueryBuilder::<DB>::new(
+            "INSERT INTO messages (id, conversation_id, username, content, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, message| {
+            row.push_bind(message.id.to_string())
+                .push_bind(message.conversation.as_str().to_string())
+                .push_bind(message.user.as_str().to_string())
+                .push_bind(message.content.as_str().to_string())
+                .push_bind(message.created_at);
+        });
+        insert.push(on_conflict);
+        insert.build().execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// A page of history, read the same way from any backend's pool. One more
+/// row than the limit is read to learn whether some were left out.
+async fn history_from<DB>(
+    pool: &sqlx::Pool<DB>,
+    conversation: &ConversationId,
+    query: HistoryQuery,
+) -> Result<History, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> MessageRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1);
+    let mut select = sqlx::QueryBuilder::<DB>::new(
+        "SELECT id, conversation_id, username, content, created_at FROM messages          WHERE conversation_id = ",
+    );
+    select.push_bind(conversation.as_str().to_string());
+    match query.since {
+        // Catch-up reads forward from the last message the client has.
+        Some(since) => {
+            select.push(" AND id > ");
+            select.push_bind(since.to_string());
+            select.push(" ORDER BY id ASC LIMIT ");
+        }
+        // The latest page reads backwards from the newest message.
+        None => {
+            select.push(" ORDER BY id DESC LIMIT ");
+        }
+    }
+    select.push_bind(limit + 1);
+    let rows: Vec<MessageRow> = select.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() > query.limit;
+    let mut messages = rows
+        .into_iter()
+        .take(query.limit)
+        .map(parse_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    if query.since.is_none() {
+        messages.reverse();
+    }
+    Ok(History { messages, more })
+}
+
+/// A stored message back from its columns.
+fn parse_message(
+    (id, conversation, user, content, created_at): MessageRow,
+) -> Result<Message, StoreError> {
+    let corrupt = |what: &str| StoreError::CorruptMessage {
+        id: id.clone(),
+        what: what.to_string(),
+    };
+    Ok(Message {
+        id: MessageId::parse(&id).map_err(|_| corrupt("id"))?,
+        conversation: ConversationId::parse(&conversation).map_err(|_| corrupt("conversation"))?,
+        user: Username::parse(&user).map_err(|_| corrupt("username"))?,
+        content: Content::parse(&content).map_err(|_| corrupt("content"))?,
+        created_at,
+    })
 }
 
 /// Answers when the database does.

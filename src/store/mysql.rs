@@ -12,9 +12,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::{ConnectOptions, QueryBuilder};
 
 use super::{
-    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, load_from, open_server_pool,
-    ping_on, split,
+    Applied, Batch, MAX_ROWS, Split, Store, StoreError, StoreOptions, history_from,
+    insert_messages, load_from, open_server_pool, ping_on, split,
 };
+use crate::conversation::{ConversationId, History, HistoryQuery, Message};
 use crate::counter::CounterKey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
@@ -50,7 +51,11 @@ impl Store for MySqlStore {
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let (global, users) = split(&batch.deltas)?;
+        let Split {
+            global,
+            users,
+            rooms,
+        } = split(&batch.deltas)?;
         let mut tx = self.pool.begin().await?;
         // Only a duplicate (node, seq) can be ignored here: both are plain
         // integers, so nothing else about this row can be refused.
@@ -81,6 +86,14 @@ impl Store for MySqlStore {
             upsert.push(" ON DUPLICATE KEY UPDATE user_count = user_count + VALUES(user_count)");
             upsert.build().execute(&mut *tx).await?;
         }
+        for chunk in rooms.chunks(MAX_ROWS) {
+            let mut upsert = QueryBuilder::new("INSERT INTO conversations (id, clicks) ");
+            upsert.push_values(chunk, |mut row, (id, amount)| {
+                row.push_bind(*id).push_bind(*amount);
+            });
+            upsert.push(" ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)");
+            upsert.build().execute(&mut *tx).await?;
+        }
         // Only this node's older rows, found by the primary key: a wider
         // delete would lock rows other nodes are writing (and deadlock).
         sqlx::query("DELETE FROM flushes WHERE node = ? AND seq < ?")
@@ -90,6 +103,28 @@ impl Store for MySqlStore {
             .await?;
         tx.commit().await?;
         Ok(Applied::Now)
+    }
+
+    async fn add_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
+        // Not INSERT IGNORE: that would also swallow a refused value. This
+        // clause changes nothing on a duplicate id.
+        insert_messages(&self.pool, messages, " ON DUPLICATE KEY UPDATE id = id").await
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<History, StoreError> {
+        history_from(&self.pool, conversation, query).await
+    }
+
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,8 +12,10 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::{
-    Applied, Batch, Store, StoreError, StoreOptions, load_from, open_server_pool, ping_on, split,
+    Applied, Batch, Split, Store, StoreError, StoreOptions, history_from, insert_messages,
+    load_from, open_server_pool, ping_on, split,
 };
+use crate::conversation::{ConversationId, History, HistoryQuery, Message};
 use crate::counter::CounterKey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -50,7 +52,11 @@ impl Store for PostgresStore {
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let (global, users) = split(&batch.deltas)?;
+        let Split {
+            global,
+            users,
+            rooms,
+        } = split(&batch.deltas)?;
         let mut tx = self.pool.begin().await?;
         let recorded =
             sqlx::query("INSERT INTO flushes (node, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -85,6 +91,19 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        if !rooms.is_empty() {
+            let (ids, amounts): (Vec<&str>, Vec<i64>) = rooms.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO conversations (id, clicks) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 clicks = conversations.clicks + excluded.clicks, updated_at = now()",
+            )
+            .bind(ids)
+            .bind(amounts)
+            .execute(&mut *tx)
+            .await?;
+        }
         // Only this node's older rows, found by the primary key: a wider
         // delete would lock rows other nodes are writing.
         sqlx::query("DELETE FROM flushes WHERE node = $1 AND seq < $2")
@@ -94,6 +113,26 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(Applied::Now)
+    }
+
+    async fn add_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
+        insert_messages(&self.pool, messages, " ON CONFLICT (id) DO NOTHING").await
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<History, StoreError> {
+        history_from(&self.pool, conversation, query).await
+    }
+
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -11,9 +11,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, SqlitePool};
 
 use super::{
-    Applied, Batch, MAX_ROWS, Store, StoreError, StoreOptions, connect_error, load_from, ping_on,
-    split,
+    Applied, Batch, MAX_ROWS, Split, Store, StoreError, StoreOptions, connect_error, history_from,
+    insert_messages, load_from, ping_on, split,
 };
+use crate::conversation::{ConversationId, History, HistoryQuery, Message};
 use crate::counter::CounterKey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -75,7 +76,11 @@ impl Store for SqliteStore {
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let (global, users) = split(&batch.deltas)?;
+        let Split {
+            global,
+            users,
+            rooms,
+        } = split(&batch.deltas)?;
         // The first statement writes, so the transaction takes the write
         // lock at once (waiting up to the busy timeout for another process)
         // instead of failing to upgrade a read snapshot later.
@@ -114,6 +119,17 @@ impl Store for SqliteStore {
             );
             upsert.build().execute(&mut *tx).await?;
         }
+        for chunk in rooms.chunks(MAX_ROWS) {
+            let mut upsert = QueryBuilder::new("INSERT INTO conversations (id, clicks) ");
+            upsert.push_values(chunk, |mut row, (id, amount)| {
+                row.push_bind(*id).push_bind(*amount);
+            });
+            upsert.push(
+                " ON CONFLICT (id) DO UPDATE SET clicks = clicks + excluded.clicks, \
+                 updated_at = CURRENT_TIMESTAMP",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
         // Only this node's older rows, found by the primary key.
         sqlx::query("DELETE FROM flushes WHERE node = ?1 AND seq < ?2")
             .bind(batch.node)
@@ -122,6 +138,26 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(Applied::Now)
+    }
+
+    async fn add_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
+        insert_messages(&self.pool, messages, " ON CONFLICT (id) DO NOTHING").await
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<History, StoreError> {
+        history_from(&self.pool, conversation, query).await
+    }
+
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < ?1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -344,10 +344,23 @@ impl TestClient {
     }
 
     pub async fn emit_with_ack(&self, event: &str, payload: Payload) -> Value {
+        self.try_emit_with_ack(event, payload, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no ack for `{event}` within {WAIT:?}"))
+    }
+
+    /// Emits and waits for the ack at most `limit`; `None` if it does not
+    /// come (the server is gone, say).
+    pub async fn try_emit_with_ack(
+        &self,
+        event: &str,
+        payload: Payload,
+        limit: Duration,
+    ) -> Option<Value> {
         let (tx, rx) = oneshot::channel();
         let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
         self.client
-            .emit_with_ack(event, payload, WAIT, move |payload, _| {
+            .emit_with_ack(event, payload, limit, move |payload, _| {
                 if let Some(tx) = tx.lock().unwrap().take() {
                     // rust_socketio hands over an ack's argument list as one array.
                     let args = first_value(&payload);
@@ -360,11 +373,8 @@ impl TestClient {
                 async {}.boxed()
             })
             .await
-            .expect("emit succeeds");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .unwrap_or_else(|_| panic!("no ack for `{event}` within {WAIT:?}"))
-            .expect("ack delivered")
+            .ok()?;
+        tokio::time::timeout(limit, rx).await.ok()?.ok()
     }
 
     /// The latest (largest) total received so far.
@@ -421,6 +431,36 @@ impl TestClient {
                 return Some(payload);
             }
         }
+    }
+
+    /// Every event received up to and including the first `name` whose
+    /// payload satisfies `matches`. Events on one connection arrive in the
+    /// order they were sent, so what came before a marker event is known to
+    /// be everything sent before it.
+    pub async fn events_until(
+        &mut self,
+        name: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Vec<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let (event, payload) = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no matching `{name}` within {WAIT:?}; saw {seen:?}"))
+                .expect("client alive");
+            let done = event == name && matches(&payload);
+            seen.push((event, payload));
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Emits `event` with one JSON argument and returns the ack.
+    pub async fn emit_json(&self, event: &str, payload: Value) -> Value {
+        self.emit_with_ack(event, Payload::Text(vec![payload]))
+            .await
     }
 
     pub async fn disconnect(self) {
@@ -506,6 +546,13 @@ impl ChildServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would: no shutdown code
+    /// runs.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the server can be killed");
+        self.child.wait().ok();
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status. The temporary

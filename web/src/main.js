@@ -2,14 +2,10 @@
 // a sparkline of clicks per second; sends clicks; signs users in by name.
 // Talks to the server with the official socket.io client.
 import { io } from 'socket.io-client';
+import { BASE, loadSession, requestToken, storeSession } from './session.js';
 
 const $ = (id) => document.getElementById(id);
-// Where tally is mounted: the directory this script was loaded from. The page
-// may be served at `/` or under a host application's prefix (`/tally/`), and
-// the API and Socket.IO live next to it either way.
-const BASE = new URL('.', document.currentScript?.src ?? location.href);
 const format = new Intl.NumberFormat();
-const SESSION_KEY = 'tally.session';
 // Renew a token this long before it expires, so the session never lapses.
 const RENEW_BEFORE_MS = 60_000;
 
@@ -78,42 +74,16 @@ function showHostUser(name) {
   $('me-name').textContent = name;
 }
 
-function loadSession() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(SESSION_KEY));
-    return saved && saved.username && saved.token ? saved : null;
-  } catch {
-    return null;
-  }
-}
-
 function saveSession(next) {
   const sameUser = next && session && next.username.toLowerCase() === session.username.toLowerCase();
   session = next;
-  if (next) localStorage.setItem(SESSION_KEY, JSON.stringify(next));
-  else localStorage.removeItem(SESSION_KEY);
+  storeSession(next);
   if (!sameUser) you.confirmed = you.optimistic = -1;
   $('you-line').hidden = !next;
   $('login').hidden = !!next;
   $('signed-in').hidden = !next;
   $('me-name').textContent = next ? next.username : '';
   scheduleRenewal();
-}
-
-/** Asks the server for a token for `username`; throws an Error with the server's message. */
-async function requestToken(username) {
-  const response = await fetch(new URL('api/session', BASE), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username }),
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = new Error(body?.error?.message ?? `HTTP ${response.status}`);
-    error.status = response.status;
-    throw error;
-  }
-  return body;
 }
 
 // Keeps the session alive: a fresh token, handed to the open socket with
@@ -260,3 +230,14 @@ $('logout').addEventListener('click', () => {
 });
 
 saveSession(session);
+
+// ---- Conversations -------------------------------------------------------
+$('open-conversation').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const id = $('conversation').value.trim();
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(id)) {
+    $('conversation-error').textContent = '1–64 characters: letters, digits, _ - . :';
+    return;
+  }
+  location.href = new URL(`c/${encodeURIComponent(id)}`, BASE).href;
+});

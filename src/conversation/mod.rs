@@ -1,0 +1,338 @@
+//! Conversations: what a conversation id and a chat message are, and the
+//! rules they follow.
+//!
+//! A conversation is a Socket.IO room with its own click counter (kept by
+//! [`crate::counter`]) and a history of messages (kept by [`crate::store`]).
+//! This module owns the values that cross those boundaries: [`ConversationId`],
+//! [`Content`] (a validated message body), [`Message`] (a stored message in
+//! the original design's schema), the group-commit writer that stores
+//! messages before anyone is told about them ([`log`]), the signed webhook
+//! that hands every stored message to a backend ([`webhook`]), and the
+//! background pruning of old messages ([`retention`]).
+
+pub mod log;
+pub mod retention;
+pub mod webhook;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::user::Username;
+
+/// The rule for conversation ids, in words, for error messages and docs.
+pub const CONVERSATION_RULE: &str =
+    "a conversation id is 1 to 64 characters of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`";
+
+/// Longest conversation id, in bytes (every allowed character is ASCII).
+pub const MAX_CONVERSATION_LEN: usize = 64;
+
+/// Longest message, in characters (Unicode scalar values) after trimming.
+pub const MAX_CONTENT_CHARS: usize = 2_000;
+
+/// A valid conversation id. Case-sensitive: `Team` and `team` are two
+/// conversations. One shared allocation, cheap to clone into rooms and maps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversationId(Arc<str>);
+
+/// Why a conversation id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid conversation id: {CONVERSATION_RULE}")]
+pub struct InvalidConversation;
+
+impl ConversationId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidConversation> {
+        let valid = (1..=MAX_CONVERSATION_LEN).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !valid {
+            return Err(InvalidConversation);
+        }
+        Ok(ConversationId(raw.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for ConversationId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// A message body that passed the rules: trimmed, 1 to 2,000 characters, no
+/// control characters except newline and tab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(String);
+
+/// Why a message body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidContent {
+    #[error("a message cannot be empty")]
+    Empty,
+    #[error("a message is at most {MAX_CONTENT_CHARS} characters")]
+    TooLong,
+    #[error("a message cannot contain control characters other than newline and tab")]
+    ControlCharacter,
+}
+
+impl Content {
+    pub fn parse(raw: &str) -> Result<Self, InvalidContent> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidContent::Empty);
+        }
+        // Counting stops one past the limit, so a megabyte of text costs no
+        // more to refuse than 2,001 characters.
+        if trimmed.chars().take(MAX_CONTENT_CHARS + 1).count() > MAX_CONTENT_CHARS {
+            return Err(InvalidContent::TooLong);
+        }
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(InvalidContent::ControlCharacter);
+        }
+        Ok(Content(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A time-ordered message id (UUIDv7): ids made later compare greater, in
+/// their text form too, so "newer than this id" is a plain comparison in
+/// every database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(Uuid);
+
+/// Why a message id was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid message id: expected a message's `messageId` (a UUID)")]
+pub struct InvalidMessageId;
+
+impl MessageId {
+    /// A new id for a message made now. uuid keeps ids made in the same
+    /// millisecond by this process in order, so one node's messages are
+    /// ordered exactly; several nodes' are ordered by their clocks.
+    pub fn now() -> Self {
+        MessageId(Uuid::now_v7())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidMessageId> {
+        Uuid::try_parse(raw)
+            .map(MessageId)
+            .map_err(|_| InvalidMessageId)
+    }
+
+    /// Milliseconds since the Unix epoch at which the id was made.
+    pub fn unix_ms(&self) -> i64 {
+        let (secs, nanos) = self
+            .0
+            .get_timestamp()
+            .map(|ts| ts.to_unix())
+            .unwrap_or_default();
+        // A UUIDv7 has 48 bits of milliseconds: this cannot overflow.
+        (secs * 1000 + u64::from(nanos / 1_000_000)) as i64
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lower-case hyphenated: the form stored, compared and sent.
+        write!(f, "{}", self.0.hyphenated())
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A stored chat message, serialised in the original design's schema:
+/// `{"type": "message", "conversationId", "userId", "content", "timestamp",
+/// "messageId"}`, where `userId` is the author's username and `timestamp` is
+/// ISO 8601 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation: ConversationId,
+    pub user: Username,
+    pub content: Content,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub created_at: i64,
+}
+
+impl Message {
+    /// A new message, stamped now.
+    pub fn new(conversation: ConversationId, user: Username, content: Content) -> Self {
+        let id = MessageId::now();
+        Message {
+            created_at: id.unix_ms(),
+            id,
+            conversation,
+            user,
+            content,
+        }
+    }
+
+    /// `created_at` as ISO 8601 UTC with milliseconds.
+    pub fn timestamp(&self) -> String {
+        iso_millis(self.created_at)
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Message", 6)?;
+        out.serialize_field("type", "message")?;
+        out.serialize_field("conversationId", &self.conversation)?;
+        out.serialize_field("userId", &self.user)?;
+        out.serialize_field("content", self.content.as_str())?;
+        out.serialize_field("timestamp", &self.timestamp())?;
+        out.serialize_field("messageId", &self.id)?;
+        out.end()
+    }
+}
+
+/// Formats milliseconds since the epoch as `2026-11-25T17:18:04.123Z`.
+pub fn iso_millis(unix_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A page of a conversation's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct History {
+    pub messages: Vec<Message>,
+    /// Whether messages in the asked range were left out: older ones before
+    /// the page when no `since` was given, newer ones after it otherwise.
+    pub more: bool,
+}
+
+/// Which part of a conversation's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages newer than this one, oldest first (a reconnecting
+    /// client's catch-up; ask again from the last one while `more`). Without
+    /// it, the latest messages.
+    pub since: Option<MessageId>,
+    /// Most messages in the page.
+    pub limit: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_follow_the_rule() {
+        for good in ["a", "coach:ada", "Team-1.2_x", &"x".repeat(64)] {
+            assert!(ConversationId::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "é", "a/b", "@ada", &"x".repeat(65), "a\n"] {
+            assert!(ConversationId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_ne!(
+            ConversationId::parse("Team").unwrap(),
+            ConversationId::parse("team").unwrap(),
+            "ids are case-sensitive"
+        );
+    }
+
+    #[test]
+    fn content_is_trimmed_and_checked() {
+        assert_eq!(Content::parse("  hi \n").unwrap().as_str(), "hi");
+        assert_eq!(
+            Content::parse("a\n\tb").unwrap().as_str(),
+            "a\n\tb",
+            "newline and tab are kept inside"
+        );
+        assert_eq!(Content::parse(" \n\t "), Err(InvalidContent::Empty));
+        assert_eq!(
+            Content::parse(&"é".repeat(2000))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            2000,
+            "the limit counts characters, not bytes"
+        );
+        assert_eq!(
+            Content::parse(&"x".repeat(2001)),
+            Err(InvalidContent::TooLong)
+        );
+        assert_eq!(
+            Content::parse("bell\u{7}"),
+            Err(InvalidContent::ControlCharacter)
+        );
+        assert_eq!(
+            Content::parse("a\u{0}b"),
+            Err(InvalidContent::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn message_ids_are_time_ordered_in_text_too() {
+        let ids: Vec<MessageId> = (0..1000).map(|_| MessageId::now()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(pair[0].to_string() < pair[1].to_string());
+        }
+        let parsed = MessageId::parse(&ids[0].to_string()).unwrap();
+        assert_eq!(parsed, ids[0]);
+        assert!(MessageId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn messages_serialise_in_the_design_schema() {
+        let message = Message {
+            id: MessageId::parse("01936a4e-7b2c-7000-8000-000000000001").unwrap(),
+            conversation: ConversationId::parse("coach:ada").unwrap(),
+            user: Username::parse("ada").unwrap(),
+            content: Content::parse("<b>hi</b>").unwrap(),
+            created_at: 1_732_550_284_123,
+        };
+        assert_eq!(
+            serde_json::to_value(&message).unwrap(),
+            serde_json::json!({
+                "type": "message",
+                "conversationId": "coach:ada",
+                "userId": "ada",
+                "content": "<b>hi</b>",
+                "timestamp": "2024-11-25T15:58:04.123Z",
+                "messageId": "01936a4e-7b2c-7000-8000-000000000001",
+            })
+        );
+        let now = Message::new(
+            message.conversation.clone(),
+            message.user.clone(),
+            message.content.clone(),
+        );
+        assert!((now.created_at - now_ms()).abs() < 5_000);
+        assert!(now.timestamp().ends_with('Z') && now.timestamp().len() == 24);
+    }
+}

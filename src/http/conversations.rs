@@ -1,0 +1,163 @@
+//! The backend's side of conversations: `GET /api/conversations/{id}` reads
+//! a conversation and `POST /api/conversations/{id}/messages` posts to it,
+//! both with `Authorization: Bearer <--api-key>`. With them (and the
+//! message webhook) a bot or an AI assistant converses without holding a
+//! socket. Without `--api-key` both answer 404, as if they did not exist.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use socketioxide::SocketIo;
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::conversation::{ConversationId, HistoryQuery, Message, MessageId};
+use crate::realtime::conversations::{Refused, content, deliver};
+use crate::state::AppState;
+use crate::user::Username;
+
+/// Checks the bearer key. Both sides are hashed first, so the comparison
+/// takes the same time whatever the key's length and however much of it a
+/// guess gets right.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = &state.api_key else {
+        return Err(ApiError::NotFound);
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let expected = Sha256::digest(key.as_bytes());
+    let presented = Sha256::digest(presented.trim().as_bytes());
+    if bool::from(expected.ct_eq(&presented)) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn conversation(raw: &str) -> Result<ConversationId, ApiError> {
+    ConversationId::parse(raw).map_err(|err| ApiError::Invalid {
+        code: "invalid_conversation",
+        message: err.to_string(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A conversation as the backend reads it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationView {
+    conversation_id: ConversationId,
+    total: u64,
+    online: u64,
+    messages: Vec<Message>,
+    more: bool,
+}
+
+/// `GET /api/conversations/{id}?since=<messageId>&limit=N`: the
+/// conversation's total, sockets online and a page of history (the latest
+/// messages, or those after `since`; `limit` defaults to and is at most
+/// `--history-size`).
+pub async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<ConversationView>, ApiError> {
+    authorize(&state, &headers)?;
+    let room = conversation(&id)?;
+    let Query(query) = query.map_err(|_| ApiError::Invalid {
+        code: "invalid_query",
+        message: format!(
+            "limit must be a whole number from 1 to {}",
+            state.history_size
+        ),
+    })?;
+    let limit = match query.limit {
+        None => state.history_size,
+        Some(limit) if (1..=state.history_size).contains(&limit) => limit,
+        Some(_) => {
+            return Err(ApiError::Invalid {
+                code: "invalid_query",
+                message: format!("limit must be from 1 to {}", state.history_size),
+            });
+        }
+    };
+    let since = query
+        .since
+        .map(|raw| MessageId::parse(&raw))
+        .transpose()
+        .map_err(|err| ApiError::Invalid {
+            code: "invalid_query",
+            message: err.to_string(),
+        })?;
+    let history = state
+        .store
+        .history(&room, HistoryQuery { since, limit })
+        .await?;
+    Ok(Json(ConversationView {
+        total: state.counters.room_total(&room),
+        online: state.counters.online(&room),
+        conversation_id: room,
+        messages: history.messages,
+        more: history.more,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostRequest {
+    user_id: String,
+    content: String,
+}
+
+/// `POST /api/conversations/{id}/messages {"userId", "content"}`: stores
+/// the message and sends it to the conversation's sockets; answers `201`
+/// with the message as the room received it.
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(io): Extension<SocketIo>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<PostRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Message>), ApiError> {
+    authorize(&state, &headers)?;
+    let room = conversation(&id)?;
+    let Json(request) = body.map_err(|rejection| ApiError::Invalid {
+        code: "invalid_payload",
+        message: format!(
+            "expected a JSON body {{\"userId\": \"…\", \"content\": \"…\"}}: {}",
+            rejection.body_text()
+        ),
+    })?;
+    let user = Username::parse(&request.user_id).map_err(|_| ApiError::InvalidUsername)?;
+    let content = content(&request.content).map_err(refused)?;
+    let message = deliver(&io, &state, Message::new(room, user, content))
+        .await
+        .map_err(refused)?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// The HTTP form of a refusal shared with the socket events.
+fn refused(refused: Refused) -> ApiError {
+    match refused.code {
+        "shutting_down" | "unavailable" => ApiError::Unavailable {
+            code: refused.code,
+            message: refused.message,
+        },
+        code => ApiError::Invalid {
+            code,
+            message: refused.message,
+        },
+    }
+}

@@ -1,0 +1,391 @@
+//! Conversation events of namespace `/`: `join_conversation`,
+//! `leave_conversation`, `message` and `typing`, and the membership every
+//! socket keeps.
+//!
+//! A conversation is the Socket.IO room named by its id. Joining answers
+//! with the conversation's state and history; a message is stored (see
+//! [`crate::conversation::log`]) before it is sent to the room and
+//! acknowledged. Presence (sockets in the room) is counted by
+//! [`crate::counter::Counters`] and published by the coalescer with the
+//! totals. Every refusal is an ack `{"error": {"code", "message"}}`; none
+//! disconnects the socket or counts anything.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use super::events::{
+    Ack, Args, Done, JOIN_CONVERSATION, Joined, LEAVE_CONVERSATION, MESSAGE, Posted, TYPING, Typing,
+};
+use super::session::Identity;
+use crate::conversation::log::AppendError;
+use crate::conversation::{
+    Content, ConversationId, HistoryQuery, InvalidContent, Message, MessageId,
+};
+use crate::state::AppState;
+
+/// Most conversations one socket may be in at once.
+pub const MAX_CONVERSATIONS_PER_SOCKET: usize = 100;
+
+/// The conversations a socket is in, kept in its extensions so that a
+/// disconnect can tell each of them it left.
+#[derive(Debug, Default)]
+pub struct Memberships(Mutex<HashSet<ConversationId>>);
+
+impl Memberships {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationId>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn contains(&self, room: &ConversationId) -> bool {
+        self.lock().contains(room)
+    }
+
+    /// Every conversation, emptying the set (the socket is gone).
+    pub fn take_all(&self) -> Vec<ConversationId> {
+        self.lock().drain().collect()
+    }
+}
+
+/// A refused event: the ack's `code` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_ack<T>(self) -> Ack<T> {
+        Ack::error(self.code, self.message)
+    }
+}
+
+/// Registers the conversation events on a new socket.
+pub fn register(socket: &SocketRef) {
+    socket.extensions.insert(Arc::new(Memberships::default()));
+    socket.on(JOIN_CONVERSATION, on_join);
+    socket.on(LEAVE_CONVERSATION, on_leave);
+    socket.on(MESSAGE, on_message);
+    socket.on(TYPING, on_typing);
+}
+
+/// Tells every conversation of a disconnected socket that it left.
+pub async fn disconnected(socket: &SocketRef, io: &SocketIo, state: &AppState) {
+    let Some(memberships) = socket.extensions.get::<Arc<Memberships>>() else {
+        return;
+    };
+    for room in memberships.take_all() {
+        state.counters.leave(&room);
+    }
+    publish_presence_now(io, state).await;
+}
+
+/// The single object argument of a conversation event.
+pub fn object(
+    args: Result<Args, socketioxide::ParserError>,
+) -> Result<Map<String, Value>, Refused> {
+    match args {
+        Ok(Args(mut args)) if args.len() == 1 => match args.pop() {
+            Some(Value::Object(map)) => Ok(map),
+            _ => Err(not_an_object()),
+        },
+        _ => Err(not_an_object()),
+    }
+}
+
+fn not_an_object() -> Refused {
+    Refused::new(
+        "invalid_payload",
+        r#"expected one object, e.g. {"conversationId": "…"}"#,
+    )
+}
+
+/// The `conversationId` field, valid.
+pub fn conversation_id(payload: &Map<String, Value>) -> Result<ConversationId, Refused> {
+    match payload.get("conversationId") {
+        Some(Value::String(raw)) => ConversationId::parse(raw)
+            .map_err(|err| Refused::new("invalid_conversation", err.to_string())),
+        Some(_) => Err(Refused::new(
+            "invalid_payload",
+            "conversationId must be a string",
+        )),
+        None => Err(Refused::new("invalid_payload", "conversationId is missing")),
+    }
+}
+
+/// Refuses sockets that have not joined `room`.
+pub fn member_of(socket: &SocketRef, room: &ConversationId) -> Result<(), Refused> {
+    let joined = socket
+        .extensions
+        .get::<Arc<Memberships>>()
+        .is_some_and(|memberships| memberships.contains(room));
+    if joined {
+        Ok(())
+    } else {
+        Err(Refused::new(
+            "not_a_member",
+            format!("join conversation {room} first"),
+        ))
+    }
+}
+
+async fn on_join(
+    socket: SocketRef,
+    io: SocketIo,
+    ack: AckSender,
+    TryData(args): TryData<Args>,
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) {
+    let answer = match join(&socket, &io, &state, &identity, args).await {
+        Ok(joined) => Ack::Ok(joined),
+        Err(refused) => refused.into_ack(),
+    };
+    ack.send(&answer).ok();
+}
+
+async fn join(
+    socket: &SocketRef,
+    io: &SocketIo,
+    state: &AppState,
+    identity: &Identity,
+    args: Result<Args, socketioxide::ParserError>,
+) -> Result<Joined, Refused> {
+    let payload = object(args)?;
+    let room = conversation_id(&payload)?;
+    let since = match payload.get("since") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) => Some(
+            MessageId::parse(raw)
+                .map_err(|err| Refused::new("invalid_payload", err.to_string()))?,
+        ),
+        Some(_) => {
+            return Err(Refused::new(
+                "invalid_payload",
+                "since must be a messageId string",
+            ));
+        }
+    };
+    if let Some(allowed) = &identity.conversations
+        && !allowed.contains(&room)
+    {
+        return Err(Refused::new(
+            "forbidden",
+            format!("this session may not join conversation {room}"),
+        ));
+    }
+    let memberships = socket
+        .extensions
+        .get::<Arc<Memberships>>()
+        .ok_or_else(|| Refused::new("internal", "no membership record"))?;
+    let entered = {
+        let mut joined = memberships.lock();
+        if joined.contains(&room) {
+            false
+        } else if joined.len() >= MAX_CONVERSATIONS_PER_SOCKET {
+            return Err(Refused::new(
+                "too_many_conversations",
+                format!(
+                    "a connection can be in at most {MAX_CONVERSATIONS_PER_SOCKET} conversations"
+                ),
+            ));
+        } else {
+            joined.insert(room.clone());
+            true
+        }
+    };
+    if entered {
+        // Joined before the history is read: a message stored in between
+        // arrives live and may be in the history too (clients keep one copy
+        // per messageId), but none falls in a gap between the two.
+        socket.join(room.to_string());
+        state.counters.enter(&room);
+        publish_presence_now(io, state).await;
+    }
+    let history = state
+        .store
+        .history(
+            &room,
+            HistoryQuery {
+                since,
+                limit: state.history_size,
+            },
+        )
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, %room, "reading history failed");
+            Refused::new(
+                "unavailable",
+                "the history could not be read; try joining again",
+            )
+        })?;
+    Ok(Joined {
+        total: state.counters.room_total(&room),
+        online: state.counters.online(&room),
+        conversation_id: room,
+        history: history.messages,
+        more: history.more,
+    })
+}
+
+async fn on_leave(
+    socket: SocketRef,
+    io: SocketIo,
+    ack: AckSender,
+    TryData(args): TryData<Args>,
+    State(state): State<AppState>,
+) {
+    let answer = match object(args).and_then(|payload| conversation_id(&payload)) {
+        Ok(room) => {
+            let left = socket
+                .extensions
+                .get::<Arc<Memberships>>()
+                .is_some_and(|memberships| memberships.lock().remove(&room));
+            // Leaving a conversation one is not in is not an error.
+            if left {
+                socket.leave(room.to_string());
+                state.counters.leave(&room);
+                publish_presence_now(&io, &state).await;
+            }
+            Ack::Ok(Done { ok: true })
+        }
+        Err(refused) => refused.into_ack(),
+    };
+    ack.send(&answer).ok();
+}
+
+async fn on_message(
+    socket: SocketRef,
+    io: SocketIo,
+    ack: AckSender,
+    TryData(args): TryData<Args>,
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) {
+    let answer = match post(&socket, &io, &state, &identity, args).await {
+        Ok(posted) => Ack::Ok(posted),
+        Err(refused) => {
+            tracing::debug!(sid = %socket.id, code = refused.code, "message refused");
+            refused.into_ack()
+        }
+    };
+    ack.send(&answer).ok();
+}
+
+async fn post(
+    socket: &SocketRef,
+    io: &SocketIo,
+    state: &AppState,
+    identity: &Identity,
+    args: Result<Args, socketioxide::ParserError>,
+) -> Result<Posted, Refused> {
+    let payload = object(args)?;
+    let room = conversation_id(&payload)?;
+    let Some(user) = identity.user.clone() else {
+        return Err(Refused::new(
+            "login_required",
+            "sign in to post messages (anonymous connections may only read)",
+        ));
+    };
+    member_of(socket, &room)?;
+    let content = match payload.get("content") {
+        Some(Value::String(raw)) => content(raw)?,
+        Some(_) => return Err(Refused::new("invalid_payload", "content must be a string")),
+        None => return Err(Refused::new("invalid_payload", "content is missing")),
+    };
+    let message = deliver(io, state, Message::new(room, user, content)).await?;
+    Ok(Posted {
+        message_id: message.id,
+        timestamp: message.timestamp(),
+    })
+}
+
+/// A message body under the rules, or the refusal the client gets.
+pub fn content(raw: &str) -> Result<Content, Refused> {
+    Content::parse(raw).map_err(|err| match err {
+        InvalidContent::TooLong => Refused::new("too_long", err.to_string()),
+        InvalidContent::Empty | InvalidContent::ControlCharacter => {
+            Refused::new("invalid_payload", err.to_string())
+        }
+    })
+}
+
+/// Stores a message, then sends it to its conversation's room. Shared by
+/// sockets and the backend's HTTP endpoint.
+pub async fn deliver(
+    io: &SocketIo,
+    state: &AppState,
+    message: Message,
+) -> Result<Message, Refused> {
+    let message = state
+        .messages
+        .append(message)
+        .await
+        .map_err(|err| match err {
+            AppendError::Closed => Refused::new("shutting_down", err.to_string()),
+            AppendError::Store => Refused::new("unavailable", err.to_string()),
+        })?;
+    if let Some(everyone) = io.of("/")
+        && let Err(err) = everyone
+            .to(message.conversation.to_string())
+            .emit(MESSAGE, &message)
+            .await
+    {
+        // Stored, so a member that missed it gets it in its next catch-up.
+        tracing::debug!(error = %err, "message broadcast incomplete");
+    }
+    Ok(message)
+}
+
+async fn on_typing(
+    socket: SocketRef,
+    ack: AckSender,
+    TryData(args): TryData<Args>,
+    Extension(identity): Extension<Identity>,
+) {
+    let answer = (|| {
+        let payload = object(args)?;
+        let room = conversation_id(&payload)?;
+        let Some(user) = identity.user.clone() else {
+            return Err(Refused::new("login_required", "sign in to be seen typing"));
+        };
+        member_of(&socket, &room)?;
+        Ok((room, user))
+    })();
+    match answer {
+        Ok((room, user)) => {
+            let typing = Typing {
+                conversation_id: room,
+                user_id: user,
+            };
+            // Volatile: a member whose buffer is full simply misses it.
+            socket
+                .to(typing.conversation_id.to_string())
+                .emit(TYPING, &typing)
+                .await
+                .ok();
+            ack.send(&Ack::Ok(Done { ok: true })).ok();
+        }
+        Err(refused) => {
+            ack.send(&refused.into_ack::<Done>()).ok();
+        }
+    }
+}
+
+/// With `--broadcast-interval 0` there is no coalescer: presence changes
+/// are published at once, like counts.
+async fn publish_presence_now(io: &SocketIo, state: &AppState) {
+    if state.broadcast_interval.is_zero() {
+        super::publish(io, &state.counters.take_changes()).await;
+    }
+}

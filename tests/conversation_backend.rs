@@ -1,0 +1,413 @@
+//! The backend's side of conversations: the HTTP endpoints a bot or an AI
+//! assistant uses with `--api-key`, the signed message webhook (against a
+//! local receiver that fails, then recovers), and that an acknowledged
+//! message survives SIGKILL.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::{ChildServer, TempDb, TestClient, TestServer, TransportType, WAIT};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tally::config::Secret;
+use tokio::sync::mpsc;
+
+const KEY: &str = "test-api-key-0123456789";
+
+async fn connect_as(url: &str, username: &str) -> TestClient {
+    TestClient::connect_as(
+        url,
+        TransportType::Websocket,
+        json!({ "username": username }),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{username} connects: {err}"))
+}
+
+fn api(server: &TestServer, path: &str) -> String {
+    format!("{}/api/conversations/{path}", server.url())
+}
+
+#[tokio::test]
+async fn without_an_api_key_the_backend_endpoints_do_not_exist() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let read = http
+        .get(api(&server, "c"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 404);
+    let post = http
+        .post(api(&server, "c/messages"))
+        .bearer_auth(KEY)
+        .json(&json!({"userId": "bot", "content": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 404);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_posts_and_reads_with_the_right_key_only() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.api_key = Some(Secret(KEY.into()));
+    let server = TestServer::start(config).await;
+    let mut ada = connect_as(&server.url(), "ada").await;
+    ada.emit_json("join_conversation", json!({"conversationId": "coach:ada"}))
+        .await;
+    let http = reqwest::Client::new();
+    let body = json!({"userId": "coach", "content": "How was your run?"});
+
+    for auth in [None, Some("wrong-key-wrong-key"), Some("")] {
+        let mut request = http.post(api(&server, "coach:ada/messages")).json(&body);
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "key {auth:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "unauthorized");
+        let read = http.get(api(&server, "coach:ada")).send().await.unwrap();
+        assert_eq!(read.status(), 401);
+    }
+
+    let response = http
+        .post(api(&server, "coach:ada/messages"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let posted: Value = response.json().await.unwrap();
+    assert_eq!(posted["type"], "message");
+    assert_eq!(posted["userId"], "coach");
+    assert_eq!(posted["conversationId"], "coach:ada");
+    let live = ada
+        .wait_for_event("message", |m| m["messageId"] == posted["messageId"])
+        .await;
+    assert_eq!(
+        live, posted,
+        "the room receives what the backend was answered"
+    );
+
+    let reply = ada
+        .emit_json(
+            "message",
+            json!({"conversationId": "coach:ada", "content": "Great, 10k!"}),
+        )
+        .await;
+    let read: Value = http
+        .get(api(&server, "coach:ada"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["conversationId"], "coach:ada");
+    assert_eq!(read["online"], 1);
+    assert_eq!(read["total"], 0);
+    assert_eq!(read["more"], false);
+    let ids: Vec<&Value> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["messageId"])
+        .collect();
+    assert_eq!(ids, [&posted["messageId"], &reply["messageId"]]);
+    let since: Value = http
+        .get(format!(
+            "{}?since={}&limit=1",
+            api(&server, "coach:ada"),
+            posted["messageId"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(since["messages"][0]["content"], "Great, 10k!");
+
+    // Invalid input: 422 with the reason's code.
+    let cases = [
+        (
+            "coach:ada/messages",
+            json!({"userId": "coach", "content": ""}),
+            "invalid_payload",
+        ),
+        (
+            "coach:ada/messages",
+            json!({"userId": "coach", "content": "x".repeat(2001)}),
+            "too_long",
+        ),
+        (
+            "coach:ada/messages",
+            json!({"userId": "not a name", "content": "hi"}),
+            "invalid_username",
+        ),
+        (
+            "coach:ada/messages",
+            json!({"content": "hi"}),
+            "invalid_payload",
+        ),
+        (
+            "bad%20id/messages",
+            json!({"userId": "coach", "content": "hi"}),
+            "invalid_conversation",
+        ),
+    ];
+    for (path, body, code) in cases {
+        let response = http
+            .post(api(&server, path))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{path} {body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{path} {body}");
+    }
+    let too_many = http
+        .get(format!("{}?limit=51", api(&server, "coach:ada")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_many.status(), 422);
+
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+/// One delivery as the receiver saw it.
+struct Delivery {
+    signature: String,
+    body: Bytes,
+}
+
+/// A webhook receiver on port 0 that answers 500 to its first `failures`
+/// requests and 200 after that, and reports every request it got.
+async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<(StatusCode, Delivery)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            let seen = seen.clone();
+            async move {
+                let status = if seen.fetch_add(1, Ordering::SeqCst) < failures {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
+                let signature = headers
+                    .get("x-tally-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                tx.send((status, Delivery { signature, body })).ok();
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn every_stored_message_reaches_the_webhook_signed_even_after_failures() {
+    let (url, mut deliveries) = receiver(2).await;
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.message_webhook = Some(url.parse().unwrap());
+    config.webhook_secret = Some(Secret("webhook-secret".into()));
+    config.api_key = Some(Secret(KEY.into()));
+    let server = TestServer::start(config).await;
+    let ada = connect_as(&server.url(), "ada").await;
+    ada.emit_json("join_conversation", json!({"conversationId": "c"}))
+        .await;
+    let ack = ada
+        .emit_json(
+            "message",
+            json!({"conversationId": "c", "content": "deliver me"}),
+        )
+        .await;
+
+    // Two refusals, then the same signed body accepted.
+    let mut bodies = Vec::new();
+    for expected in [500, 500, 200] {
+        let (status, delivery) = tokio::time::timeout(WAIT, deliveries.recv())
+            .await
+            .expect("the webhook is called again after a failure")
+            .unwrap();
+        assert_eq!(status.as_u16(), expected);
+        assert_eq!(
+            delivery.signature,
+            sign("webhook-secret", &delivery.body),
+            "signed over the raw body"
+        );
+        bodies.push(delivery.body);
+    }
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+    let delivered: Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(delivered["messageId"], ack["messageId"]);
+    assert_eq!(delivered["content"], "deliver me");
+    assert_eq!(delivered["type"], "message");
+
+    // A message the backend posts over HTTP is delivered too (the bot sees
+    // its own messages and is expected to skip them by userId).
+    reqwest::Client::new()
+        .post(format!("{}/api/conversations/c/messages", server.url()))
+        .bearer_auth(KEY)
+        .json(&json!({"userId": "bot", "content": "from the bot"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let (_, delivery) = tokio::time::timeout(WAIT, deliveries.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let delivered: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(delivered["userId"], "bot");
+
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_slow_the_chat() {
+    // A receiver that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.message_webhook = Some(url.parse().unwrap());
+    config.webhook_secret = Some(Secret("s".into()));
+    let server = TestServer::start(config).await;
+    let mut ada = connect_as(&server.url(), "ada").await;
+    ada.emit_json("join_conversation", json!({"conversationId": "c"}))
+        .await;
+    // Every message is acknowledged and delivered to the room while the
+    // webhook's first delivery hangs (its timeout is 10 s, longer than the
+    // whole test's wait for these acks).
+    for i in 0..20 {
+        let ack = ada
+            .emit_json(
+                "message",
+                json!({"conversationId": "c", "content": format!("m{i}")}),
+            )
+            .await;
+        ada.wait_for_event("message", |m| m["messageId"] == ack["messageId"])
+            .await;
+    }
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_acknowledged_message_survives_sigkill() {
+    let db = TempDb::new();
+    let url = db.url();
+    let mut server = ChildServer::start(&["--addr", "127.0.0.1:0", "--database-url", &url], &[]);
+    let poster = connect_as(&server.url, "ada").await;
+    poster
+        .emit_json("join_conversation", json!({"conversationId": "crash"}))
+        .await;
+    let (acked_tx, mut acked) = mpsc::unbounded_channel();
+    let posting = tokio::spawn(async move {
+        for i in 0.. {
+            let ack = poster
+                .try_emit_with_ack(
+                    "message",
+                    rust_socketio::Payload::Text(vec![
+                        json!({"conversationId": "crash", "content": format!("m{i}")}),
+                    ]),
+                    Duration::from_secs(2),
+                )
+                .await;
+            match ack.and_then(|ack| ack["messageId"].as_str().map(str::to_string)) {
+                Some(id) => acked_tx.send(id).ok(),
+                None => break,
+            };
+        }
+    });
+    // Kill mid-stream, once a good number of messages were acknowledged.
+    let mut ids = Vec::new();
+    while ids.len() < 100 {
+        ids.push(
+            tokio::time::timeout(WAIT, acked.recv())
+                .await
+                .expect("messages are acknowledged")
+                .unwrap(),
+        );
+    }
+    server.kill();
+    posting.await.unwrap();
+    while let Ok(id) = acked.try_recv() {
+        ids.push(id);
+    }
+
+    let server = ChildServer::start(&["--addr", "127.0.0.1:0", "--database-url", &url], &[]);
+    let reader = connect_as(&server.url, "bob").await;
+    let mut stored = Vec::new();
+    // The nil UUID is older than every message: read from the start.
+    let mut since = json!("00000000-0000-0000-0000-000000000000");
+    loop {
+        let ack = reader
+            .emit_json(
+                "join_conversation",
+                json!({"conversationId": "crash", "since": since}),
+            )
+            .await;
+        let page = ack["history"].as_array().unwrap();
+        stored.extend(
+            page.iter()
+                .map(|m| m["messageId"].as_str().unwrap().to_string()),
+        );
+        if ack["more"] == false {
+            break;
+        }
+        since = page.last().unwrap()["messageId"].clone();
+    }
+    for id in &ids {
+        assert!(stored.contains(id), "acknowledged message {id} was lost");
+    }
+    assert!(stored.len() >= ids.len());
+    reader.disconnect().await;
+}

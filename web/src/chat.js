@@ -1,0 +1,192 @@
+// The conversation page (<mount>/c/<id>): the conversation's counter and
+// button, the global total, who is online, and the chat with its history,
+// typing indicator and catch-up after a reconnect. Messages are user input
+// and are only ever inserted as text.
+import { io } from 'socket.io-client';
+import { BASE, loadSession, requestToken, storeSession } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+const format = new Intl.NumberFormat();
+const conversationId = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() ?? '');
+const TYPING_SHOWN_MS = 3000;
+const TYPING_EVERY_MS = 1500;
+
+document.title = `tally · ${conversationId}`;
+$('conversation-name').textContent = conversationId;
+
+// ---- Counts (monotonic: keep the largest seen) ---------------------------
+const counts = { room: -1, global: -1 };
+function show(which, value) {
+  if (typeof value !== 'number' || value <= counts[which]) return;
+  counts[which] = value;
+  $(which === 'room' ? 'room-total' : 'global').textContent = format.format(value);
+}
+
+// ---- Session -------------------------------------------------------------
+let session = loadSession();
+function setSession(next) {
+  session = next;
+  storeSession(next);
+  $('login').hidden = !!next;
+  $('signed-in').hidden = !next;
+  $('compose').hidden = !next;
+  $('me-name').textContent = next ? next.username : '';
+}
+
+// ---- Messages ------------------------------------------------------------
+const seen = new Set();
+let lastId = null;
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+function addMessage(message) {
+  if (!message || message.conversationId !== conversationId || seen.has(message.messageId)) return;
+  seen.add(message.messageId);
+  const li = document.createElement('li');
+  li.dataset.messageId = message.messageId;
+  const author = document.createElement('span');
+  author.className = 'author';
+  author.textContent = message.userId;
+  const time = document.createElement('time');
+  time.className = 'time';
+  time.dateTime = message.timestamp;
+  time.textContent = timeFormat.format(new Date(message.timestamp));
+  const content = document.createElement('p');
+  content.className = 'content';
+  content.textContent = message.content;
+  li.append(author, time, content);
+  // Ids are time-ordered: insert in order even if a live message overtook
+  // the history page that holds an older one.
+  const list = $('messages');
+  const after = [...list.children].find((other) => other.dataset.messageId > message.messageId);
+  list.insertBefore(li, after ?? null);
+  if (!lastId || message.messageId > lastId) lastId = message.messageId;
+  list.scrollTop = list.scrollHeight;
+  clearTyping(message.userId);
+}
+
+// ---- Typing indicator ----------------------------------------------------
+const typing = new Map();
+function renderTyping() {
+  const names = [...typing.keys()];
+  $('typing').textContent =
+    names.length === 0 ? '' : `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…`;
+}
+function clearTyping(name) {
+  clearTimeout(typing.get(name));
+  typing.delete(name);
+  renderTyping();
+}
+
+// ---- Connection ----------------------------------------------------------
+function setStatus(state) {
+  $('status').dataset.state = state;
+  $('status').textContent = state;
+}
+
+const socket = io({
+  path: `${BASE.pathname}socket.io/`,
+  auth: (send) => send(session ? { token: session.token } : {}),
+});
+
+/** Joins (or re-joins after a reconnect) and catches up on what was missed, a page at a time. */
+async function join() {
+  for (;;) {
+    const ack = await socket.emitWithAck('join_conversation', lastId ? { conversationId, since: lastId } : { conversationId });
+    if (ack?.error) {
+      setStatus(ack.error.message);
+      return;
+    }
+    show('room', ack.total);
+    $('online').textContent = format.format(ack.online);
+    const firstPage = !lastId;
+    ack.history.forEach(addMessage);
+    if (firstPage) $('history-more').hidden = !ack.more;
+    if (firstPage || !ack.more) break;
+  }
+  setStatus('connected');
+}
+
+socket.on('connect', join);
+socket.on('disconnect', (reason) => {
+  setStatus('reconnecting');
+  if (reason === 'io server disconnect') socket.connect();
+});
+socket.on('connect_error', async () => {
+  if (socket.active) return setStatus('reconnecting');
+  // A refused token: get a fresh one for the same name, or go anonymous.
+  if (session) {
+    try {
+      setSession(await requestToken(session.username));
+    } catch {
+      setSession(null);
+    }
+    socket.connect();
+  } else {
+    setStatus('sign-in required');
+  }
+});
+socket.on('count', (msg) => show('global', msg?.total));
+socket.on('room_count', (msg) => msg?.conversationId === conversationId && show('room', msg.total));
+socket.on('presence', (msg) => {
+  if (msg?.conversationId === conversationId) $('online').textContent = format.format(msg.online);
+});
+socket.on('message', addMessage);
+socket.on('typing', (msg) => {
+  if (msg?.conversationId !== conversationId) return;
+  clearTimeout(typing.get(msg.userId));
+  typing.set(msg.userId, setTimeout(() => clearTyping(msg.userId), TYPING_SHOWN_MS));
+  renderTyping();
+});
+
+// ---- Clicking ------------------------------------------------------------
+$('click').addEventListener('click', () => {
+  socket.emit('click', { conversationId }, (ack) => {
+    if (ack?.error) return console.warn('click refused:', ack.error.message);
+    show('global', ack.total);
+    show('room', ack.conversation?.total);
+  });
+});
+
+// ---- Posting -------------------------------------------------------------
+let lastTypingSent = 0;
+$('content').addEventListener('input', () => {
+  if (Date.now() - lastTypingSent < TYPING_EVERY_MS) return;
+  lastTypingSent = Date.now();
+  socket.emit('typing', { conversationId });
+});
+$('content').addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && !event.shiftKey) {
+    event.preventDefault();
+    $('compose').requestSubmit();
+  }
+});
+$('compose').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const error = $('compose-error');
+  error.textContent = '';
+  const content = $('content').value;
+  const ack = await socket.emitWithAck('message', { conversationId, content });
+  if (ack?.error) {
+    error.textContent = ack.error.message;
+    return;
+  }
+  $('content').value = '';
+});
+
+// ---- Sign in / out -------------------------------------------------------
+$('login').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('username-error').textContent = '';
+  try {
+    setSession(await requestToken($('username').value.trim()));
+    socket.disconnect().connect();
+  } catch (e) {
+    $('username-error').textContent = e.message;
+  }
+});
+$('logout').addEventListener('click', () => {
+  setSession(null);
+  socket.disconnect().connect();
+});
+
+setSession(session);
