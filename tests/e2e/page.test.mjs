@@ -264,6 +264,103 @@ describe('the tally page', () => {
   });
 });
 
+describe('a conversation page', () => {
+  /** Opens /c/<id> signed in as `name` (through the page's own form) and waits until it has joined. */
+  async function openConversation(server, id, name) {
+    const context = await newContext();
+    const page = await context.newPage();
+    await page.goto(`${server.url}/c/${id}`);
+    await page.waitForFunction(() => document.getElementById('status').dataset.state === 'connected');
+    if (name) {
+      await page.fill('#username', name);
+      await page.click('#login button[type=submit]');
+      await page.waitForFunction(() => !document.getElementById('compose').hidden);
+      await page.waitForFunction(() => document.getElementById('status').dataset.state === 'connected');
+    }
+    return page;
+  }
+
+  const messageTexts = (page) =>
+    page.$$eval('#messages li .content', (items) => items.map((item) => item.textContent));
+
+  test('two pages exchange messages within 500 ms; HTML stays text; a reload shows the history', LIMIT, async () => {
+    const server = await serve();
+    const ada = await openConversation(server, 'lobby', 'ada');
+    const bob = await openConversation(server, 'lobby', 'bob');
+    await ada.waitForFunction(() => document.getElementById('online').textContent === '2');
+
+    // Time from pressing Enter in A to the message showing in B, in B's clock.
+    const seen = bob.evaluate(
+      () =>
+        new Promise((resolve) => {
+          new MutationObserver(() => resolve(performance.now() + performance.timeOrigin)).observe(
+            document.getElementById('messages'),
+            { childList: true },
+          );
+        }),
+    );
+    await ada.fill('#content', 'hello <b>bob</b> <img src=x onerror="window.pwned=1">');
+    const sentAt = await ada.evaluate(() => {
+      const at = performance.now() + performance.timeOrigin;
+      document.getElementById('compose').requestSubmit();
+      return at;
+    });
+    const latency = (await seen) - sentAt;
+    console.log(`message in page A → page B: ${latency.toFixed(1)} ms`);
+    assert.ok(latency < 500, `the message reached the other page in ${latency} ms`);
+    assert.deepEqual(await messageTexts(bob), ['hello <b>bob</b> <img src=x onerror="window.pwned=1">']);
+    assert.equal(await bob.locator('#messages b, #messages img').count(), 0, 'rendered as text');
+    assert.equal(await bob.evaluate(() => window.pwned), undefined);
+    assert.equal(await ada.inputValue('#content'), '', 'the box is cleared once the message is stored');
+
+    // Bob types: Ada sees it. Bob answers; both see both, in order.
+    await bob.type('#content', 'hi');
+    await ada.waitForFunction(() => document.getElementById('typing').textContent.includes('bob is typing'));
+    await bob.press('#content', 'Enter');
+    await ada.waitForFunction(() => document.querySelectorAll('#messages li').length === 2);
+    assert.deepEqual((await messageTexts(ada))[1], 'hi');
+
+    // The conversation's counter is shared and separate from the global one.
+    for (let i = 0; i < 3; i++) await ada.click('#click');
+    await bob.waitForFunction(() => document.getElementById('room-total').textContent === '3');
+    await bob.waitForFunction(() => document.getElementById('global').textContent === '3');
+
+    // A refused message shows the server's reason.
+    await ada.fill('#content', 'x'.repeat(1999) + '\u0007');
+    await ada.press('#content', 'Enter');
+    await ada.waitForFunction(() => document.getElementById('compose-error').textContent.includes('control characters'));
+
+    // Reload: the history and the counter come back from the server.
+    await bob.reload();
+    await bob.waitForFunction(() => document.querySelectorAll('#messages li').length === 2);
+    assert.deepEqual(await messageTexts(bob), ['hello <b>bob</b> <img src=x onerror="window.pwned=1">', 'hi']);
+    await bob.waitForFunction(() => document.getElementById('room-total').textContent === '3');
+    await ada.waitForFunction(() => document.getElementById('online').textContent === '2');
+
+    // A message sent while a page is away is caught up when it comes back.
+    await bob.context().setOffline(true);
+    await ada.fill('#content', 'while you were away');
+    await ada.press('#content', 'Enter');
+    await ada.waitForFunction(() => document.querySelectorAll('#messages li').length === 3);
+    await bob.context().setOffline(false);
+    await bob.waitForFunction(() => document.querySelectorAll('#messages li').length === 3, null, { timeout: 60_000 });
+    assert.equal((await messageTexts(bob))[2], 'while you were away');
+  });
+
+  test('the main page opens a conversation; anonymous visitors read but cannot post', LIMIT, async () => {
+    const server = await serve();
+    const page = await openPage(server);
+    await page.fill('#conversation', 'book-club');
+    await page.click('#open-conversation button[type=submit]');
+    await page.waitForURL(/\/c\/book-club$/);
+    await page.waitForFunction(() => document.getElementById('status').dataset.state === 'connected');
+    assert.equal(await page.textContent('#conversation-name'), 'book-club');
+    assert.equal(await page.isHidden('#compose'), true, 'no message box without a name');
+    const invalid = await fetch(`${server.url}/c/not%20valid`);
+    assert.equal(invalid.status, 404);
+  });
+});
+
 describe('the page inside a host application', () => {
   test('works under /tally with the host signing users in', LIMIT, async () => {
     const dir = await makeDir();

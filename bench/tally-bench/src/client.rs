@@ -44,6 +44,12 @@ pub enum Incoming {
     Count(u64),
     /// The ack of the click with this id, with its total.
     Ack { id: u64, total: u64 },
+    /// An ack without a total (of `join_conversation` or `message`), and
+    /// whether it is an error.
+    Reply { id: u64, error: bool },
+    /// A chat `message` sent by this tool: the number in its content
+    /// (`bench <n>`).
+    Message(u64),
     /// Anything else (pings are answered before they get here).
     Other,
 }
@@ -176,6 +182,15 @@ impl Client {
         Ok(id)
     }
 
+    /// Emits `event` with a JSON payload, asking for an ack; returns the ack id.
+    pub async fn emit(&mut self, event: &str, payload: &serde_json::Value) -> Result<u64, ClientError> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send(&format!("42{id}{}", serde_json::json!([event, payload])))
+            .await?;
+        Ok(id)
+    }
+
     /// The next interesting frame.
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
         loop {
@@ -200,8 +215,11 @@ impl Client {
     }
 }
 
-/// Reads a Socket.IO frame without allocating: `42["count",{"total":N}]` or
-/// `43<id>[{"total":N,...}]`.
+/// The content of the chat messages this tool sends: `bench <n>`.
+pub const MESSAGE_PREFIX: &str = "bench ";
+
+/// Reads a Socket.IO frame without allocating: `42["count",{"total":N}]`,
+/// `42["message",{…"content":"bench N"…}]` or `43<id>[{…}]`.
 pub fn parse(frame: &str) -> Incoming {
     if let Some(event) = frame.strip_prefix("42") {
         if event.starts_with("[\"count\"")
@@ -209,20 +227,36 @@ pub fn parse(frame: &str) -> Incoming {
         {
             return Incoming::Count(total);
         }
+        if event.starts_with("[\"message\"")
+            && let Some(n) = number_after(event, "\"content\":\"bench ")
+        {
+            return Incoming::Message(n);
+        }
     } else if let Some(ack) = frame.strip_prefix("43") {
         let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
-        if let (Ok(id), Some(total)) = (ack[..digits].parse(), total_in(&ack[digits..])) {
-            return Incoming::Ack { id, total };
-        }
+        let Ok(id) = ack[..digits].parse() else {
+            return Incoming::Other;
+        };
+        let body = &ack[digits..];
+        return match total_in(body) {
+            Some(total) if !body.starts_with("[{\"conversationId\"") => Incoming::Ack { id, total },
+            _ => Incoming::Reply {
+                id,
+                error: body.starts_with("[{\"error\""),
+            },
+        };
     }
     Incoming::Other
 }
 
-fn total_in(json: &str) -> Option<u64> {
-    let start = json.find("\"total\":")? + "\"total\":".len();
-    let rest = &json[start..];
+fn number_after(json: &str, key: &str) -> Option<u64> {
+    let rest = &json[json.find(key)? + key.len()..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     rest[..digits].parse().ok()
+}
+
+fn total_in(json: &str) -> Option<u64> {
+    number_after(json, "\"total\":")
 }
 
 #[cfg(test)]
@@ -243,6 +277,23 @@ mod tests {
             "an ack needs an id"
         );
         assert_eq!(parse("3"), Incoming::Other);
+        assert_eq!(
+            parse(r#"42["message",{"type":"message","conversationId":"c","userId":"m1","content":"bench 12","messageId":"x"}]"#),
+            Incoming::Message(12)
+        );
+        assert_eq!(
+            parse(r#"435[{"messageId":"x","timestamp":"t"}]"#),
+            Incoming::Reply { id: 5, error: false }
+        );
+        assert_eq!(
+            parse(r#"436[{"conversationId":"c","total":3,"online":2,"history":[]}]"#),
+            Incoming::Reply { id: 6, error: false },
+            "a join ack carries a total but is no click ack"
+        );
+        assert_eq!(
+            parse(r#"437[{"error":{"code":"x","message":"y"}}]"#),
+            Incoming::Reply { id: 7, error: true }
+        );
     }
 
     #[test]

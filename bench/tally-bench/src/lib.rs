@@ -31,7 +31,8 @@ use tokio::task::JoinSet;
 
 pub use client::{Client, ClientError, Incoming};
 pub use modes::{
-    FanoutReport, FloodReport, IdleReport, RampReport, RampSettings, fanout, flood, idle, ramp,
+    ChatReport, FanoutReport, FloodReport, IdleReport, RampReport, RampSettings, chat, fanout, flood,
+    idle, ramp,
 };
 pub use progress::Progress;
 
@@ -92,6 +93,8 @@ pub enum BenchError {
     Runtime(std::io::Error),
     #[error("the observer's thread ended without a result")]
     ObserverLost,
+    #[error("the server refused {0}")]
+    Refused(String),
 }
 
 /// Raises this process's open-file limit to its hard limit and checks that

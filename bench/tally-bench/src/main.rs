@@ -92,6 +92,23 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// N members in one conversation, messages spread over them at an
+    /// open-loop rate: send-to-every-member latency, ack latency, messages
+    /// lost. Members sign in as `--users` (default prefix `member`).
+    Chat {
+        /// Members of the conversation, each on its own connection.
+        #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
+        connections: usize,
+        /// Messages per second, all members together.
+        #[arg(long, env = "TALLY_BENCH_RATE", default_value_t = 50.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The conversation's id.
+        #[arg(long, env = "TALLY_BENCH_CONVERSATION", default_value = "bench")]
+        conversation: String,
+    },
     /// Floods at rising rates until p99 visible latency passes the bound or
     /// clicks are lost; reports the highest sustained rate.
     Ramp {
@@ -125,6 +142,7 @@ impl Mode {
             Mode::Idle { connections, .. }
             | Mode::Fanout { connections, .. }
             | Mode::Flood { connections, .. }
+            | Mode::Chat { connections, .. }
             | Mode::Ramp { connections, .. } => *connections,
         }
     }
@@ -187,6 +205,17 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         } => {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
             serde_json::to_string(&bench::flood(&target, connections, rate, duration).await?)
+        }
+        Mode::Chat {
+            connections,
+            rate,
+            duration,
+            conversation,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            serde_json::to_string(
+                &bench::chat(&target, connections, rate, duration, &conversation).await?,
+            )
         }
         Mode::Ramp {
             connections,

@@ -219,7 +219,7 @@ async fn click_loop(
                     seen.note(total, 0);
                 }
                 Ok(Incoming::Count(total)) => { frames += 1; seen.note(total, 0); }
-                Ok(Incoming::Other) => frames += 1,
+                Ok(Incoming::Other | Incoming::Reply { .. } | Incoming::Message(_)) => frames += 1,
                 Err(_) => break,
             },
             _ = final_total.changed() => {}

@@ -1,11 +1,13 @@
-//! The four workloads. Each takes a [`Target`](super::Target) and returns a
+//! The workloads. Each takes a [`Target`](super::Target) and returns a
 //! serialisable report: one JSON line for scripts.
 
+mod chat;
 mod fanout;
 mod flood;
 mod idle;
 mod ramp;
 
+pub use chat::{ChatReport, chat};
 pub use fanout::{FanoutReport, fanout};
 pub use flood::{FloodReport, flood};
 pub use idle::{IdleReport, idle};
