@@ -259,10 +259,7 @@ impl Tally {
     /// and `/api/conversations/{id}/messages` (post) when `--api-key` is
     /// set. CORS follows `--allowed-origins`.
     pub fn api(&self) -> Router {
-        let router = self
-            .compressed(http::api())
-            // Messages posted over HTTP go to the conversation's sockets.
-            .layer(axum::Extension(self.io.clone()));
+        let router = self.compressed(http::api());
         match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -341,6 +338,13 @@ impl Tally {
             webhook_queue,
             write_timeout,
             stop_messages.clone(),
+            {
+                let io = io.clone();
+                move |messages| {
+                    let io = io.clone();
+                    async move { realtime::conversations::broadcast(&io, &messages).await }
+                }
+            },
         ));
         let retention = message_retention.map(|retention| {
             tokio::spawn(retention::run(

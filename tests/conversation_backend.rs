@@ -411,3 +411,69 @@ async fn an_acknowledged_message_survives_sigkill() {
     assert!(stored.len() >= ids.len());
     reader.disconnect().await;
 }
+
+#[tokio::test]
+async fn retention_deletes_old_messages_and_keeps_the_rest() {
+    use tally::conversation::{Content, ConversationId, Message};
+    let db = TempDb::new();
+    let message = |content: &str, age_ms: i64| {
+        let mut message = Message::new(
+            ConversationId::parse("c").unwrap(),
+            tally::user::Username::parse("ada").unwrap(),
+            Content::parse(content).unwrap(),
+        );
+        message.created_at -= age_ms;
+        message
+    };
+    // More old messages than one pruning round deletes.
+    let old: Vec<Message> = (0..2_500)
+        .map(|i| message(&format!("old {i}"), 7_200_000))
+        .collect();
+    let store = tally::store::connect(&db.url(), &Default::default())
+        .await
+        .unwrap();
+    for chunk in old.chunks(1_000) {
+        store.add_messages(chunk).await.unwrap();
+    }
+    store
+        .add_messages(&[message("recent", 60_000)])
+        .await
+        .unwrap();
+    drop(store);
+
+    let mut config = db.config();
+    config.message_retention = Some(Duration::from_secs(3600));
+    config.api_key = Some(Secret(KEY.into()));
+    let server = TestServer::start(config).await;
+    let read = || async {
+        reqwest::Client::new()
+            .get(format!(
+                "{}?since=00000000-0000-0000-0000-000000000000",
+                api(&server, "c")
+            ))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    // Pruning runs in the background at start; wait (bounded) until it is done.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let remaining = loop {
+        let page = read().await;
+        if page["messages"].as_array().unwrap().len() == 1 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old messages still there after {WAIT:?}: {}",
+            page["messages"].as_array().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(remaining["messages"][0]["content"], "recent");
+    assert_eq!(remaining["more"], false);
+    server.stop().await.unwrap();
+}

@@ -158,7 +158,7 @@ async fn members_talk_see_presence_and_share_a_counter() {
 async fn nothing_of_one_conversation_reaches_another() {
     let db = TempDb::new();
     let server = TestServer::start(config(&db)).await;
-    let ada = connect_as(&server, "ada").await;
+    let mut ada = connect_as(&server, "ada").await;
     let ann = connect_as(&server, "ann").await;
     let mut bob = connect_as(&server, "bob").await;
     join(&ada, "room-a").await;
@@ -172,6 +172,10 @@ async fn nothing_of_one_conversation_reaches_another() {
         .await;
     ann.emit_json("leave_conversation", json!({ "conversationId": "room-a" }))
         .await;
+    // Room A's throttled updates have gone out once Ada has them; had Bob
+    // been sent a copy, it would have gone out with hers.
+    ada.wait_for_event("room_count", |c| c["total"] == 1).await;
+    ada.wait_for_event("presence", |p| p["online"] == 1).await;
     // Bob's own message is the marker: everything room A caused was sent
     // before it, so it would have arrived before it.
     let marker = say(&bob, "room-b", "marker").await;
@@ -402,6 +406,16 @@ async fn the_conversations_claim_limits_what_a_token_may_join() {
     )
     .await;
     assert!(broken.is_err(), "a token with a malformed claim is refused");
+
+    // A refresh may extend the session, not change its conversations.
+    let same = token(json!({ "sub": "ada", "exp": exp + 60, "conversations": ["coach:ada"] }));
+    let ack = limited.emit_json("refresh", json!({ "token": same })).await;
+    assert_eq!(ack["expires_at"], exp + 60, "{ack}");
+    let wider = token(json!({ "sub": "ada", "exp": exp + 60 }));
+    let ack = limited
+        .emit_json("refresh", json!({ "token": wider }))
+        .await;
+    assert_eq!(code(&ack), "conversations_changed");
 
     limited.disconnect().await;
     unlimited.disconnect().await;

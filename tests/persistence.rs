@@ -115,8 +115,8 @@ impl Store for FlakyStore {
     ) -> Result<tally::conversation::History, StoreError> {
         self.inner.history(conversation, query).await
     }
-    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.inner.prune_messages(before_ms).await
+    async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_messages(before_ms, limit).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {

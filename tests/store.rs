@@ -225,8 +225,8 @@ impl Store for CommitsThenFails {
     ) -> Result<tally::conversation::History, StoreError> {
         self.inner.history(conversation, query).await
     }
-    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.inner.prune_messages(before_ms).await
+    async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_messages(before_ms, limit).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -620,6 +620,10 @@ async fn messages_are_stored_once_exactly_as_written_and_pruned_by_age(backend: 
     let store = open(&db).await;
     let mut old = message("c", "ada", "old news");
     old.created_at -= 3_600_000;
+    let mut older = message("c", "ada", "older news");
+    older.created_at -= 7_200_000;
+    let mut oldest = message("c", "ada", "oldest news");
+    oldest.created_at -= 10_800_000;
     let text = "<b>bold?</b> 'quotes' \"double\" \\ emoji 🎉 and\nnew\tlines";
     let fresh = message("c", "Bob", text);
     store
@@ -645,10 +649,14 @@ async fn messages_are_stored_once_exactly_as_written_and_pruned_by_age(backend: 
             .messages
     };
     assert_eq!(all().await, [old.clone(), fresh.clone()]);
-    let pruned = store
-        .prune_messages(fresh.created_at - 60_000)
+    store
+        .add_messages(&[older.clone(), oldest.clone()])
         .await
         .unwrap();
-    assert_eq!(pruned, 1);
+    // Pruned in rounds of at most `limit`, only what is older than the cutoff.
+    let cutoff = fresh.created_at - 60_000;
+    assert_eq!(store.prune_messages(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_messages(cutoff, 2).await.unwrap(), 1);
+    assert_eq!(store.prune_messages(cutoff, 2).await.unwrap(), 0);
     assert_eq!(all().await, [fresh]);
 }

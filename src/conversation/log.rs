@@ -1,13 +1,20 @@
 //! The message log: every chat message is stored before anyone hears of it.
 //!
-//! Handlers hand a [`Message`] to [`MessageLog::append`] and wait. One writer
-//! task takes every message waiting at that moment (up to
-//! [`MAX_MESSAGES_PER_WRITE`]) and stores them with one statement, so one
-//! commit (group commit): a burst of messages costs a few round trips to the
-//! database, not one each, and each sender waits at most for the commit in
-//! progress plus its own. Only after the commit does `append` return, so an
-//! acknowledged message survives a crash. Stored messages then go to the
-//! webhook, if one is set.
+//! Handlers hand a [`Draft`] to [`MessageLog::append`] and wait. One writer
+//! task takes every draft waiting at that moment (up to
+//! [`MAX_MESSAGES_PER_WRITE`]), stamps each with its id and time, and stores
+//! them with one statement, so one commit (group commit): a burst of
+//! messages costs a few round trips to the database, not one each, and each
+//! sender waits at most for the commit in progress plus its own.
+//!
+//! The writer is also the one that publishes: after the commit it hands the
+//! batch to its `publish` callback (which sends each message to its room),
+//! then answers the senders, then queues the batch for the webhook. So ids
+//! are stamped, stored and delivered in one order — a client that resumes
+//! from the last id it saw (`since`) misses nothing this process stored —
+//! and a message is sent to its room even if its sender went away while it
+//! was being stored. Only after the commit does `append` return, so an
+//! acknowledged message survives a crash.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +22,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::Message;
 use super::webhook::WebhookQueue;
+use super::{Content, ConversationId, Message};
 use crate::store::{MAX_MESSAGES_PER_WRITE, Store};
+use crate::user::Username;
 
 /// Messages waiting for the writer. When it is full, senders wait: that is
 /// the back-pressure a database slower than the chat puts on posters.
@@ -33,9 +41,17 @@ pub enum AppendError {
     Store,
 }
 
+/// A message before it is stored: the writer gives it its id and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub conversation: ConversationId,
+    pub user: Username,
+    pub content: Content,
+}
+
 struct Request {
-    message: Message,
-    stored: oneshot::Sender<Result<(), AppendError>>,
+    draft: Draft,
+    stored: oneshot::Sender<Result<Message, AppendError>>,
 }
 
 /// The sending side of the log, cheap to clone.
@@ -55,32 +71,34 @@ impl MessageLog {
         (MessageLog { requests }, Queue(queue))
     }
 
-    /// Stores `message`; returns once it is committed.
-    pub async fn append(&self, message: Message) -> Result<Message, AppendError> {
+    /// Stores a message; returns it, with its id and time, once it is
+    /// committed and has been published.
+    pub async fn append(&self, draft: Draft) -> Result<Message, AppendError> {
         let (stored, done) = oneshot::channel();
         self.requests
-            .send(Request {
-                message: message.clone(),
-                stored,
-            })
+            .send(Request { draft, stored })
             .await
             .map_err(|_| AppendError::Closed)?;
         // A dropped answer means the writer ended without reaching it.
-        done.await.map_err(|_| AppendError::Closed)??;
-        Ok(message)
+        done.await.map_err(|_| AppendError::Closed)?
     }
 }
 
-/// The writer task: stores queued messages a group at a time, answers their
-/// senders, and hands them to the webhook. When `cancel` fires it stops
-/// taking messages, stores the ones already queued, and ends.
-pub async fn write(
+/// The writer task: stores queued messages a group at a time, publishes
+/// them, answers their senders, and hands them to the webhook. When
+/// `cancel` fires it stops taking messages, stores the ones already queued,
+/// and ends.
+pub async fn write<P, F>(
     store: Arc<dyn Store>,
     Queue(mut queue): Queue,
     webhook: Option<WebhookQueue>,
     write_timeout: Duration,
     cancel: CancellationToken,
-) {
+    mut publish: P,
+) where
+    P: FnMut(Arc<[Message]>) -> F,
+    F: std::future::Future<Output = ()>,
+{
     let mut messages = Vec::new();
     let mut answers = Vec::new();
     loop {
@@ -95,13 +113,17 @@ pub async fn write(
             }
         };
         let Some(first) = first else { break };
-        messages.push(first.message);
-        answers.push(first.stored);
+        // Stamped here, in the order of the commits, so ids and the order
+        // in which rooms hear the messages agree.
+        let mut batch = vec![first];
         // Everything that arrived while the last commit ran goes in this one.
-        while messages.len() < MAX_MESSAGES_PER_WRITE {
+        while batch.len() < MAX_MESSAGES_PER_WRITE {
             let Ok(request) = queue.try_recv() else { break };
-            messages.push(request.message);
-            answers.push(request.stored);
+            batch.push(request);
+        }
+        for Request { draft, stored } in batch {
+            messages.push(Message::new(draft.conversation, draft.user, draft.content));
+            answers.push(stored);
         }
         let result = match tokio::time::timeout(write_timeout, store.add_messages(&messages)).await
         {
@@ -111,8 +133,9 @@ pub async fn write(
                 Err(AppendError::Store)
             }
             Err(_) => {
-                // The commit may still land; the sender is told it did not,
-                // so at worst a resent message is stored twice, never lost.
+                // The commit may still land, unpublished; the sender is told
+                // it did not, so at worst a resent message is stored twice,
+                // never lost.
                 tracing::warn!(
                     messages = messages.len(),
                     "storing messages took longer than {write_timeout:?}"
@@ -125,14 +148,17 @@ pub async fn write(
             ok = result.is_ok(),
             "messages written"
         );
-        for answer in answers.drain(..) {
-            // A sender that went away (its socket closed) needs no answer.
-            answer.send(result).ok();
+        let written: Arc<[Message]> = std::mem::take(&mut messages).into();
+        if result.is_ok() {
+            publish(written.clone()).await;
         }
-        let written = std::mem::take(&mut messages);
+        for (answer, message) in answers.drain(..).zip(written.iter()) {
+            // A sender that went away (its socket closed) needs no answer.
+            answer.send(result.map(|()| message.clone())).ok();
+        }
         if let (Ok(()), Some(webhook)) = (result, &webhook) {
-            for message in written {
-                webhook.enqueue(message);
+            for message in written.iter() {
+                webhook.enqueue(message.clone());
             }
         }
     }
@@ -141,36 +167,93 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversation::{Content, ConversationId, HistoryQuery};
+    use crate::conversation::HistoryQuery;
     use crate::store::{StoreOptions, connect};
-    use crate::user::Username;
 
-    fn message(text: &str) -> Message {
-        Message::new(
-            ConversationId::parse("c").unwrap(),
-            Username::parse("ada").unwrap(),
-            Content::parse(text).unwrap(),
-        )
+    fn draft(text: &str) -> Draft {
+        Draft {
+            conversation: ConversationId::parse("c").unwrap(),
+            user: Username::parse("ada").unwrap(),
+            content: Content::parse(text).unwrap(),
+        }
     }
 
-    #[tokio::test]
-    async fn concurrent_messages_are_all_stored_in_order_and_none_after_close() {
-        let store = connect("sqlite::memory:", &StoreOptions::default())
-            .await
-            .unwrap();
+    /// Counts the writes that reach the store.
+    struct Counting {
+        inner: Arc<dyn Store>,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Counting {
+        async fn load(
+            &self,
+        ) -> Result<Vec<(crate::counter::CounterKey, u64)>, crate::store::StoreError> {
+            self.inner.load().await
+        }
+        async fn add(
+            &self,
+            batch: &crate::store::Batch,
+        ) -> Result<crate::store::Applied, crate::store::StoreError> {
+            self.inner.add(batch).await
+        }
+        async fn add_messages(&self, messages: &[Message]) -> Result<(), crate::store::StoreError> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.add_messages(messages).await
+        }
+        async fn history(
+            &self,
+            conversation: &ConversationId,
+            query: HistoryQuery,
+        ) -> Result<crate::conversation::History, crate::store::StoreError> {
+            self.inner.history(conversation, query).await
+        }
+        async fn prune_messages(
+            &self,
+            before_ms: i64,
+            limit: u32,
+        ) -> Result<u64, crate::store::StoreError> {
+            self.inner.prune_messages(before_ms, limit).await
+        }
+        async fn ping(&self) -> Result<(), crate::store::StoreError> {
+            self.inner.ping().await
+        }
+        fn backend(&self) -> &'static str {
+            "counting"
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_messages_share_commits_are_published_in_id_order_and_none_after_close() {
+        let store = Arc::new(Counting {
+            inner: connect("sqlite::memory:", &StoreOptions::default())
+                .await
+                .unwrap(),
+            writes: Default::default(),
+        });
         let cancel = CancellationToken::new();
         let (log, queue) = MessageLog::new();
+        let published = Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = tokio::spawn(write(
             store.clone(),
             queue,
             None,
             Duration::from_secs(5),
             cancel.clone(),
+            {
+                let published = published.clone();
+                move |batch: Arc<[Message]>| {
+                    published.lock().unwrap().extend(batch.iter().map(|m| m.id));
+                    async {}
+                }
+            },
         ));
-        let sends: Vec<_> = (0..200)
+        const SENDS: usize = 500;
+        let sends: Vec<_> = (0..SENDS)
             .map(|i| {
                 let log = log.clone();
-                tokio::spawn(async move { log.append(message(&format!("m{i}"))).await })
+                tokio::spawn(async move { log.append(draft(&format!("m{i}"))).await })
             })
             .collect();
         let mut ids = Vec::new();
@@ -179,14 +262,25 @@ mod tests {
         }
         cancel.cancel();
         writer.await.unwrap();
-        assert_eq!(log.append(message("late")).await, Err(AppendError::Closed));
+        assert_eq!(log.append(draft("late")).await, Err(AppendError::Closed));
+        let writes = store.writes.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            writes < SENDS / 2,
+            "{SENDS} concurrent messages took {writes} writes: no group commit"
+        );
+        let published = published.lock().unwrap().clone();
+        assert_eq!(published.len(), SENDS);
+        assert!(
+            published.windows(2).all(|pair| pair[0] < pair[1]),
+            "published in id order"
+        );
 
         let history = store
             .history(
                 &ConversationId::parse("c").unwrap(),
                 HistoryQuery {
                     since: None,
-                    limit: 500,
+                    limit: 1000,
                 },
             )
             .await
@@ -194,6 +288,7 @@ mod tests {
         ids.sort();
         let stored: Vec<_> = history.messages.iter().map(|m| m.id).collect();
         assert_eq!(stored, ids, "every acknowledged message, oldest first");
+        assert_eq!(stored, published, "stored in the order published");
         assert!(!history.more);
     }
 }

@@ -72,8 +72,9 @@ impl Serialize for ConversationId {
     }
 }
 
-/// A message body that passed the rules: trimmed, 1 to 2,000 characters, no
-/// control characters except newline and tab.
+/// A message body that passed the rules: line breaks as `\n` (a `\r\n` or
+/// lone `\r` from a client becomes `\n`), trimmed, 1 to 2,000 characters,
+/// no control characters except newline and tab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content(String);
 
@@ -90,6 +91,13 @@ pub enum InvalidContent {
 
 impl Content {
     pub fn parse(raw: &str) -> Result<Self, InvalidContent> {
+        let normalised;
+        let raw = if raw.contains('\r') {
+            normalised = raw.replace("\r\n", "\n").replace('\r', "\n");
+            normalised.as_str()
+        } else {
+            raw
+        };
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(InvalidContent::Empty);
@@ -272,6 +280,11 @@ mod tests {
             "newline and tab are kept inside"
         );
         assert_eq!(Content::parse(" \n\t "), Err(InvalidContent::Empty));
+        assert_eq!(
+            Content::parse("a\r\nb\rc").unwrap().as_str(),
+            "a\nb\nc",
+            "Windows and old Mac line breaks become newlines"
+        );
         assert_eq!(
             Content::parse(&"é".repeat(2000))
                 .unwrap()

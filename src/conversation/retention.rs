@@ -12,6 +12,11 @@ use crate::store::Store;
 /// Longest pause between two prunings, however long the retention.
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
+/// Messages deleted per statement: a first pruning of a large history is
+/// many short statements, so message writes and flushes are never held up
+/// behind one long delete.
+pub const BATCH: u32 = 1_000;
+
 /// How often to prune for a given retention: a tenth of it (so a message
 /// outlives it by at most 10%), between one second and an hour.
 pub fn period(retention: Duration) -> Duration {
@@ -22,13 +27,28 @@ pub fn period(retention: Duration) -> Duration {
 pub async fn run(store: Arc<dyn Store>, retention: Duration, cancel: CancellationToken) {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     loop {
-        match store
-            .prune_messages(now_ms().saturating_sub(retention_ms))
-            .await
-        {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "old messages deleted (--message-retention)"),
-            Err(err) => tracing::warn!(error = %err, "deleting old messages failed; will retry"),
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let mut deleted = 0;
+        loop {
+            let round = tokio::select! {
+                () = cancel.cancelled() => return,
+                round = store.prune_messages(cutoff, BATCH) => round,
+            };
+            match round {
+                Ok(n) => {
+                    deleted += n;
+                    if n < u64::from(BATCH) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "deleting old messages failed; will retry");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "old messages deleted (--message-retention)");
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -48,13 +48,24 @@ impl Default for Retry {
 }
 
 /// Where and how to deliver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     pub url: reqwest::Url,
     pub secret: String,
     pub retry: Retry,
     /// Longest one attempt may take.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the secret nor the URL (it may carry a token) is shown.
+        f.debug_struct("WebhookConfig")
+            .field("host", &self.url.host_str())
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sending side: hands stored messages to the delivery task.
@@ -140,7 +151,8 @@ pub async fn deliver(config: WebhookConfig, Outbox(mut queue): Outbox) {
                     }
                     format!("status {status}")
                 }
-                Err(err) => err.to_string(),
+                // Without the URL: it may carry a token of the receiver's.
+                Err(err) => err.without_url().to_string(),
             };
             if attempt == config.retry.attempts {
                 tracing::warn!(message_id = %message.id, attempts = attempt, error = %outcome, "webhook delivery given up");

@@ -209,8 +209,9 @@ impl<K: Clone + Eq + std::hash::Hash> Family<K> {
 #[derive(Debug, Default)]
 struct Presence {
     online: HashMap<ConversationId, u64>,
-    /// Rooms whose number changed, each listed once.
-    changed: Vec<ConversationId>,
+    /// Rooms whose number changed since the last publication (a set: a
+    /// mass reconnect touches thousands of rooms).
+    changed: std::collections::HashSet<ConversationId>,
 }
 
 /// Every counter of the process, plus a signal raised on each change.
@@ -407,9 +408,7 @@ impl Counters {
                 // An empty room keeps no entry, so rooms people left cost nothing.
                 presence.online.remove(room);
             }
-            if !presence.changed.contains(room) {
-                presence.changed.push(room.clone());
-            }
+            presence.changed.insert(room.clone());
             online
         };
         self.changed.notify_one();

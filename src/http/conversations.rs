@@ -4,16 +4,16 @@
 //! message webhook) a bot or an AI assistant converses without holding a
 //! socket. Without `--api-key` both answer 404, as if they did not exist.
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use socketioxide::SocketIo;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::conversation::log::Draft;
 use crate::conversation::{ConversationId, HistoryQuery, Message, MessageId};
 use crate::realtime::conversations::{Refused, content, deliver};
 use crate::state::AppState;
@@ -126,7 +126,6 @@ pub struct PostRequest {
 /// with the message as the room received it.
 pub async fn post(
     State(state): State<AppState>,
-    Extension(io): Extension<SocketIo>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<PostRequest>, JsonRejection>,
@@ -142,9 +141,12 @@ pub async fn post(
     })?;
     let user = Username::parse(&request.user_id).map_err(|_| ApiError::InvalidUsername)?;
     let content = content(&request.content).map_err(refused)?;
-    let message = deliver(&io, &state, Message::new(room, user, content))
-        .await
-        .map_err(refused)?;
+    let draft = Draft {
+        conversation: room,
+        user,
+        content,
+    };
+    let message = deliver(&state, draft).await.map_err(refused)?;
     Ok((StatusCode::CREATED, Json(message)))
 }
 

@@ -21,10 +21,11 @@ use super::events::{
     Ack, Args, Done, JOIN_CONVERSATION, Joined, LEAVE_CONVERSATION, MESSAGE, Posted, TYPING, Typing,
 };
 use super::session::Identity;
-use crate::conversation::log::AppendError;
+use crate::conversation::log::{AppendError, Draft};
 use crate::conversation::{
     Content, ConversationId, HistoryQuery, InvalidContent, Message, MessageId,
 };
+use crate::counter::Counters;
 use crate::state::AppState;
 
 /// Most conversations one socket may be in at once.
@@ -32,21 +33,77 @@ pub const MAX_CONVERSATIONS_PER_SOCKET: usize = 100;
 
 /// The conversations a socket is in, kept in its extensions so that a
 /// disconnect can tell each of them it left.
+///
+/// Joining, leaving and disconnecting each change three things — this set,
+/// the socket's Socket.IO rooms and the room's presence count — and they do
+/// it together under this one lock, so handlers racing on one socket (each
+/// event runs in its own task, the disconnect handler too) cannot leave a
+/// count that no socket accounts for. After the disconnect nothing joins.
 #[derive(Debug, Default)]
-pub struct Memberships(Mutex<HashSet<ConversationId>>);
+pub struct Memberships(Mutex<Rooms>);
+
+#[derive(Debug, Default)]
+struct Rooms {
+    rooms: HashSet<ConversationId>,
+    /// Set by the disconnect: later joins are refused.
+    closed: bool,
+}
 
 impl Memberships {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationId>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rooms> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn contains(&self, room: &ConversationId) -> bool {
-        self.lock().contains(room)
+        self.lock().rooms.contains(room)
     }
 
-    /// Every conversation, emptying the set (the socket is gone).
-    pub fn take_all(&self) -> Vec<ConversationId> {
-        self.lock().drain().collect()
+    /// Puts the socket in `room`; `Ok(true)` if it was not in it already.
+    fn enter(
+        &self,
+        socket: &SocketRef,
+        counters: &Counters,
+        room: &ConversationId,
+    ) -> Result<bool, Refused> {
+        let mut joined = self.lock();
+        if joined.closed || !socket.connected() {
+            return Err(Refused::new("disconnected", "the connection is closing"));
+        }
+        if joined.rooms.contains(room) {
+            return Ok(false);
+        }
+        if joined.rooms.len() >= MAX_CONVERSATIONS_PER_SOCKET {
+            return Err(Refused::new(
+                "too_many_conversations",
+                format!(
+                    "a connection can be in at most {MAX_CONVERSATIONS_PER_SOCKET} conversations"
+                ),
+            ));
+        }
+        joined.rooms.insert(room.clone());
+        socket.join(room.to_string());
+        counters.enter(room);
+        Ok(true)
+    }
+
+    /// Takes the socket out of `room`; `true` if it was in it.
+    fn exit(&self, socket: &SocketRef, counters: &Counters, room: &ConversationId) -> bool {
+        let mut joined = self.lock();
+        if !joined.rooms.remove(room) {
+            return false;
+        }
+        socket.leave(room.to_string());
+        counters.leave(room);
+        true
+    }
+
+    /// The socket is gone: every room loses it, and no join follows.
+    fn close(&self, counters: &Counters) {
+        let mut joined = self.lock();
+        joined.closed = true;
+        for room in joined.rooms.drain() {
+            counters.leave(&room);
+        }
     }
 }
 
@@ -84,9 +141,7 @@ pub async fn disconnected(socket: &SocketRef, io: &SocketIo, state: &AppState) {
     let Some(memberships) = socket.extensions.get::<Arc<Memberships>>() else {
         return;
     };
-    for room in memberships.take_all() {
-        state.counters.leave(&room);
-    }
+    memberships.close(&state.counters);
     publish_presence_now(io, state).await;
 }
 
@@ -188,28 +243,10 @@ async fn join(
         .extensions
         .get::<Arc<Memberships>>()
         .ok_or_else(|| Refused::new("internal", "no membership record"))?;
-    let entered = {
-        let mut joined = memberships.lock();
-        if joined.contains(&room) {
-            false
-        } else if joined.len() >= MAX_CONVERSATIONS_PER_SOCKET {
-            return Err(Refused::new(
-                "too_many_conversations",
-                format!(
-                    "a connection can be in at most {MAX_CONVERSATIONS_PER_SOCKET} conversations"
-                ),
-            ));
-        } else {
-            joined.insert(room.clone());
-            true
-        }
-    };
-    if entered {
-        // Joined before the history is read: a message stored in between
-        // arrives live and may be in the history too (clients keep one copy
-        // per messageId), but none falls in a gap between the two.
-        socket.join(room.to_string());
-        state.counters.enter(&room);
+    // Joined before the history is read: a message stored in between
+    // arrives live and may be in the history too (clients keep one copy per
+    // messageId), but none falls in a gap between the two.
+    if memberships.enter(socket, &state.counters, &room)? {
         publish_presence_now(io, state).await;
     }
     let history = state
@@ -250,11 +287,9 @@ async fn on_leave(
             let left = socket
                 .extensions
                 .get::<Arc<Memberships>>()
-                .is_some_and(|memberships| memberships.lock().remove(&room));
+                .is_some_and(|memberships| memberships.exit(&socket, &state.counters, &room));
             // Leaving a conversation one is not in is not an error.
             if left {
-                socket.leave(room.to_string());
-                state.counters.leave(&room);
                 publish_presence_now(&io, &state).await;
             }
             Ack::Ok(Done { ok: true })
@@ -266,13 +301,12 @@ async fn on_leave(
 
 async fn on_message(
     socket: SocketRef,
-    io: SocketIo,
     ack: AckSender,
     TryData(args): TryData<Args>,
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    let answer = match post(&socket, &io, &state, &identity, args).await {
+    let answer = match post(&socket, &state, &identity, args).await {
         Ok(posted) => Ack::Ok(posted),
         Err(refused) => {
             tracing::debug!(sid = %socket.id, code = refused.code, "message refused");
@@ -284,7 +318,6 @@ async fn on_message(
 
 async fn post(
     socket: &SocketRef,
-    io: &SocketIo,
     state: &AppState,
     identity: &Identity,
     args: Result<Args, socketioxide::ParserError>,
@@ -303,7 +336,15 @@ async fn post(
         Some(_) => return Err(Refused::new("invalid_payload", "content must be a string")),
         None => return Err(Refused::new("invalid_payload", "content is missing")),
     };
-    let message = deliver(io, state, Message::new(room, user, content)).await?;
+    let message = deliver(
+        state,
+        Draft {
+            conversation: room,
+            user,
+            content,
+        },
+    )
+    .await?;
     Ok(Posted {
         message_id: message.id,
         timestamp: message.timestamp(),
@@ -320,31 +361,33 @@ pub fn content(raw: &str) -> Result<Content, Refused> {
     })
 }
 
-/// Stores a message, then sends it to its conversation's room. Shared by
-/// sockets and the backend's HTTP endpoint.
-pub async fn deliver(
-    io: &SocketIo,
-    state: &AppState,
-    message: Message,
-) -> Result<Message, Refused> {
-    let message = state
-        .messages
-        .append(message)
-        .await
-        .map_err(|err| match err {
-            AppendError::Closed => Refused::new("shutting_down", err.to_string()),
-            AppendError::Store => Refused::new("unavailable", err.to_string()),
-        })?;
-    if let Some(everyone) = io.of("/")
-        && let Err(err) = everyone
+/// Stores a message; the message log's writer sends it to its room (see
+/// [`broadcast`]) before this returns. Shared by sockets and the backend's
+/// HTTP endpoint.
+pub async fn deliver(state: &AppState, draft: Draft) -> Result<Message, Refused> {
+    state.messages.append(draft).await.map_err(|err| match err {
+        AppendError::Closed => Refused::new("shutting_down", err.to_string()),
+        AppendError::Store => Refused::new("unavailable", err.to_string()),
+    })
+}
+
+/// Sends stored messages to their rooms, in order. Called by the message
+/// log's writer after each commit.
+pub async fn broadcast(io: &SocketIo, messages: &[Message]) {
+    let Some(everyone) = io.of("/") else {
+        return;
+    };
+    for message in messages {
+        if let Err(err) = everyone
+            .clone()
             .to(message.conversation.to_string())
-            .emit(MESSAGE, &message)
+            .emit(MESSAGE, message)
             .await
-    {
-        // Stored, so a member that missed it gets it in its next catch-up.
-        tracing::debug!(error = %err, "message broadcast incomplete");
+        {
+            // Stored, so a member that missed it gets it in its next catch-up.
+            tracing::debug!(error = %err, "message broadcast incomplete");
+        }
     }
-    Ok(message)
 }
 
 async fn on_typing(

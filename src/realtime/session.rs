@@ -214,6 +214,14 @@ fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Ack<Ref
         );
     };
     match state.auth.tokens.verify(token) {
+        // The conversations a socket may be in are fixed when it connects:
+        // a token that changes them needs a new connection.
+        Ok(fresh) if fresh.username == user && fresh.conversations != identity.conversations => {
+            Ack::error(
+                "conversations_changed",
+                "the new token allows other conversations: reconnect with it",
+            )
+        }
         Ok(fresh) if fresh.username == user => {
             session.expires_at.send_replace(fresh.expires_at);
             Ack::Ok(Refreshed {

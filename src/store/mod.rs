@@ -128,8 +128,8 @@ pub trait Store: Send + Sync + 'static {
     /// before.
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError>;
 
-    /// Stores messages in one statement (so one commit for all of them):
-    /// all or none. A message whose id is already stored is skipped, so a
+    /// Stores messages — at most [`MAX_MESSAGES_PER_WRITE`] — in one
+    /// statement, so one commit for all of them: all or none. A message whose id is already stored is skipped, so a
     /// retried write never duplicates one.
     async fn add_messages(&self, messages: &[Message]) -> Result<(), StoreError>;
 
@@ -141,9 +141,10 @@ pub trait Store: Send + Sync + 'static {
         query: HistoryQuery,
     ) -> Result<History, StoreError>;
 
-    /// Deletes messages created before `before_ms` (milliseconds since the
-    /// epoch); returns how many.
-    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` messages created before `before_ms`
+    /// (milliseconds since the epoch); returns how many. Callers delete in
+    /// rounds, so no single statement holds locks for long.
+    async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// Answers when the database does; used by `/healthz`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -371,11 +372,17 @@ where
     select.push_bind(limit + 1);
     let rows: Vec<MessageRow> = select.build_query_as().fetch_all(pool).await?;
     let more = rows.len() > query.limit;
-    let mut messages = rows
+    // A row that breaks today's rules (edited by hand, say) is skipped with
+    // a warning rather than making the whole conversation unreadable.
+    let mut messages: Vec<Message> = rows
         .into_iter()
         .take(query.limit)
-        .map(parse_message)
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter_map(|row| {
+            parse_message(row)
+                .inspect_err(|err| tracing::warn!(error = %err, "skipping a stored message"))
+                .ok()
+        })
+        .collect();
     if query.since.is_none() {
         messages.reverse();
     }

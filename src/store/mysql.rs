@@ -119,9 +119,10 @@ impl Store for MySqlStore {
         history_from(&self.pool, conversation, query).await
     }
 
-    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < ?")
+    async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < ? LIMIT ?")
             .bind(before_ms)
+            .bind(i64::from(limit))
             .execute(&self.pool)
             .await?;
         Ok(deleted.rows_affected())

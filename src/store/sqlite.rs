@@ -152,11 +152,15 @@ impl Store for SqliteStore {
         history_from(&self.pool, conversation, query).await
     }
 
-    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM messages WHERE created_at < ?1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
+    async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM messages WHERE id IN \
+             (SELECT id FROM messages WHERE created_at < ?1 LIMIT ?2)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
         Ok(deleted.rows_affected())
     }
 

@@ -183,7 +183,11 @@ impl Client {
     }
 
     /// Emits `event` with a JSON payload, asking for an ack; returns the ack id.
-    pub async fn emit(&mut self, event: &str, payload: &serde_json::Value) -> Result<u64, ClientError> {
+    pub async fn emit(
+        &mut self,
+        event: &str,
+        payload: &serde_json::Value,
+    ) -> Result<u64, ClientError> {
         let id = self.next_ack;
         self.next_ack += 1;
         self.send(&format!("42{id}{}", serde_json::json!([event, payload])))
@@ -278,16 +282,24 @@ mod tests {
         );
         assert_eq!(parse("3"), Incoming::Other);
         assert_eq!(
-            parse(r#"42["message",{"type":"message","conversationId":"c","userId":"m1","content":"bench 12","messageId":"x"}]"#),
+            parse(
+                r#"42["message",{"type":"message","conversationId":"c","userId":"m1","content":"bench 12","messageId":"x"}]"#
+            ),
             Incoming::Message(12)
         );
         assert_eq!(
             parse(r#"435[{"messageId":"x","timestamp":"t"}]"#),
-            Incoming::Reply { id: 5, error: false }
+            Incoming::Reply {
+                id: 5,
+                error: false
+            }
         );
         assert_eq!(
             parse(r#"436[{"conversationId":"c","total":3,"online":2,"history":[]}]"#),
-            Incoming::Reply { id: 6, error: false },
+            Incoming::Reply {
+                id: 6,
+                error: false
+            },
             "a join ack carries a total but is no click ack"
         );
         assert_eq!(

@@ -132,7 +132,10 @@ pub async fn chat(
 /// Joins the conversation and waits for the answer.
 async fn join(client: &mut Client, conversation: &str) -> Result<(), BenchError> {
     let id = client
-        .emit("join_conversation", &json!({ "conversationId": conversation }))
+        .emit(
+            "join_conversation",
+            &json!({ "conversationId": conversation }),
+        )
         .await?;
     let answered = async {
         loop {
