@@ -6,7 +6,8 @@
 #
 # Knobs (environment): IDLE_N (10000), FANOUT_N (1000), FLOOD_N (1000),
 # FLOOD_RATE (5000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
-# RAMP_START (20), STEP (5s), DURATION (10s), OUT (docs), QUICK=1 for a
+# RAMP_START (20), STEP (5s), DURATION (10s), CHAT_N (1000), CHAT_RATE (50),
+# OUT (docs), QUICK=1 for a
 # seconds-long smoke run with tiny numbers, COOLDOWN (10s; 0 with QUICK)
 # between workloads, SERVER_CPUS / TOOL_CPUS (see below).
 set -euo pipefail
@@ -14,9 +15,9 @@ cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-}" == 1 ]]; then
   : "${COOLDOWN:=0}"
-  : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
+  : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${CHAT_N:=20}" "${CHAT_RATE:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
 fi
-: "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
+: "${CHAT_N:=1000}" "${CHAT_RATE:=50}" "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
 OUT=${OUT:-docs}
 mkdir -p "$OUT"
 # Time for the machine to settle between workloads, so one server's load
@@ -37,11 +38,11 @@ fi
 # Runs "$@" on the CPUs in $1 (all of them when $1 is empty).
 pinned() { local cpus=$1; shift; if [[ -n "$cpus" ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 # Only SERVERS (a space-separated subset of "tally tally-interval-0 node") and
-# WORKLOADS (of "idle fanout flood big ramp") are run when set; results of the
+# WORKLOADS (of "idle fanout flood big ramp chat") are run when set; results of the
 # others are taken from the previous run's raw lines in $RAW (with docs/ as
 # $OUT: bench/results.jsonl, committed with the report), so one noisy workload
 # can be rerun alone.
-: "${SERVERS:=tally tally-interval-0 node}" "${WORKLOADS:=idle fanout flood big ramp}"
+: "${SERVERS:=tally tally-interval-0 node}" "${WORKLOADS:=idle fanout flood big ramp chat}"
 
 # One descriptor per connection, on both ends of 10,000 connections.
 ulimit -n "$(ulimit -Hn)"
@@ -98,6 +99,7 @@ run_workload() {
     flood) bench flood --connections "$FLOOD_N" --rate "$FLOOD_RATE" --duration "$DURATION" ;;
     big) bench flood --connections "$BIG_N" --rate "$BIG_RATE" --duration "$DURATION" ;;
     ramp) bench ramp --connections "$RAMP_N" --start-rate "$RAMP_START" --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms ;;
+    chat) bench chat --connections "$CHAT_N" --rate "$CHAT_RATE" --duration "$DURATION" ;;
   esac
 }
 

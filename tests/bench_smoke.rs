@@ -56,6 +56,19 @@ async fn every_mode_runs_and_counts_exactly() {
         "every listener saw every click: {fanout:?}"
     );
 
+    let chat = bench::chat(&target, 10, 40.0, Duration::from_millis(500), "smoke")
+        .await
+        .unwrap();
+    assert!(chat.messages > 0, "{chat:?}");
+    assert_eq!(chat.acked, chat.messages, "{chat:?}");
+    assert_eq!(chat.refused, 0, "{chat:?}");
+    assert_eq!(chat.lost, 0, "{chat:?}");
+    assert_eq!(
+        chat.delivery.samples,
+        10 * chat.messages,
+        "every member got every message: {chat:?}"
+    );
+
     let flood = bench::flood(&target, 10, 200.0, Duration::from_millis(500))
         .await
         .unwrap();
