@@ -262,3 +262,67 @@ describe('socket.io-client compatibility', () => {
     assert.equal(await reader.firstCount(), K);
   });
 });
+
+describe('conversations with socket.io-client', () => {
+  test('members on WebSocket and long-polling chat, see presence and typing, and catch up', LIMIT, async () => {
+    const server = await serve();
+    const ada = new Client(server.url, { transports: ['websocket'], auth: { username: 'ada' } });
+    const bob = new Client(server.url, { transports: ['polling'], auth: { username: 'bob' } });
+    await ada.connect();
+    await bob.connect();
+    const event = (client, name, matches = () => true) =>
+      within(
+        new Promise((resolve) => {
+          const listener = (payload) => {
+            if (!matches(payload)) return;
+            client.socket.off(name, listener);
+            resolve(payload);
+          };
+          client.socket.on(name, listener);
+        }),
+        `${name} event`,
+      );
+    const emit = (client, name, payload) => client.socket.timeout(WAIT_MS).emitWithAck(name, payload);
+
+    const joined = await emit(ada, 'join_conversation', { conversationId: 'js' });
+    assert.deepEqual(joined, { conversationId: 'js', total: 0, online: 1, history: [], more: false });
+    const presence = event(ada, 'presence', (p) => p.online === 2);
+    assert.equal((await emit(bob, 'join_conversation', { conversationId: 'js' })).online, 2);
+    await presence;
+
+    // A message from the polling client reaches the WebSocket one in the
+    // design's schema, after it was stored (the ack).
+    const received = event(ada, 'message');
+    const ack = await emit(bob, 'message', { conversationId: 'js', content: 'from polling' });
+    assert.match(ack.messageId, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a UUIDv7');
+    assert.match(ack.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.deepEqual(await received, {
+      type: 'message',
+      conversationId: 'js',
+      userId: 'bob',
+      content: 'from polling',
+      timestamp: ack.timestamp,
+      messageId: ack.messageId,
+    });
+
+    const typing = event(bob, 'typing');
+    assert.deepEqual(await emit(ada, 'typing', { conversationId: 'js' }), { ok: true });
+    assert.deepEqual(await typing, { conversationId: 'js', userId: 'ada' });
+
+    const roomCount = event(bob, 'room_count', (c) => c.total === 1);
+    const click = await ada.click({ conversationId: 'js' });
+    assert.deepEqual(click.conversation, { conversationId: 'js', total: 1 });
+    await roomCount;
+
+    // Bob leaves, misses two messages, and catches up with `since`.
+    assert.deepEqual(await emit(bob, 'leave_conversation', { conversationId: 'js' }), { ok: true });
+    const missed = [];
+    for (const content of ['one', 'two']) missed.push((await emit(ada, 'message', { conversationId: 'js', content })).messageId);
+    const back = await emit(bob, 'join_conversation', { conversationId: 'js', since: ack.messageId });
+    assert.deepEqual(back.history.map((m) => m.messageId), missed);
+    assert.equal(back.more, false);
+
+    const refused = await emit(ada, 'message', { conversationId: 'js', content: '   ' });
+    assert.equal(refused.error.code, 'invalid_payload');
+  });
+});
