@@ -345,6 +345,7 @@ describe('a conversation page', () => {
     await bob.context().setOffline(false);
     await bob.waitForFunction(() => document.querySelectorAll('#messages li').length === 3, null, { timeout: 60_000 });
     assert.equal((await messageTexts(bob))[2], 'while you were away');
+    await bob.screenshot({ path: `${SHOTS}conversation.png`, fullPage: true });
   });
 
   test('the main page opens a conversation; anonymous visitors read but cannot post', LIMIT, async () => {
