@@ -60,11 +60,11 @@ pub struct MessageLog {
     requests: mpsc::Sender<Request>,
 }
 
-/// The writer's side of the log: hand it to [`write`].
+/// The writer's side of the log: hand it to [`write()`].
 pub struct Queue(mpsc::Receiver<Request>);
 
 impl MessageLog {
-    /// A log and its queue. Messages appended before [`write`] runs wait
+    /// A log and its queue. Messages appended before [`write()`] runs wait
     /// in the queue.
     pub fn new() -> (Self, Queue) {
         let (requests, queue) = mpsc::channel(QUEUE);

@@ -6,7 +6,7 @@
 //! | server → client | `me` | [`Me`] (identified sockets only) |
 //! | server → client | `leaderboard` | list of [`Ranked`](crate::counter::leaderboard::Ranked) |
 //! | server → client | `session_expired` | [`SessionExpired`] |
-//! | server → client | `message` | [`Message`](crate::conversation::Message) (members of its conversation) |
+//! | server → client | `message` | [`Message`] (members of its conversation) |
 //! | server → client | `room_count` | [`RoomCount`] (members) |
 //! | server → client | `presence` | [`Presence`] (members) |
 //! | server → client | `typing` | [`Typing`] (the other members) |
