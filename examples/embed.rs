@@ -63,7 +63,7 @@ impl Sessions {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    tally::telemetry::init(config.log.as_deref())?;
+    tally::telemetry::init(config.log.as_deref(), config.log_format)?;
     let addr = config.addr;
 
     let sessions = Sessions::default();

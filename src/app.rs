@@ -35,13 +35,19 @@ use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::{self, Counters};
 use crate::http::{self, OriginPolicy};
 use crate::identity::{DynIdentityProvider, IdentityProvider};
+use crate::metrics::Metrics;
 use crate::realtime::{self, connections::Connections};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError};
 
-/// How long closing the sockets may take at shutdown before the final flush
-/// goes ahead without waiting any longer (counting has stopped already).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long clients are asked to wait before reconnecting after
+/// `server_shutdown` (they add up to as much again at random, so a restart
+/// does not bring every client back in the same instant).
+pub const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// How often histogram samples are folded into their buckets between
+/// scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for the webhook to deliver what is queued.
 const WEBHOOK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,6 +155,8 @@ impl TallyBuilder {
             broadcast_interval: config.broadcast_interval,
             connections: Connections::default(),
             messages,
+            metrics: Metrics::new(),
+            draining: Default::default(),
             history_size: config.history_size as usize,
             api_key: config.api_key.as_ref().map(|key| Arc::from(key.0.as_str())),
         };
@@ -177,6 +185,8 @@ impl TallyBuilder {
             message_queue,
             webhook,
             message_retention: config.message_retention,
+            metrics_addr: config.metrics_addr,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 }
@@ -219,6 +229,8 @@ pub struct Tally {
     message_queue: message_log::Queue,
     webhook: Option<(WebhookQueue, Outbox, WebhookConfig)>,
     message_retention: Option<Duration>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    shutdown_timeout: Duration,
 }
 
 impl Tally {
@@ -232,16 +244,46 @@ impl Tally {
     }
 
     /// Everything tally serves in one router: [`Tally::page`],
-    /// [`Tally::api`], [`Tally::health`] and [`Tally::socket_io`], and a JSON
+    /// [`Tally::api`], [`Tally::health`], [`Tally::socket_io`] and, unless
+    /// `--metrics-addr` puts it elsewhere, [`Tally::metrics`]; and a JSON
     /// `404` for any other path. Mount it with `nest_service(prefix, …)`, or
     /// serve it as it is.
     pub fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .merge(self.page())
             .merge(self.api())
             .merge(self.health())
-            .merge(self.socket_io())
-            .fallback(http::not_found)
+            .merge(self.socket_io());
+        let router = if self.metrics_addr.is_none() {
+            router.merge(self.metrics())
+        } else {
+            router
+        };
+        router.fallback(http::not_found)
+    }
+
+    /// `GET /metrics`: this instance's metrics in the Prometheus text format.
+    pub fn metrics(&self) -> Router {
+        let state = self.state.clone();
+        let io = self.io.clone();
+        Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (state, io) = (state.clone(), io.clone());
+                    async move { realtime::render_metrics(&state, &io) }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.metrics.clone(),
+                http::track,
+            ))
+    }
+
+    /// Where `--metrics-addr` asks `/metrics` to be served, if anywhere but
+    /// the main address.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The page and its assets: `/` (a request for the mount path without
@@ -277,6 +319,10 @@ impl Tally {
         routes
             .with_state(self.state.clone())
             .layer(CompressionLayer::new())
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.metrics.clone(),
+                http::track,
+            ))
     }
 
     /// Socket.IO at `/socket.io/` (WebSocket and long-polling), behind the
@@ -301,10 +347,15 @@ impl Tally {
             Some(cors) => router.layer(cors),
             None => router,
         };
-        router.layer(axum::middleware::from_fn_with_state(
-            self.policy.clone(),
-            http::origin_check,
-        ))
+        router
+            .layer(axum::middleware::from_fn_with_state(
+                self.policy.clone(),
+                http::origin_check,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.metrics.clone(),
+                http::track,
+            ))
     }
 
     /// Spawns the background tasks — the coalescer that broadcasts totals,
@@ -322,9 +373,20 @@ impl Tally {
             message_queue,
             webhook,
             message_retention,
+            shutdown_timeout,
             ..
         } = self;
         let stop_messages = CancellationToken::new();
+        let metrics_upkeep = tokio::spawn({
+            let metrics = state.metrics.clone();
+            async move {
+                let mut every = tokio::time::interval(METRICS_UPKEEP);
+                loop {
+                    every.tick().await;
+                    metrics.upkeep();
+                }
+            }
+        });
         let (webhook_queue, webhook) = match webhook {
             Some((queue, outbox, config)) => (
                 Some(queue),
@@ -338,6 +400,7 @@ impl Tally {
             webhook_queue,
             write_timeout,
             stop_messages.clone(),
+            state.metrics.clone(),
             {
                 let io = io.clone();
                 move |messages| {
@@ -360,6 +423,7 @@ impl Tally {
                 state.store.clone(),
                 write_timeout,
             )
+            .with_metrics(state.metrics.clone())
             .run(flush_interval, stop_flushing.clone()),
         );
         let stop_publishing = CancellationToken::new();
@@ -367,6 +431,7 @@ impl Tally {
         let coalescer = (!state.broadcast_interval.is_zero()).then(|| {
             let io = io.clone();
             let connections = state.connections.clone();
+            let publisher = state.clone();
             tokio::spawn(counter::coalesce::run(
                 state.counters.clone(),
                 Pacing {
@@ -377,7 +442,8 @@ impl Tally {
                 stop_publishing.clone(),
                 move |changes| {
                     let io = io.clone();
-                    async move { realtime::publish(&io, &changes).await }
+                    let state = publisher.clone();
+                    async move { realtime::publish(&io, &changes, &state).await }
                 },
             ))
         });
@@ -406,6 +472,8 @@ impl Tally {
             message_writer,
             webhook,
             retention,
+            metrics_upkeep,
+            shutdown_timeout,
         }
     }
 }
@@ -426,9 +494,17 @@ pub struct Running {
     message_writer: JoinHandle<()>,
     webhook: Option<JoinHandle<()>>,
     retention: Option<JoinHandle<()>>,
+    metrics_upkeep: JoinHandle<()>,
+    shutdown_timeout: Duration,
 }
 
 impl Running {
+    /// `--shutdown-timeout`: how long closing the sockets, and then the
+    /// HTTP server's requests, may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
     /// Sockets connected now.
     pub fn connections(&self) -> usize {
         self.state.connections.current()
@@ -436,6 +512,9 @@ impl Running {
 
     /// Stops tally without losing an acknowledged click, in this order:
     ///
+    /// 0. tally stops being ready: `/readyz` answers 503, new Socket.IO
+    ///    connections are refused (`server shutting down`), and every
+    ///    connected client gets `server_shutdown {"reconnectAfterMs"}`;
     /// 1. counting stops: a click arriving from now on is answered with a
     ///    `shutting_down` error and not counted; so is a chat message, and
     ///    the messages already queued are stored and answered;
@@ -443,7 +522,7 @@ impl Running {
     ///    which now include every counted click, while every socket is still
     ///    open to receive them;
     /// 3. every socket is closed (long-polling requests end with them, so a
-    ///    host's HTTP server can drain), waiting at most 10 s;
+    ///    host's HTTP server can drain), waiting at most `--shutdown-timeout`;
     /// 4. the final flush writes every remaining increment, retried a few
     ///    times; if it still fails, the error says how many clicks are lost;
     /// 5. the webhook gets up to 5 s to deliver the messages it has queued.
@@ -463,8 +542,26 @@ impl Running {
             message_writer,
             webhook,
             retention,
+            metrics_upkeep,
+            shutdown_timeout,
         } = self;
+        metrics_upkeep.abort();
         tracing::info!("shutting down: publishing the last totals and closing connections");
+        // Not ready from now on: `/readyz` answers 503 and new Socket.IO
+        // connections are refused, while the connected clients are told to
+        // come back (to this server once restarted, or to another).
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(everyone) = io.of("/") {
+            let notice = realtime::events::ServerShutdown {
+                reconnect_after_ms: RECONNECT_AFTER.as_millis() as u64,
+            };
+            everyone
+                .emit(realtime::events::SERVER_SHUTDOWN, &notice)
+                .await
+                .ok();
+        }
         // From here on no click is counted, so the last broadcasts carry the
         // final totals and the final flush holds every acknowledged click.
         state.counters.close();
@@ -482,11 +579,11 @@ impl Running {
         };
         let published = published.and(leaderboard.await);
 
-        if tokio::time::timeout(CLOSE_TIMEOUT, io.close())
+        if tokio::time::timeout(shutdown_timeout, io.close())
             .await
             .is_err()
         {
-            tracing::warn!("sockets still closing after {CLOSE_TIMEOUT:?}; flushing anyway");
+            tracing::warn!("sockets still closing after {shutdown_timeout:?}; flushing anyway");
         }
         stop_flushing.cancel();
         let flushed = flusher.await?;

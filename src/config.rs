@@ -171,6 +171,19 @@ pub struct Config {
     /// Unset keeps them forever.
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", value_parser = parse_positive_duration)]
     pub message_retention: Option<Duration>,
+    /// How long shutdown may wait for sockets to close, and then for HTTP
+    /// requests to finish, before it goes on (the final write of counts
+    /// always happens).
+    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub shutdown_timeout: Duration,
+    /// Serve `/metrics` (Prometheus) on this address instead of the main
+    /// one, e.g. to keep it off the public port.
+    #[arg(long, env = "TALLY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How log lines are written: `human` (readable lines) or `json` (one
+    /// JSON object per line, for log collectors).
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: crate::telemetry::LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info` or `tally=debug,info`.
     /// When not given, `RUST_LOG` is used, and `info` when neither is set.
     #[arg(long, env = "TALLY_LOG")]

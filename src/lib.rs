@@ -15,6 +15,7 @@ pub mod conversation;
 pub mod counter;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod realtime;
 pub mod serve;
 pub mod state;

@@ -8,7 +8,7 @@ use tally::config::{Cli, Command};
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().into_command() {
         Command::Serve(config) => {
-            tally::telemetry::init(config.log.as_deref())?;
+            tally::telemetry::init(config.log.as_deref(), config.log_format)?;
             let app = App::build(config).await?;
             app.run_until(tally::shutdown_signal()).await?;
         }

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -21,14 +20,11 @@ use crate::app::{RunError, Running, StartError, Tally, TallyBuilder};
 use crate::config::Config;
 use crate::store::Store;
 
-/// How long plain HTTP requests get to finish after the shutdown signal.
-/// Socket.IO connections are closed by [`crate::Running::shutdown`] and do
-/// not wait for this.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A server that is bound and ready to run.
 pub struct App {
     listener: TcpListener,
+    /// `--metrics-addr`'s listener, when `/metrics` is served apart.
+    metrics: Option<TcpListener>,
     tally: Tally,
 }
 
@@ -57,7 +53,26 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        Ok(App { listener, tally })
+        let metrics = match tally.metrics_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(App {
+            listener,
+            metrics,
+            tally,
+        })
+    }
+
+    /// Where `/metrics` is served when `--metrics-addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -74,20 +89,46 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
-        let App { listener, tally } = self;
+        let App {
+            listener,
+            metrics,
+            tally,
+        } = self;
         let router = tally.router().layer(TraceLayer::new_for_http());
+        let stop = CancellationToken::new();
+        if let Some(metrics) = metrics {
+            let addr = metrics.local_addr().map_err(RunError::Serve)?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            let server = axum::serve(metrics, tally.metrics())
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
+            tokio::spawn(async move {
+                if let Err(err) = server.await {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            });
+        }
         let running = tally.start();
-        serve(listener, router, running, shutdown).await
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+        serve(listener, router, running, stop.cancelled_owned()).await
     }
 }
 
 /// Serves `router` — a host's app with tally mounted in it, or tally's own
-/// router — on `listener` until `shutdown` completes, then stops both in
-/// order: the HTTP server stops accepting and drains (at most 10 s) while
-/// `running` publishes the last totals, closes every socket, stops counting
-/// and writes what is left. Logs `listening on http://…` first. If the HTTP
-/// server fails on its own, tally is still stopped in order; either error is
-/// returned after the counts were flushed.
+/// router — on `listener` until `shutdown` completes, then stops in order:
+/// tally drains first while HTTP is still served (`/readyz` answers 503,
+/// new Socket.IO connections are refused, clients are told
+/// `server_shutdown`, the last totals are published, sockets are closed,
+/// what is left is written), then the HTTP server stops accepting and gets
+/// at most `--shutdown-timeout` to finish its requests. Logs
+/// `listening on http://…` first. If the HTTP server fails on its own,
+/// tally is still stopped in order; either error is returned after the
+/// counts were flushed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -95,7 +136,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(RunError::Serve)?;
+    let drain_timeout = running.shutdown_timeout();
+    // `stop` starts tally's shutdown; `stop_http` ends HTTP once it is done.
     let stop = CancellationToken::new();
+    let stop_http = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -106,22 +150,25 @@ pub async fn serve(
 
     tracing::info!("listening on http://{addr}");
     let server = axum::serve(nodelay(listener), router)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .with_graceful_shutdown(stop_http.clone().cancelled_owned())
         .into_future();
     let served = async {
         let served = tokio::select! {
             served = server => served,
-            () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                tracing::warn!("HTTP requests still open after {DRAIN_TIMEOUT:?}; not waiting for them");
+            () = async { stop_http.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
+                tracing::warn!("HTTP requests still open after {drain_timeout:?}; not waiting for them");
                 Ok(())
             }
         };
+        // An HTTP server that failed on its own still stops tally in order.
         stop.cancel();
         served
     };
     let stopped = async {
         stop.cancelled().await;
-        running.shutdown().await
+        let stopped = running.shutdown().await;
+        stop_http.cancel();
+        stopped
     };
     let (served, stopped) = tokio::join!(served, stopped);
     served.map_err(RunError::Serve)?;

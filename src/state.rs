@@ -8,6 +8,7 @@ use crate::conversation::log::MessageLog;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::identity::DynIdentityProvider;
+use crate::metrics::Metrics;
 use crate::realtime::connections::Connections;
 use crate::store::Store;
 
@@ -28,6 +29,11 @@ pub struct AppState {
     pub broadcast_interval: Duration,
     /// Where chat messages are stored before they are sent.
     pub messages: MessageLog,
+    /// This instance's Prometheus metrics.
+    pub metrics: Metrics,
+    /// Set when shutdown begins: `/readyz` answers 503 and handshakes are
+    /// refused.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Most messages in one page of history.
     pub history_size: usize,
     /// The key of `/api/conversations/…`; `None` turns those endpoints off.

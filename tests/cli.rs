@@ -106,3 +106,61 @@ fn logs_the_bound_address_and_exits_cleanly_on_sigterm() {
     let status = server.terminate();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
 }
+
+/// Every log line a server wrote until it exited.
+fn log_of(server: &mut ChildServer) -> Vec<String> {
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    server.log.try_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_level_prints_a_token_and_json_logs_are_json() {
+    for format in ["human", "json"] {
+        let mut server = ChildServer::start(
+            &[
+                "--addr",
+                "127.0.0.1:0",
+                "--log",
+                "trace",
+                "--log-format",
+                format,
+            ],
+            &[],
+        );
+        let issued: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/session", server.url))
+            .json(&serde_json::json!({"username": "ada"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = issued["token"].as_str().unwrap().to_string();
+        let client = common::TestClient::connect_as(
+            &server.url,
+            common::TransportType::Polling,
+            serde_json::json!({ "token": token }),
+        )
+        .await
+        .unwrap();
+        client.click_total().await;
+        client
+            .emit_json("refresh", serde_json::json!({ "token": token }))
+            .await;
+        client.disconnect().await;
+        let log = log_of(&mut server);
+        assert!(log.len() > 20, "trace logs were written: {log:?}");
+        // The signature is the secret part; the whole token is longer still.
+        let signature = token.rsplit('.').next().unwrap();
+        for line in &log {
+            assert!(!line.contains(signature), "a token in the log: {line}");
+            if format == "json" {
+                let parsed: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+                assert!(parsed["level"].is_string(), "{line}");
+            }
+        }
+    }
+}

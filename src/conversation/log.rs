@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::webhook::WebhookQueue;
 use super::{Content, ConversationId, Message};
+use crate::metrics::Metrics;
 use crate::store::{MAX_MESSAGES_PER_WRITE, Store};
 use crate::user::Username;
 
@@ -94,6 +95,7 @@ pub async fn write<P, F>(
     webhook: Option<WebhookQueue>,
     write_timeout: Duration,
     cancel: CancellationToken,
+    metrics: Metrics,
     mut publish: P,
 ) where
     P: FnMut(Arc<[Message]>) -> F,
@@ -125,9 +127,13 @@ pub async fn write<P, F>(
             messages.push(Message::new(draft.conversation, draft.user, draft.content));
             answers.push(stored);
         }
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(write_timeout, store.add_messages(&messages)).await
         {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                metrics.messages_written(messages.len(), started.elapsed());
+                Ok(())
+            }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, messages = messages.len(), "storing messages failed");
                 Err(AppendError::Store)
@@ -241,6 +247,7 @@ mod tests {
             None,
             Duration::from_secs(5),
             cancel.clone(),
+            Metrics::new(),
             {
                 let published = published.clone();
                 move |batch: Arc<[Message]>| {

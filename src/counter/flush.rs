@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{CounterKey, Counters};
+use crate::metrics::Metrics;
 use crate::store::{Applied, Batch, Store, StoreError};
 
 /// How often the final flush is tried at shutdown before giving up.
@@ -43,6 +44,7 @@ pub struct Flusher {
     /// Longest a write may take before it counts as failed (a query stuck
     /// on a half-open connection would otherwise stop every later flush).
     write_timeout: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl Flusher {
@@ -65,7 +67,14 @@ impl Flusher {
             next_seq: 1,
             unconfirmed: None,
             write_timeout,
+            metrics: None,
         }
+    }
+
+    /// Records flush durations, sizes, failures and retries in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Writes the unconfirmed batch, if any, then everything pending.
@@ -73,6 +82,9 @@ impl Flusher {
     pub async fn flush(&mut self) -> Result<u64, StoreError> {
         let mut stored = 0;
         if let Some(batch) = self.unconfirmed.take() {
+            if let Some(metrics) = &self.metrics {
+                metrics.flush_retried();
+            }
             stored += self.write(batch).await?;
         }
         let deltas = self.counters.take_pending();
@@ -125,9 +137,15 @@ impl Flusher {
                 }
                 self.counters.set_unconfirmed(0);
                 self.counters.set_flush_failing(false);
+                if let Some(metrics) = &self.metrics {
+                    metrics.flushed(batch.deltas.len(), started.elapsed());
+                }
                 Ok(clicks)
             }
             Err(err) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.flush_failed();
+                }
                 self.counters.set_flush_failing(true);
                 self.unconfirmed = Some(batch);
                 Err(err)

@@ -246,6 +246,10 @@ pub struct Counters {
     /// under the exclusive gate, no click can slip in before the final flush.
     gate: RwLock<bool>,
     changed: Notify,
+    /// When the oldest change not yet taken by [`Counters::take_changes`]
+    /// happened, in nanoseconds since `epoch` plus one (0: none pending).
+    first_change: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 /// A conversation's number of connected sockets that changed.
@@ -262,6 +266,9 @@ pub struct Changes {
     pub totals: Vec<Changed>,
     /// Conversations whose number of connected sockets moved.
     pub presence: Vec<Online>,
+    /// How long the oldest of these changes waited to be taken (the
+    /// coalescing delay `tally_click_to_broadcast_seconds` reports).
+    pub waited: Option<std::time::Duration>,
 }
 
 impl Changes {
@@ -303,6 +310,8 @@ impl Counters {
             flush_failing: AtomicBool::new(false),
             gate: RwLock::new(false),
             changed: Notify::new(),
+            first_change: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -356,7 +365,7 @@ impl Counters {
         if let Some((id, counter)) = room {
             self.rooms.mark_dirty(id, counter);
         }
-        self.changed.notify_one();
+        self.note_change();
         Ok(click)
     }
 
@@ -411,8 +420,20 @@ impl Counters {
             presence.changed.insert(room.clone());
             online
         };
-        self.changed.notify_one();
+        self.note_change();
         online
+    }
+
+    /// Wakes the coalescer, remembering when the first unpublished change
+    /// happened (one clock read per window, not per click).
+    fn note_change(&self) {
+        if self.first_change.load(Ordering::Relaxed) == 0 {
+            let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+            self.first_change
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                .ok();
+        }
+        self.changed.notify_one();
     }
 
     /// Sockets in a conversation's room now.
@@ -514,9 +535,16 @@ impl Counters {
                 })
                 .collect()
         };
+        let first = self.first_change.swap(0, Ordering::Relaxed);
+        let waited = (first > 0).then(|| {
+            self.epoch
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_nanos(first - 1))
+        });
         Changes {
             totals: self.take_changed(),
             presence,
+            waited,
         }
     }
 

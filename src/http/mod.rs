@@ -44,9 +44,45 @@ pub fn api() -> Router<AppState> {
         )
 }
 
-/// `GET /healthz`.
+/// `GET /healthz` (liveness) and `GET /readyz` (readiness).
 pub fn health() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// 200 while this server should get traffic: the store answers and shutdown
+/// has not begun. A load balancer stops sending new clients here when it
+/// turns 503, while `/healthz` still says the process is alive.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        let error = ApiError::Unavailable {
+            code: "shutting_down",
+            message: "the server is shutting down".into(),
+        };
+        return (error.status(), Json(error.body())).into_response();
+    }
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// Counts every request by matched route and status in `tally_http_requests_total`.
+pub async fn track(
+    State(metrics): State<crate::metrics::Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // The route's pattern, not the path: one series per route however many
+    // users or conversations are asked for.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let response = next.run(request).await;
+    metrics.http_request(&route, response.status().as_u16());
+    response
 }
 
 /// The answer to any path tally does not serve: `404 {"error": …}`.

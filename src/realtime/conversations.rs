@@ -202,6 +202,7 @@ async fn on_join(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
+    state.metrics.event(JOIN_CONVERSATION);
     let answer = match join(&socket, &io, &state, &identity, args).await {
         Ok(joined) => Ack::Ok(joined),
         Err(refused) => refused.into_ack(),
@@ -282,6 +283,7 @@ async fn on_leave(
     TryData(args): TryData<Args>,
     State(state): State<AppState>,
 ) {
+    state.metrics.event(LEAVE_CONVERSATION);
     let answer = match object(args).and_then(|payload| conversation_id(&payload)) {
         Ok(room) => {
             let left = socket
@@ -306,6 +308,7 @@ async fn on_message(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
+    state.metrics.event(MESSAGE);
     let answer = match post(&socket, &state, &identity, args).await {
         Ok(posted) => Ack::Ok(posted),
         Err(refused) => {
@@ -394,8 +397,10 @@ async fn on_typing(
     socket: SocketRef,
     ack: AckSender,
     TryData(args): TryData<Args>,
+    State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
+    state.metrics.event(TYPING);
     let answer = (|| {
         let payload = object(args)?;
         let room = conversation_id(&payload)?;
@@ -429,6 +434,6 @@ async fn on_typing(
 /// are published at once, like counts.
 async fn publish_presence_now(io: &SocketIo, state: &AppState) {
     if state.broadcast_interval.is_zero() {
-        super::publish(io, &state.counters.take_changes()).await;
+        super::publish(io, &state.counters.take_changes(), state).await;
     }
 }

@@ -6,6 +6,7 @@
 //! | server → client | `me` | [`Me`] (identified sockets only) |
 //! | server → client | `leaderboard` | list of [`Ranked`](crate::counter::leaderboard::Ranked) |
 //! | server → client | `session_expired` | [`SessionExpired`] |
+//! | server → client | `server_shutdown` | [`ServerShutdown`] |
 //! | server → client | `message` | [`Message`] (members of its conversation) |
 //! | server → client | `room_count` | [`RoomCount`] (members) |
 //! | server → client | `presence` | [`Presence`] (members) |
@@ -32,6 +33,7 @@ pub const LEADERBOARD: &str = "leaderboard";
 pub const SESSION_EXPIRED: &str = "session_expired";
 pub const CLICK: &str = "click";
 pub const REFRESH: &str = "refresh";
+pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 pub const JOIN_CONVERSATION: &str = "join_conversation";
 pub const LEAVE_CONVERSATION: &str = "leave_conversation";
 pub const MESSAGE: &str = "message";
@@ -119,6 +121,16 @@ pub struct Me {
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionExpired {
     pub reason: &'static str,
+}
+
+/// Sent to every socket when the server begins to shut down, just before
+/// it closes them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerShutdown {
+    /// Wait at least this long before reconnecting (plus up to as much
+    /// again at random).
+    pub reconnect_after_ms: u64,
 }
 
 /// A new token for the current session.

@@ -21,6 +21,7 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
 
 use crate::conversation::ConversationId;
 use crate::counter::leaderboard::Ranked;
@@ -44,6 +45,7 @@ async fn on_connect(
     Extension(identity): Extension<Identity>,
 ) {
     tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
+    state.metrics.connected();
     session::start(&socket, &identity);
     // Extensions are dropped with the socket, and the guard with them.
     socket
@@ -70,8 +72,10 @@ async fn on_connect(
     socket.on_disconnect(
         async |socket: SocketRef,
                io: SocketIo,
+               reason: DisconnectReason,
                State(state): State<AppState>,
                Extension(identity): Extension<Identity>| {
+            state.metrics.disconnected(reason_label(reason));
             session::stop(&identity);
             conversations::disconnected(&socket, &io, &state).await;
             tracing::debug!(sid = %socket.id, "socket disconnected");
@@ -87,6 +91,7 @@ async fn on_click(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
+    state.metrics.event(CLICK);
     let room = match click_target(&socket, args) {
         Ok(room) => room,
         Err(refused) => {
@@ -100,7 +105,10 @@ async fn on_click(
         .counters
         .click_in(identity.user.as_ref(), room.as_ref())
     {
-        Ok(click) => click,
+        Ok(click) => {
+            state.metrics.click();
+            click
+        }
         Err(closed) => {
             // Shutdown has begun and the final flush may already be done:
             // the client is told this click was not counted.
@@ -141,7 +149,9 @@ async fn on_click(
             &Changes {
                 totals,
                 presence: Vec::new(),
+                waited: None,
             },
+            &state,
         )
         .await;
     }
@@ -181,20 +191,25 @@ fn click_target(
 /// Publishes changes: the global total to everyone, a user's to that
 /// user's sockets, a conversation's total and occupancy to its members.
 /// Each payload is serialised once for all its recipients.
-pub async fn publish(io: &SocketIo, changes: &Changes) {
+pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
     // The namespace is gone once the server has closed; nobody is left to tell.
     let Some(everyone) = io.of("/") else {
         return;
     };
+    let started = std::time::Instant::now();
+    let metrics = &state.metrics;
     for change in &changes.totals {
         let sent = match &change.key {
             CounterKey::Global => {
                 let count = Count {
                     total: change.total,
                 };
+                metrics.broadcast(COUNT, state.connections.current());
                 everyone.clone().emit(COUNT, &count).await
             }
             CounterKey::User(user) => {
+                // A user's sockets are few; they are not counted one by one.
+                metrics.broadcast(ME, 0);
                 let me = Me {
                     username: user.clone(),
                     count: change.total,
@@ -210,6 +225,7 @@ pub async fn publish(io: &SocketIo, changes: &Changes) {
                     conversation_id: room.clone(),
                     total: change.total,
                 };
+                metrics.broadcast(ROOM_COUNT, state.counters.online(room) as usize);
                 everyone
                     .clone()
                     .to(room.to_string())
@@ -228,6 +244,7 @@ pub async fn publish(io: &SocketIo, changes: &Changes) {
             conversation_id: online.room.clone(),
             online: online.online,
         };
+        metrics.broadcast(PRESENCE, online.online as usize);
         if let Err(err) = everyone
             .clone()
             .to(online.room.to_string())
@@ -237,6 +254,7 @@ pub async fn publish(io: &SocketIo, changes: &Changes) {
             tracing::debug!(error = %err, room = %online.room, "presence broadcast incomplete");
         }
     }
+    metrics.published(changes.waited, started.elapsed());
 }
 
 /// Publishes a new top list to everyone.
@@ -247,4 +265,38 @@ pub async fn publish_leaderboard(io: &SocketIo, top: &[Ranked]) {
     if let Err(err) = everyone.emit(LEADERBOARD, top).await {
         tracing::debug!(error = %err, "leaderboard broadcast incomplete");
     }
+}
+
+/// socketioxide's reason as a metric label.
+fn reason_label(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport_close",
+        DisconnectReason::MultipleHttpPollingError => "multiple_http_polling_error",
+        DisconnectReason::PacketParsingError => "packet_parsing_error",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "closing_server",
+    }
+}
+
+/// `/metrics`: the figures read now (sockets by transport, pending clicks,
+/// occupied conversations), then every metric rendered.
+pub fn render_metrics(state: &AppState, io: &SocketIo) -> String {
+    let mut now = crate::metrics::State {
+        pending: state.counters.pending_clicks(),
+        occupied: state.counters.occupied_rooms(),
+        ..Default::default()
+    };
+    if let Some(everyone) = io.of("/") {
+        for socket in everyone.sockets() {
+            match socket.transport_type() {
+                socketioxide::TransportType::Websocket => now.websocket += 1,
+                socketioxide::TransportType::Polling => now.polling += 1,
+            }
+        }
+    }
+    state.metrics.set_state(&now);
+    state.metrics.render()
 }

@@ -64,6 +64,23 @@ pub enum HandshakeError {
     /// The host's identity provider refused it.
     #[error(transparent)]
     Host(#[from] Refusal),
+    /// The server is shutting down and takes no new connection.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl HandshakeError {
+    /// The reason as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeError::Auth(AuthError::Missing | AuthError::Invalid) => "unauthorized",
+            HandshakeError::Auth(AuthError::Expired) => "token_expired",
+            HandshakeError::Auth(AuthError::NotYetValid) => "token_not_yet_valid",
+            HandshakeError::Auth(AuthError::InvalidUsername) => "invalid_username",
+            HandshakeError::Host(_) => "host_refused",
+            HandshakeError::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// Connect middleware: accepts or refuses the handshake, by the host's
@@ -73,7 +90,9 @@ pub async fn authenticate(
     State(state): State<AppState>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), HandshakeError> {
+    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
     let result = match &state.identity {
+        _ if draining => Err(HandshakeError::ShuttingDown),
         Some(provider) => {
             let parts = socket.req_parts();
             let request = HandshakeRequest {
@@ -105,7 +124,10 @@ pub async fn authenticate(
         Ok(identity) => {
             socket.extensions.insert(identity.clone());
         }
-        Err(reason) => tracing::debug!(sid = %socket.id, %reason, "handshake refused"),
+        Err(reason) => {
+            state.metrics.handshake_refused(reason.label());
+            tracing::debug!(sid = %socket.id, %reason, "handshake refused");
+        }
     }
     result.map(|_| ())
 }
@@ -194,6 +216,7 @@ pub async fn on_refresh(
     State(state): State<AppState>,
     TryData(refresh): TryData<Refresh>,
 ) {
+    state.metrics.event(super::events::REFRESH);
     // `Data` would skip the handler on a bad payload and leave the client's
     // ack unanswered; every refused event gets an error ack instead.
     let answer = match refresh {

@@ -532,8 +532,10 @@ impl ChildServer {
             let line = log
                 .recv_timeout(WAIT)
                 .expect("the server logs its address in time");
-            if let Some((_, url)) = line.split_once("listening on ") {
-                break url.trim().to_string();
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                // The URL ends at a space or, in JSON logs, at the quote.
+                let url = rest.split(|c: char| c == '"' || c.is_whitespace()).next();
+                break url.unwrap_or_default().to_string();
             }
         };
         ChildServer {

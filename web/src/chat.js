@@ -106,10 +106,21 @@ async function join() {
   setStatus('connected');
 }
 
+// Set by `server_shutdown`: the server is restarting and asked for a pause.
+let comeBackAfterMs = 0;
 socket.on('connect', join);
+socket.on('server_shutdown', (msg) => {
+  comeBackAfterMs = Number(msg?.reconnectAfterMs) || 1000;
+  setStatus('server restarting');
+});
 socket.on('disconnect', (reason) => {
-  setStatus('reconnecting');
-  if (reason === 'io server disconnect') socket.connect();
+  if (!comeBackAfterMs) setStatus('reconnecting');
+  // The server's disconnect is final for socket.io-client: come back by
+  // hand, after the pause a restarting server asked for plus a random share.
+  if (reason === 'io server disconnect') {
+    setTimeout(() => socket.connect(), comeBackAfterMs * (1 + Math.random()));
+    comeBackAfterMs = 0;
+  }
 });
 socket.on('connect_error', async () => {
   if (socket.active) return setStatus('reconnecting');

@@ -133,18 +133,28 @@ const socket = io({
 });
 
 let expired = false;
+// Set by `server_shutdown`: the server is restarting and asked for a pause.
+let comeBackAfterMs = 0;
 socket.on('connect', () => setStatus('connected'));
 socket.on('session_expired', () => {
   expired = true;
 });
+socket.on('server_shutdown', (msg) => {
+  comeBackAfterMs = Number(msg?.reconnectAfterMs) || 1000;
+  setStatus('server restarting');
+});
 socket.on('disconnect', (reason) => {
-  setStatus('reconnecting');
+  if (!comeBackAfterMs) setStatus('reconnecting');
   // A disconnect by the server is final for socket.io-client: reconnect by
-  // hand, with a new token if the old one ran out.
+  // hand, with a new token if the old one ran out, after the pause a
+  // restarting server asked for (plus a random share, so not every page
+  // comes back at once).
   if (reason === 'io server disconnect') {
-    if (expired) renewOrSignOut();
-    else socket.connect();
+    const wait = comeBackAfterMs ? comeBackAfterMs * (1 + Math.random()) : 0;
+    const again = expired ? renewOrSignOut : () => socket.connect();
+    setTimeout(again, wait);
     expired = false;
+    comeBackAfterMs = 0;
   }
 });
 socket.io.on('reconnect_attempt', () => setStatus('reconnecting'));
