@@ -159,6 +159,11 @@ impl TallyBuilder {
             draining: Default::default(),
             history_size: config.history_size as usize,
             api_key: config.api_key.as_ref().map(|key| Arc::from(key.0.as_str())),
+            admin_token: config
+                .admin_token
+                .as_ref()
+                .map(|token| Arc::from(token.0.as_str())),
+            rate: Default::default(),
         };
         // One service for every Socket.IO route: each instance owns its own
         // table of engine.io sessions, so a second one would not know the
@@ -301,7 +306,10 @@ impl Tally {
     /// and `/api/conversations/{id}/messages` (post) when `--api-key` is
     /// set. CORS follows `--allowed-origins`.
     pub fn api(&self) -> Router {
-        let router = self.compressed(http::api());
+        let router = self
+            .compressed(http::api())
+            // The monitoring API lists the sockets of this instance.
+            .layer(axum::Extension(self.io.clone()));
         match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -379,11 +387,17 @@ impl Tally {
         let stop_messages = CancellationToken::new();
         let metrics_upkeep = tokio::spawn({
             let metrics = state.metrics.clone();
+            let (rate, counters) = (state.rate.clone(), state.counters.clone());
             async move {
-                let mut every = tokio::time::interval(METRICS_UPKEEP);
-                loop {
-                    every.tick().await;
-                    metrics.upkeep();
+                // Once a second: the click rate's sample; every few
+                // seconds: the histograms' upkeep.
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                for tick in 0u64.. {
+                    let at = every.tick().await;
+                    rate.sample(at.into_std(), counters.global().total());
+                    if tick % METRICS_UPKEEP.as_secs() == 0 {
+                        metrics.upkeep();
+                    }
                 }
             }
         });

@@ -171,6 +171,11 @@ pub struct Config {
     /// Unset keeps them forever.
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", value_parser = parse_positive_duration)]
     pub message_retention: Option<Duration>,
+    /// Token an operator's tools send as `Authorization: Bearer <token>` to
+    /// the monitoring API (`/api/admin/connections`, `/api/admin/stats`); at
+    /// least 16 bytes. Unset, those endpoints answer 404.
+    #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
     /// How long shutdown may wait for sockets to close, and then for HTTP
     /// requests to finish, before it goes on (the final write of counts
     /// always happens).
@@ -232,6 +237,13 @@ impl Config {
         {
             return Err(ConfigError::ShortApiKey);
         }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| token.0.len() < MIN_API_KEY_LEN)
+        {
+            return Err(ConfigError::ShortAdminToken);
+        }
         match (&self.message_webhook, &self.webhook_secret) {
             (Some(_), None) => Err(ConfigError::MissingWebhookSecret),
             (None, Some(_)) => Err(ConfigError::WebhookSecretWithoutWebhook),
@@ -267,6 +279,8 @@ pub enum ConfigError {
     ShortSecret,
     #[error("--api-key (TALLY_API_KEY) must be at least {MIN_API_KEY_LEN} bytes")]
     ShortApiKey,
+    #[error("--admin-token (TALLY_ADMIN_TOKEN) must be at least {MIN_API_KEY_LEN} bytes")]
+    ShortAdminToken,
     #[error(
         "--message-webhook (TALLY_MESSAGE_WEBHOOK) needs --webhook-secret (TALLY_WEBHOOK_SECRET): \
          the receiver checks each delivery's signature with it"
@@ -276,7 +290,7 @@ pub enum ConfigError {
     WebhookSecretWithoutWebhook,
 }
 
-/// Shortest accepted `--api-key`.
+/// Shortest accepted `--api-key` and `--admin-token`.
 pub const MIN_API_KEY_LEN: usize = 16;
 
 /// A secret string that never shows up in logs or `Debug` output.

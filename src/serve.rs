@@ -9,8 +9,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use axum::serve::{ListenerExt, TapIo};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
@@ -149,9 +149,13 @@ pub async fn serve(
     });
 
     tracing::info!("listening on http://{addr}");
-    let server = axum::serve(nodelay(listener), router)
-        .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-        .into_future();
+    let server = axum::serve(
+        nodelay(listener),
+        // The peer address of each request, for the monitoring API.
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+    .into_future();
     let served = async {
         let served = tokio::select! {
             served = server => served,
@@ -179,12 +183,15 @@ pub async fn serve(
 /// is small and wanted now: without it, Nagle's algorithm holds a frame back
 /// until the previous one is acknowledged, which the benchmarks showed as
 /// 40–70 ms tails. Hosts serving tally should do the same.
-pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    listener.tap_io(|tcp| {
+pub fn nodelay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    // A function pointer rather than a closure, so the listener's type can
+    // be named and axum's `ConnectInfo<SocketAddr>` works on it.
+    fn set_nodelay(tcp: &mut TcpStream) {
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-    })
+    }
+    listener.tap_io(set_nodelay)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -38,4 +38,8 @@ pub struct AppState {
     pub history_size: usize,
     /// The key of `/api/conversations/…`; `None` turns those endpoints off.
     pub(crate) api_key: Option<Arc<str>>,
+    /// The token of `/api/admin/…`; `None` turns those endpoints off.
+    pub(crate) admin_token: Option<Arc<str>>,
+    /// Clicks per second, sampled once a second.
+    pub rate: Arc<crate::counter::rate::Rate>,
 }

@@ -346,3 +346,116 @@ async fn a_draining_server_is_unready_refuses_newcomers_tells_clients_and_loses_
         "every acknowledged click is stored"
     );
 }
+
+#[tokio::test]
+async fn the_monitoring_api_lists_connections_and_stats_for_the_token_only() {
+    const TOKEN: &str = "admin-token-0123456789";
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.admin_token = Some(tally::config::Secret(TOKEN.into()));
+    config.flush_interval = Duration::from_millis(50);
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let http = reqwest::Client::new();
+    for token in [None, Some("wrong-token-wrong-token")] {
+        for path in ["connections", "stats"] {
+            let mut request = http.get(format!("{url}/api/admin/{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            assert_eq!(
+                request.send().await.unwrap().status(),
+                401,
+                "{path} {token:?}"
+            );
+        }
+    }
+
+    let ada = TestClient::connect_as(&url, TransportType::Websocket, json!({"username": "ada"}))
+        .await
+        .unwrap();
+    let anonymous = TestClient::connect(&url, TransportType::Polling).await;
+    ada.emit_json("join_conversation", json!({"conversationId": "ops"}))
+        .await;
+    for _ in 0..5 {
+        ada.click_total().await;
+    }
+    anonymous.click_total().await;
+
+    let get = |path: &str| {
+        let request = http
+            .get(format!("{url}/api/admin/{path}"))
+            .bearer_auth(TOKEN);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let first = get("connections?limit=1").await;
+    assert_eq!(first["total"], 2);
+    assert_eq!(first["connections"].as_array().unwrap().len(), 1);
+    let next = first["next"].as_str().expect("a second page").to_string();
+    let second = get(&format!("connections?limit=1&after={next}")).await;
+    assert_eq!(second["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next"], serde_json::Value::Null);
+    let all: Vec<serde_json::Value> = [first, second]
+        .iter()
+        .flat_map(|page| page["connections"].as_array().unwrap().clone())
+        .collect();
+    let ada_row = all
+        .iter()
+        .find(|c| c["userId"] == "ada")
+        .expect("ada is listed");
+    assert_eq!(ada_row["conversationIds"], json!(["ops"]));
+    assert_eq!(ada_row["transport"], "websocket");
+    assert!(
+        ada_row["remoteAddr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{ada_row}"
+    );
+    assert!(ada_row["connectionTime"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        ada_row["lastActivity"].as_str().unwrap() >= ada_row["connectionTime"].as_str().unwrap()
+    );
+    let anonymous_row = all.iter().find(|c| c["userId"].is_null()).unwrap();
+    assert_eq!(anonymous_row["transport"], "polling");
+    assert_eq!(anonymous_row["conversationIds"], json!([]));
+    assert_eq!(
+        http.get(format!("{url}/api/admin/connections?limit=0"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+
+    // The rate is sampled once a second: wait (bounded) for a sample after
+    // the clicks, and for a flush.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let stats = loop {
+        let stats = get("stats").await;
+        if stats["clicksPerSecond"]["last10s"].as_f64().unwrap() > 0.0
+            && stats["lastFlushAt"].is_string()
+            && stats["pending"] == 0
+        {
+            break stats;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stats["connections"], 2);
+    assert_eq!(stats["users"], 1);
+    assert_eq!(stats["rooms"], 1);
+    assert_eq!(stats["total"], 6);
+    assert!(stats["clicksPerSecond"]["last60s"].as_f64().unwrap() > 0.0);
+    let body = stats.to_string();
+    assert!(!body.contains(TOKEN));
+
+    ada.disconnect().await;
+    anonymous.disconnect().await;
+    server.stop().await.unwrap();
+}

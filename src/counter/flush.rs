@@ -89,6 +89,8 @@ impl Flusher {
         }
         let deltas = self.counters.take_pending();
         if deltas.is_empty() {
+            // Nothing waited: everything counted so far is stored as of now.
+            self.counters.set_flushed_now();
             return Ok(stored);
         }
         let batch = Batch {
@@ -137,6 +139,7 @@ impl Flusher {
                 }
                 self.counters.set_unconfirmed(0);
                 self.counters.set_flush_failing(false);
+                self.counters.set_flushed_now();
                 if let Some(metrics) = &self.metrics {
                     metrics.flushed(batch.deltas.len(), started.elapsed());
                 }

@@ -14,6 +14,7 @@ pub mod coalesce;
 pub mod flush;
 pub mod leaderboard;
 pub mod ranking;
+pub mod rate;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -239,6 +240,8 @@ pub struct Counters {
     unconfirmed: AtomicU64,
     /// Set while the last write to the store failed.
     flush_failing: AtomicBool,
+    /// When the last write of counts succeeded, ms since the epoch (0: never).
+    flushed_at: std::sync::atomic::AtomicI64,
     /// Shared by every click, exclusive while pending deltas are taken, so a
     /// flush never stores a click in the global total but not in its user's
     /// or its room's (or the reverse). Never held across an `.await`. It
@@ -308,6 +311,7 @@ impl Counters {
             user_clicks: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
             flush_failing: AtomicBool::new(false),
+            flushed_at: Default::default(),
             gate: RwLock::new(false),
             changed: Notify::new(),
             first_change: AtomicU64::new(0),
@@ -491,6 +495,18 @@ impl Counters {
     /// Records whether the last write to the store failed.
     pub fn set_flush_failing(&self, failing: bool) {
         self.flush_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Records a successful write of counts, now.
+    pub fn set_flushed_now(&self) {
+        self.flushed_at
+            .store(crate::conversation::now_ms(), Ordering::SeqCst);
+    }
+
+    /// When counts were last written, ms since the epoch; `None` before
+    /// the first write.
+    pub fn flushed_at(&self) -> Option<i64> {
+        Some(self.flushed_at.load(Ordering::SeqCst)).filter(|at| *at > 0)
     }
 
     /// Whether the last write to the store failed (it is being retried):

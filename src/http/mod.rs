@@ -2,8 +2,10 @@
 //! backend's conversation endpoints), the health check, and the origin
 //! policy in front of Socket.IO.
 
+mod admin;
 mod api;
 mod assets;
+mod bearer;
 mod conversations;
 mod error;
 mod origin;
@@ -42,6 +44,8 @@ pub fn api() -> Router<AppState> {
             "/api/conversations/{id}/messages",
             post(conversations::post),
         )
+        .route("/api/admin/connections", get(admin::connections))
+        .route("/api/admin/stats", get(admin::stats))
 }
 
 /// `GET /healthz` (liveness) and `GET /readyz` (readiness).

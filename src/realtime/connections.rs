@@ -1,14 +1,19 @@
-//! The number of connected Socket.IO sockets.
+//! The connected Socket.IO sockets: how many, and what is known about each.
 //!
 //! socketioxide can list the sockets of a namespace, but only by collecting
 //! a handle to each of them; the coalescer asks for the audience size after
 //! every broadcast, so an atomic is the cheap answer. Each socket holds a
-//! [`Tracked`] guard in its extensions, which are dropped with the socket:
-//! the count goes down however a socket ends, with no connect and disconnect
-//! handlers to keep in step.
+//! [`Connection`] in its extensions, which are dropped with the socket: the
+//! count goes down however a socket ends, with no connect and disconnect
+//! handlers to keep in step. The same record keeps what the monitoring API
+//! shows: when the socket connected, when it last sent an event, and from
+//! where.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use crate::conversation::now_ms;
 
 /// Cheap to clone; every clone counts the same sockets.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +41,41 @@ impl Connections {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connected socket: counted while it lives, with its monitoring data.
+#[derive(Debug)]
+pub struct Connection {
+    _tracked: Tracked,
+    /// Milliseconds since the epoch.
+    pub connected_at: i64,
+    /// Milliseconds since the epoch of the last event received.
+    last_activity: AtomicI64,
+    /// The peer's address, when the server knows it.
+    pub remote: Option<SocketAddr>,
+}
+
+impl Connection {
+    /// Counts a new socket connected from `remote`.
+    pub fn new(connections: &Connections, remote: Option<SocketAddr>) -> Self {
+        let now = now_ms();
+        Connection {
+            _tracked: connections.track(),
+            connected_at: now,
+            last_activity: AtomicI64::new(now),
+            remote,
+        }
+    }
+
+    /// Notes an event received now.
+    pub fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the last event arrived (or the connection, if none yet).
+    pub fn last_activity(&self) -> i64 {
+        self.last_activity.load(Ordering::Relaxed)
     }
 }
 

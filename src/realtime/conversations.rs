@@ -58,6 +58,11 @@ impl Memberships {
         self.lock().rooms.contains(room)
     }
 
+    /// The conversations the socket is in now.
+    pub fn list(&self) -> Vec<ConversationId> {
+        self.lock().rooms.iter().cloned().collect()
+    }
+
     /// Puts the socket in `room`; `Ok(true)` if it was not in it already.
     fn enter(
         &self,
@@ -202,7 +207,7 @@ async fn on_join(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    state.metrics.event(JOIN_CONVERSATION);
+    super::activity(&socket, &state, JOIN_CONVERSATION);
     let answer = match join(&socket, &io, &state, &identity, args).await {
         Ok(joined) => Ack::Ok(joined),
         Err(refused) => refused.into_ack(),
@@ -283,7 +288,7 @@ async fn on_leave(
     TryData(args): TryData<Args>,
     State(state): State<AppState>,
 ) {
-    state.metrics.event(LEAVE_CONVERSATION);
+    super::activity(&socket, &state, LEAVE_CONVERSATION);
     let answer = match object(args).and_then(|payload| conversation_id(&payload)) {
         Ok(room) => {
             let left = socket
@@ -308,7 +313,7 @@ async fn on_message(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    state.metrics.event(MESSAGE);
+    super::activity(&socket, &state, MESSAGE);
     let answer = match post(&socket, &state, &identity, args).await {
         Ok(posted) => Ack::Ok(posted),
         Err(refused) => {
@@ -400,7 +405,7 @@ async fn on_typing(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    state.metrics.event(TYPING);
+    super::activity(&socket, &state, TYPING);
     let answer = (|| {
         let payload = object(args)?;
         let room = conversation_id(&payload)?;

@@ -47,10 +47,13 @@ async fn on_connect(
     tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
     state.metrics.connected();
     session::start(&socket, &identity);
-    // Extensions are dropped with the socket, and the guard with them.
+    // Extensions are dropped with the socket, and the count with them.
     socket
         .extensions
-        .insert(Arc::new(state.connections.track()));
+        .insert(Arc::new(connections::Connection::new(
+            &state.connections,
+            peer_addr(&socket),
+        )));
 
     // A reconnecting client gets the whole current state: socketioxide does
     // not replay what it missed.
@@ -91,7 +94,7 @@ async fn on_click(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    state.metrics.event(CLICK);
+    activity(&socket, &state, CLICK);
     let room = match click_target(&socket, args) {
         Ok(room) => room,
         Err(refused) => {
@@ -299,4 +302,24 @@ pub fn render_metrics(state: &AppState, io: &SocketIo) -> String {
     }
     state.metrics.set_state(&now);
     state.metrics.render()
+}
+
+/// Notes an event from `socket`: its connection's last activity, and the
+/// event count in the metrics.
+pub fn activity(socket: &SocketRef, state: &AppState, event: &'static str) {
+    state.metrics.event(event);
+    if let Some(connection) = socket.extensions.get::<Arc<connections::Connection>>() {
+        connection.touch();
+    }
+}
+
+/// The peer address of the socket's opening request, when the HTTP server
+/// recorded one (`tally serve` does; a host does with axum's
+/// `into_make_service_with_connect_info::<SocketAddr>`).
+fn peer_addr(socket: &SocketRef) -> Option<std::net::SocketAddr> {
+    socket
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
 }

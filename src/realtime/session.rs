@@ -216,7 +216,7 @@ pub async fn on_refresh(
     State(state): State<AppState>,
     TryData(refresh): TryData<Refresh>,
 ) {
-    state.metrics.event(super::events::REFRESH);
+    super::activity(&socket, &state, super::events::REFRESH);
     // `Data` would skip the handler on a bad payload and leave the client's
     // ack unanswered; every refused event gets an error ack instead.
     let answer = match refresh {

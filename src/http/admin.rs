@@ -1,0 +1,178 @@
+//! The monitoring API, behind `--admin-token`: `GET /api/admin/connections`
+//! lists the live sockets a page at a time, `GET /api/admin/stats` gives
+//! the totals an operator watches. Without the token both answer 404.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use socketioxide::SocketIo;
+
+use super::ApiError;
+use crate::conversation::{ConversationId, iso_millis};
+use crate::realtime::connections::Connection;
+use crate::realtime::conversations::Memberships;
+use crate::realtime::session::Identity;
+use crate::state::AppState;
+use crate::user::Username;
+
+/// Default and largest page of `/api/admin/connections`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1_000;
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    super::bearer::authorize(state.admin_token.as_deref(), headers)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    limit: Option<usize>,
+    /// The last `socketId` of the previous page.
+    after: Option<String>,
+}
+
+/// One socket, with the design's connection data.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionView {
+    socket_id: String,
+    user_id: Option<Username>,
+    conversation_ids: Vec<ConversationId>,
+    transport: &'static str,
+    connection_time: String,
+    last_activity: String,
+    remote_addr: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionsPage {
+    /// Sockets connected now.
+    total: usize,
+    /// This page, ordered by `socketId`.
+    connections: Vec<ConnectionView>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    next: Option<String>,
+}
+
+/// `GET /api/admin/connections?limit=N&after=<socketId>`.
+pub async fn connections(
+    State(state): State<AppState>,
+    Extension(io): Extension<SocketIo>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<ConnectionsPage>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(page) = page.map_err(|_| invalid_limit())?;
+    let limit = match page.limit {
+        None => DEFAULT_PAGE,
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(_) => return Err(invalid_limit()),
+    };
+    let mut sockets = io.of("/").map(|ns| ns.sockets()).unwrap_or_default();
+    let total = sockets.len();
+    sockets.sort_by_key(|socket| socket.id.to_string());
+    let after = page.after.unwrap_or_default();
+    let mut connections: Vec<ConnectionView> = sockets
+        .iter()
+        .filter(|socket| socket.id.to_string() > after)
+        .take(limit + 1)
+        .map(|socket| {
+            let connection = socket.extensions.get::<Arc<Connection>>();
+            let mut conversation_ids = socket
+                .extensions
+                .get::<Arc<Memberships>>()
+                .map(|memberships| memberships.list())
+                .unwrap_or_default();
+            conversation_ids.sort();
+            ConnectionView {
+                socket_id: socket.id.to_string(),
+                user_id: socket.extensions.get::<Identity>().and_then(|id| id.user),
+                conversation_ids,
+                transport: match socket.transport_type() {
+                    socketioxide::TransportType::Websocket => "websocket",
+                    socketioxide::TransportType::Polling => "polling",
+                },
+                connection_time: iso_millis(connection.as_ref().map_or(0, |c| c.connected_at)),
+                last_activity: iso_millis(connection.as_ref().map_or(0, |c| c.last_activity())),
+                remote_addr: connection
+                    .as_ref()
+                    .and_then(|c| c.remote)
+                    .map(|addr| addr.to_string()),
+            }
+        })
+        .collect();
+    let next = (connections.len() > limit).then(|| {
+        connections.truncate(limit);
+        connections
+            .last()
+            .map(|last| last.socket_id.clone())
+            .unwrap_or_default()
+    });
+    Ok(Json(ConnectionsPage {
+        total,
+        connections,
+        next,
+    }))
+}
+
+fn invalid_limit() -> ApiError {
+    ApiError::Invalid {
+        code: "invalid_query",
+        message: format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClicksPerSecond {
+    last_10s: f64,
+    last_60s: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Sockets connected now.
+    connections: usize,
+    /// Distinct identified users among them.
+    users: usize,
+    /// Conversations with at least one socket.
+    rooms: usize,
+    clicks_per_second: ClicksPerSecond,
+    /// Clicks counted but not yet stored.
+    pending: u64,
+    /// When everything counted until then was last stored (ISO 8601);
+    /// `null` before the first flush.
+    last_flush_at: Option<String>,
+    total: u64,
+}
+
+/// `GET /api/admin/stats`.
+pub async fn stats(
+    State(state): State<AppState>,
+    Extension(io): Extension<SocketIo>,
+    headers: HeaderMap,
+) -> Result<Json<Stats>, ApiError> {
+    authorize(&state, &headers)?;
+    let sockets = io.of("/").map(|ns| ns.sockets()).unwrap_or_default();
+    let users: std::collections::HashSet<Username> = sockets
+        .iter()
+        .filter_map(|socket| socket.extensions.get::<Identity>().and_then(|id| id.user))
+        .collect();
+    Ok(Json(Stats {
+        connections: sockets.len(),
+        users: users.len(),
+        rooms: state.counters.occupied_rooms(),
+        clicks_per_second: ClicksPerSecond {
+            last_10s: state.rate.per_second(Duration::from_secs(10)),
+            last_60s: state.rate.per_second(Duration::from_secs(60)),
+        },
+        pending: state.counters.pending_clicks(),
+        last_flush_at: state.counters.flushed_at().map(iso_millis),
+        total: state.counters.global().total(),
+    }))
+}
