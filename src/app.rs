@@ -164,6 +164,12 @@ impl TallyBuilder {
                 .as_ref()
                 .map(|token| Arc::from(token.0.as_str())),
             rate: Default::default(),
+            limits: Arc::new(config.limits()),
+            caps: Arc::new(http::Caps {
+                max_connections: config.max_connections,
+                max_per_ip: config.max_connections_per_ip,
+                trusted_proxies: config.trusted_proxies.clone(),
+            }),
         };
         // One service for every Socket.IO route: each instance owns its own
         // table of engine.io sessions, so a second one would not know the
@@ -351,6 +357,10 @@ impl Tally {
                 realtime::upgrades::no_websocket_upgrades,
             ))
         };
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            self.state.clone(),
+            http::admit,
+        ));
         let router = match self.policy.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -388,6 +398,7 @@ impl Tally {
         let metrics_upkeep = tokio::spawn({
             let metrics = state.metrics.clone();
             let (rate, counters) = (state.rate.clone(), state.counters.clone());
+            let limits = state.limits.clone();
             async move {
                 // Once a second: the click rate's sample; every few
                 // seconds: the histograms' upkeep.
@@ -397,6 +408,7 @@ impl Tally {
                     rate.sample(at.into_std(), counters.global().total());
                     if tick % METRICS_UPKEEP.as_secs() == 0 {
                         metrics.upkeep();
+                        limits.forget_idle_users();
                     }
                 }
             }

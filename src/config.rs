@@ -11,6 +11,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 pub use crate::auth::AuthMode;
 use crate::auth::MIN_SECRET_LEN;
+pub use crate::realtime::limits::Limit;
 
 /// tally: a real-time click tracker speaking Socket.IO.
 #[derive(Debug, Parser)]
@@ -171,6 +172,39 @@ pub struct Config {
     /// Unset keeps them forever.
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", value_parser = parse_positive_duration)]
     pub message_retention: Option<Duration>,
+    /// Rate limit of `click` per socket and per user, as RATE:BURST (events
+    /// per second, and how many may come at once); `0` for none.
+    #[arg(long, env = "TALLY_CLICK_LIMIT", default_value = "20:40")]
+    pub click_limit: Limit,
+    /// Rate limit of `message`, per socket and per user (RATE:BURST, `0`
+    /// for none).
+    #[arg(long, env = "TALLY_MESSAGE_LIMIT", default_value = "5:10")]
+    pub message_limit: Limit,
+    /// Rate limit of `typing`, per socket and per user (RATE:BURST, `0` for
+    /// none).
+    #[arg(long, env = "TALLY_TYPING_LIMIT", default_value = "3:6")]
+    pub typing_limit: Limit,
+    /// Rate limit of `join_conversation`, per socket and per user
+    /// (RATE:BURST, `0` for none).
+    #[arg(long, env = "TALLY_JOIN_LIMIT", default_value = "5:20")]
+    pub join_limit: Limit,
+    /// Rate limit of `refresh`, per socket and per user (RATE:BURST, `0`
+    /// for none).
+    #[arg(long, env = "TALLY_REFRESH_LIMIT", default_value = "1:5")]
+    pub refresh_limit: Limit,
+    /// Most Socket.IO connections at once; a new one over it is refused
+    /// with 503. `0` for no cap.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Most Socket.IO connections at once from one client address; `0` for
+    /// no cap.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+    /// Proxies (comma list of addresses or CIDR blocks, e.g.
+    /// `10.0.0.0/8,127.0.0.1`) whose `X-Forwarded-For` names the client;
+    /// from anyone else the header is ignored.
+    #[arg(long, env = "TALLY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Token an operator's tools send as `Authorization: Bearer <token>` to
     /// the monitoring API (`/api/admin/connections`, `/api/admin/stats`); at
     /// least 16 bytes. Unset, those endpoints answer 404.
@@ -249,6 +283,17 @@ impl Config {
             (None, Some(_)) => Err(ConfigError::WebhookSecretWithoutWebhook),
             _ => Ok(()),
         }
+    }
+
+    /// The rate limits, in the order of [`crate::realtime::limits::Kind`].
+    pub fn limits(&self) -> crate::realtime::limits::Limits {
+        crate::realtime::limits::Limits::new([
+            self.click_limit,
+            self.message_limit,
+            self.typing_limit,
+            self.join_limit,
+            self.refresh_limit,
+        ])
     }
 
     /// The store's connection settings.
@@ -342,6 +387,13 @@ fn parse_origin(raw: &str) -> Result<AllowedOrigin, String> {
         ));
     }
     Ok(AllowedOrigin::Exact(origin))
+}
+
+fn parse_proxy(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{raw}`: expected an address or a CIDR block, e.g. 10.0.0.0/8"))
 }
 
 fn parse_webhook_url(raw: &str) -> Result<reqwest::Url, String> {

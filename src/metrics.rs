@@ -124,6 +124,21 @@ impl Metrics {
             "Retries of a batch whose write had failed",
         );
         describe(
+            "tally_rate_limited_total",
+            Unit::Count,
+            "Events refused by the rate limits, by name",
+        );
+        describe(
+            "tally_abusive_disconnects_total",
+            Unit::Count,
+            "Sockets disconnected for sending far over their rate limits",
+        );
+        describe(
+            "tally_connections_refused_total",
+            Unit::Count,
+            "New connections refused by a cap, by reason",
+        );
+        describe(
             "tally_http_requests_total",
             Unit::Count,
             "HTTP requests answered, by matched route and status",
@@ -299,6 +314,26 @@ impl Metrics {
 
     pub fn flush_retried(&self) {
         self.0.flush_retries.increment(1);
+    }
+
+    /// An event refused by a rate limit; `abusive` when its socket is
+    /// disconnected for it.
+    pub fn rate_limited(&self, event: &'static str, abusive: bool) {
+        self.counter("tally_rate_limited_total", &[("event", event.into())])
+            .increment(1);
+        if abusive {
+            self.counter("tally_abusive_disconnects_total", &[])
+                .increment(1);
+        }
+    }
+
+    /// A new connection refused by a cap.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.counter(
+            "tally_connections_refused_total",
+            &[("reason", reason.into())],
+        )
+        .increment(1);
     }
 
     /// One HTTP request answered.

@@ -40,6 +40,10 @@ pub struct AppState {
     pub(crate) api_key: Option<Arc<str>>,
     /// The token of `/api/admin/…`; `None` turns those endpoints off.
     pub(crate) admin_token: Option<Arc<str>>,
+    /// The rate limits of client events, with the per-user buckets.
+    pub limits: Arc<crate::realtime::limits::Limits>,
+    /// Caps on connections (0: none) and whose `X-Forwarded-For` to trust.
+    pub caps: Arc<crate::http::Caps>,
     /// Clicks per second, sampled once a second.
     pub rate: Arc<crate::counter::rate::Rate>,
 }

@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod assets;
 mod bearer;
+mod caps;
 mod conversations;
 mod error;
 mod origin;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use caps::{Caps, admit};
 pub use error::ApiError;
 pub use origin::{OriginPolicy, check as origin_check};
 

@@ -9,15 +9,16 @@
 //! shows: when the socket connected, when it last sent an event, and from
 //! where.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::conversation::now_ms;
 
 /// Cheap to clone; every clone counts the same sockets.
 #[derive(Debug, Clone, Default)]
-pub struct Connections(Arc<AtomicUsize>);
+pub struct Connections(Arc<AtomicUsize>, Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 /// Counts one socket until it is dropped.
 #[derive(Debug)]
@@ -36,6 +37,15 @@ impl Connections {
     pub fn current(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sockets connected now from `ip`.
+    pub fn from_ip(&self, ip: IpAddr) -> usize {
+        self.by_ip().get(&ip).copied().unwrap_or(0)
+    }
+
+    fn by_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Drop for Tracked {
@@ -44,10 +54,14 @@ impl Drop for Tracked {
     }
 }
 
-/// One connected socket: counted while it lives, with its monitoring data.
+/// One connected socket: counted while it lives (also per client address),
+/// with its monitoring data.
 #[derive(Debug)]
 pub struct Connection {
     _tracked: Tracked,
+    connections: Connections,
+    /// The client's address as the connection caps see it.
+    pub client_ip: Option<IpAddr>,
     /// Milliseconds since the epoch.
     pub connected_at: i64,
     /// Milliseconds since the epoch of the last event received.
@@ -57,11 +71,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Counts a new socket connected from `remote`.
-    pub fn new(connections: &Connections, remote: Option<SocketAddr>) -> Self {
+    /// Counts a new socket whose peer is `remote` and whose client (behind
+    /// any trusted proxy) is `client_ip`.
+    pub fn new(
+        connections: &Connections,
+        remote: Option<SocketAddr>,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
         let now = now_ms();
+        if let Some(ip) = client_ip {
+            *connections.by_ip().entry(ip).or_default() += 1;
+        }
         Connection {
             _tracked: connections.track(),
+            connections: connections.clone(),
+            client_ip,
             connected_at: now,
             last_activity: AtomicI64::new(now),
             remote,
@@ -79,6 +103,20 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(ip) = self.client_ip else { return };
+        let mut by_ip = self.connections.by_ip();
+        if let Some(count) = by_ip.get_mut(&ip) {
+            *count -= 1;
+            // An address with no socket left keeps no entry.
+            if *count == 0 {
+                by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +126,12 @@ mod tests {
         let connections = Connections::default();
         let other = connections.clone();
         let first = connections.track();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let from_ip = Connection::new(&connections, None, Some(ip));
+        assert_eq!(connections.from_ip(ip), 1);
+        assert_eq!(connections.current(), 2);
+        drop(from_ip);
+        assert_eq!(connections.from_ip(ip), 0);
         let second = other.track();
         assert_eq!(connections.current(), 2);
         drop(first);

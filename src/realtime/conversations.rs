@@ -20,6 +20,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use super::events::{
     Ack, Args, Done, JOIN_CONVERSATION, Joined, LEAVE_CONVERSATION, MESSAGE, Posted, TYPING, Typing,
 };
+use super::limits::Kind;
 use super::session::Identity;
 use crate::conversation::log::{AppendError, Draft};
 use crate::conversation::{
@@ -117,18 +118,40 @@ impl Memberships {
 pub struct Refused {
     pub code: &'static str,
     pub message: String,
+    /// For `rate_limited`: when a retry would pass, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// The socket is to be disconnected once told (rate-limit abuse).
+    pub abusive: bool,
 }
 
 impl Refused {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Refused {
             code,
             message: message.into(),
+            retry_after_ms: None,
+            abusive: false,
         }
     }
 
     pub fn into_ack<T>(self) -> Ack<T> {
-        Ack::error(self.code, self.message)
+        match Ack::error(self.code, self.message) {
+            Ack::Err(mut error) => {
+                error.error.retry_after_ms = self.retry_after_ms;
+                Ack::Err(error)
+            }
+            ok => ok,
+        }
+    }
+
+    /// Sends this refusal as the ack, then disconnects an abusive socket.
+    pub fn answer<T: serde::Serialize>(self, socket: &SocketRef, ack: AckSender) {
+        let abusive = self.abusive;
+        ack.send(&self.into_ack::<T>()).ok();
+        if abusive {
+            tracing::info!(sid = %socket.id, "disconnecting a socket far over its rate limits");
+            socket.clone().disconnect().ok();
+        }
     }
 }
 
@@ -208,6 +231,15 @@ async fn on_join(
     Extension(identity): Extension<Identity>,
 ) {
     super::activity(&socket, &state, JOIN_CONVERSATION);
+    if let Err(refused) = super::limit(
+        &socket,
+        &state,
+        identity.user.as_ref(),
+        Kind::Join,
+        JOIN_CONVERSATION,
+    ) {
+        return refused.answer::<Joined>(&socket, ack);
+    }
     let answer = match join(&socket, &io, &state, &identity, args).await {
         Ok(joined) => Ack::Ok(joined),
         Err(refused) => refused.into_ack(),
@@ -314,6 +346,15 @@ async fn on_message(
     Extension(identity): Extension<Identity>,
 ) {
     super::activity(&socket, &state, MESSAGE);
+    if let Err(refused) = super::limit(
+        &socket,
+        &state,
+        identity.user.as_ref(),
+        Kind::Message,
+        MESSAGE,
+    ) {
+        return refused.answer::<Posted>(&socket, ack);
+    }
     let answer = match post(&socket, &state, &identity, args).await {
         Ok(posted) => Ack::Ok(posted),
         Err(refused) => {
@@ -406,6 +447,15 @@ async fn on_typing(
     Extension(identity): Extension<Identity>,
 ) {
     super::activity(&socket, &state, TYPING);
+    if let Err(refused) = super::limit(
+        &socket,
+        &state,
+        identity.user.as_ref(),
+        Kind::Typing,
+        TYPING,
+    ) {
+        return refused.answer::<Done>(&socket, ack);
+    }
     let answer = (|| {
         let payload = object(args)?;
         let room = conversation_id(&payload)?;

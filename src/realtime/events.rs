@@ -168,6 +168,9 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// For `rate_limited`: when a retry would pass, in milliseconds.
+    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl<T> Ack<T> {
@@ -176,6 +179,7 @@ impl<T> Ack<T> {
             error: ErrorBody {
                 code,
                 message: message.into(),
+                retry_after_ms: None,
             },
         })
     }

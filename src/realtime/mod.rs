@@ -12,6 +12,7 @@ pub mod connections;
 pub mod conversations;
 pub mod detach;
 pub mod events;
+pub mod limits;
 pub mod session;
 pub mod upgrades;
 
@@ -48,11 +49,14 @@ async fn on_connect(
     state.metrics.connected();
     session::start(&socket, &identity);
     // Extensions are dropped with the socket, and the count with them.
+    let peer = peer_addr(&socket);
+    let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
     socket
         .extensions
         .insert(Arc::new(connections::Connection::new(
             &state.connections,
-            peer_addr(&socket),
+            peer,
+            client_ip,
         )));
 
     // A reconnecting client gets the whole current state: socketioxide does
@@ -95,6 +99,16 @@ async fn on_click(
     Extension(identity): Extension<Identity>,
 ) {
     activity(&socket, &state, CLICK);
+    if let Err(refused) = limit(
+        &socket,
+        &state,
+        identity.user.as_ref(),
+        limits::Kind::Click,
+        CLICK,
+    ) {
+        refused.answer::<ClickAck>(&socket, ack);
+        return;
+    }
     let room = match click_target(&socket, args) {
         Ok(room) => room,
         Err(refused) => {
@@ -170,10 +184,7 @@ fn click_target(
     socket: &SocketRef,
     args: Result<Args, socketioxide::ParserError>,
 ) -> Result<Option<ConversationId>, Refused> {
-    let bad = |message: &str| Refused {
-        code: "bad_request",
-        message: message.to_string(),
-    };
+    let bad = |message: &str| Refused::new("bad_request", message);
     let Ok(Args(args)) = args else {
         return Err(bad("click payload could not be parsed"));
     };
@@ -322,4 +333,34 @@ fn peer_addr(socket: &SocketRef) -> Option<std::net::SocketAddr> {
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0)
+}
+
+/// Takes one token of `kind` for this socket and its user, or says why not
+/// (`rate_limited`, with `retryAfterMs`).
+pub fn limit(
+    socket: &SocketRef,
+    state: &AppState,
+    user: Option<&crate::user::Username>,
+    kind: limits::Kind,
+    event: &'static str,
+) -> Result<(), Refused> {
+    let buckets = match socket.extensions.get::<Arc<limits::SocketLimits>>() {
+        Some(buckets) => buckets,
+        None => {
+            // Made on the first limited event, so idle sockets carry none.
+            let buckets = Arc::new(limits::SocketLimits::default());
+            socket.extensions.insert(buckets.clone());
+            buckets
+        }
+    };
+    state.limits.check(&buckets, user, kind).map_err(|limited| {
+        state.metrics.rate_limited(event, limited.abusive);
+        let mut refused = Refused::new(
+            "rate_limited",
+            format!("too many `{event}` events: slow down"),
+        );
+        refused.retry_after_ms = Some(limited.retry_after.as_millis().max(1) as u64);
+        refused.abusive = limited.abusive;
+        refused
+    })
 }

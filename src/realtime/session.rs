@@ -217,6 +217,19 @@ pub async fn on_refresh(
     TryData(refresh): TryData<Refresh>,
 ) {
     super::activity(&socket, &state, super::events::REFRESH);
+    let user = socket
+        .extensions
+        .get::<Identity>()
+        .and_then(|identity| identity.user);
+    if let Err(refused) = super::limit(
+        &socket,
+        &state,
+        user.as_ref(),
+        super::limits::Kind::Refresh,
+        super::events::REFRESH,
+    ) {
+        return refused.answer::<Refreshed>(&socket, ack);
+    }
     // `Data` would skip the handler on a bad payload and leave the client's
     // ack unanswered; every refused event gets an error ack instead.
     let answer = match refresh {

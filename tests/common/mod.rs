@@ -94,10 +94,20 @@ impl TempDb {
         self.url.clone()
     }
 
-    /// A configuration on port 0 with short intervals so tests run fast.
+    /// A configuration on port 0 with short intervals so tests run fast,
+    /// and without rate limits or connection caps: most tests click and
+    /// connect as fast as they can on purpose; the tests of the limits set
+    /// them.
     pub fn config(&self) -> Config {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), self.url());
         config.flush_interval = Duration::from_millis(50);
+        let none: tally::config::Limit = "0".parse().unwrap();
+        config.click_limit = none;
+        config.message_limit = none;
+        config.typing_limit = none;
+        config.join_limit = none;
+        config.refresh_limit = none;
+        config.max_connections_per_ip = 0;
         config
     }
 }
@@ -494,6 +504,16 @@ pub async fn stored(db: &TempDb) -> Vec<(CounterKey, u64)> {
     store.load().await.unwrap()
 }
 
+/// Rate limits and connection caps off, as environment variables.
+pub const NO_LIMITS: [(&str, &str); 6] = [
+    ("TALLY_CLICK_LIMIT", "0"),
+    ("TALLY_MESSAGE_LIMIT", "0"),
+    ("TALLY_TYPING_LIMIT", "0"),
+    ("TALLY_JOIN_LIMIT", "0"),
+    ("TALLY_REFRESH_LIMIT", "0"),
+    ("TALLY_MAX_CONNECTIONS_PER_IP", "0"),
+];
+
 /// The `tally` binary run as an operator runs it: a child process in its own
 /// temporary directory (so a default `sqlite://tally.db` lands there), with
 /// none of the caller's `TALLY_*` variables, and a bound on every wait.
@@ -513,6 +533,8 @@ impl ChildServer {
         let dir = tempfile::tempdir().unwrap();
         let mut child = clean_command(dir.path())
             .args(args)
+            // No limits unless a test asks (its flags win over these).
+            .envs(NO_LIMITS.iter().copied())
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -264,6 +264,26 @@ describe('the tally page', () => {
   });
 });
 
+describe('the page under rate limits', () => {
+  test('clicking faster than allowed shows "slow down" and the total stays exact', LIMIT, async () => {
+    const server = await serve({ args: ['--click-limit', '2:3'] });
+    const page = await openPage(server);
+    for (let i = 0; i < 12; i++) await page.click('#click');
+    await page.waitForFunction(() => !document.getElementById('slow-down').hidden);
+    // The page ends on what the server counted, never on the optimistic
+    // clicks. Wait (bounded) until the server has answered all twelve.
+    let counted = '';
+    const deadline = Date.now() + WAIT_MS;
+    while (!/^tally_events_received_total\{event="click"\} 12$/m.test(counted)) {
+      assert.ok(Date.now() < deadline, `not all clicks answered:\n${counted}`);
+      counted = await (await fetch(`${server.url}/metrics`)).text();
+    }
+    const total = Number(counted.match(/^tally_clicks_total (\d+)/m)[1]);
+    assert.ok(total >= 3 && total < 12, `${total} clicks counted`);
+    await waitForTotal(page, total);
+  });
+});
+
 describe('a conversation page', () => {
   /** Opens /c/<id> signed in as `name` (through the page's own form) and waits until it has joined. */
   async function openConversation(server, id, name) {

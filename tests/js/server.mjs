@@ -77,13 +77,27 @@ export function databaseUrl(dir) {
   return databases.get(dir) ?? `sqlite://${join(dir, 'tally.db')}`;
 }
 
-/** The environment for the server: ours without anything that configures tally. */
+/**
+ * Rate limits and connection caps off: these suites click and connect as
+ * fast as they can on purpose. A test of the limits sets them with flags,
+ * which win over these variables.
+ */
+export const NO_LIMITS = {
+  TALLY_CLICK_LIMIT: '0',
+  TALLY_MESSAGE_LIMIT: '0',
+  TALLY_TYPING_LIMIT: '0',
+  TALLY_JOIN_LIMIT: '0',
+  TALLY_REFRESH_LIMIT: '0',
+  TALLY_MAX_CONNECTIONS_PER_IP: '0',
+};
+
+/** The environment for the server: ours without anything that configures tally, and no limits. */
 function serverEnv() {
   const env = { ...process.env, NO_COLOR: '1' };
   for (const name of Object.keys(env)) {
     if (name.startsWith('TALLY_') || name === 'RUST_LOG') delete env[name];
   }
-  return env;
+  return { ...env, ...NO_LIMITS };
 }
 
 /**

@@ -152,7 +152,10 @@ socket.on('typing', (msg) => {
 // ---- Clicking ------------------------------------------------------------
 $('click').addEventListener('click', () => {
   socket.emit('click', { conversationId }, (ack) => {
-    if (ack?.error) return console.warn('click refused:', ack.error.message);
+    if (ack?.error) {
+      if (ack.error.code === 'rate_limited') setStatus('slow down a little');
+      return console.warn('click refused:', ack.error.message);
+    }
     show('global', ack.total);
     show('room', ack.conversation?.total);
   });

@@ -188,7 +188,14 @@ button.addEventListener('click', () => {
   // during a reconnect is sent once the connection is back.
   socket.emit('click', (ack) => {
     if (ack?.error) {
-      console.warn('click refused:', ack.error.message);
+      // Not counted: take back the optimistic +1, and if it was the rate
+      // limit, say so politely until clicking is allowed again.
+      total.optimistic = total.confirmed;
+      you.optimistic = you.confirmed;
+      render(total);
+      render(you);
+      if (ack.error.code === 'rate_limited') slowDown(ack.error.retryAfterMs);
+      else console.warn('click refused:', ack.error.message);
       return;
     }
     confirm(total, ack?.total);
@@ -196,6 +203,15 @@ button.addEventListener('click', () => {
   });
 });
 button.addEventListener('animationend', () => button.classList.remove('pressed'));
+
+let slowDownTimer;
+function slowDown(retryAfterMs) {
+  $('slow-down').hidden = false;
+  clearTimeout(slowDownTimer);
+  slowDownTimer = setTimeout(() => {
+    $('slow-down').hidden = true;
+  }, Math.max(Number(retryAfterMs) || 0, 1500));
+}
 
 // ---- Leaderboard --------------------------------------------------------
 function renderLeaderboard(list) {

@@ -1,0 +1,253 @@
+//! Rate limits and connection caps, attacked: a script clicking far too
+//! fast, a user with many tabs, a socket that will not stop, and too many
+//! connections in total and from one address.
+
+mod common;
+
+use common::{TempDb, TestClient, TestServer, TransportType};
+use serde_json::{Value, json};
+use tally::config::Limit;
+
+fn limit(raw: &str) -> Limit {
+    raw.parse().unwrap()
+}
+
+async fn connect_as(url: &str, username: &str) -> TestClient {
+    TestClient::connect_as(
+        url,
+        TransportType::Websocket,
+        json!({ "username": username }),
+    )
+    .await
+    .unwrap()
+}
+
+/// Clicks `times` times as fast as acks come back; returns the acks.
+async fn clicks(client: &TestClient, times: usize) -> Vec<Value> {
+    let mut acks = Vec::new();
+    for _ in 0..times {
+        acks.push(client.click().await);
+    }
+    acks
+}
+
+fn limited(acks: &[Value]) -> usize {
+    acks.iter()
+        .filter(|ack| ack["error"]["code"] == "rate_limited")
+        .count()
+}
+
+#[tokio::test]
+async fn clicks_over_the_limit_are_refused_with_a_retry_time_and_not_counted() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.click_limit = limit("2:5");
+    let server = TestServer::start(config).await;
+    let ada = connect_as(&server.url(), "ada").await;
+
+    let acks = clicks(&ada, 20).await;
+    let counted: Vec<u64> = acks
+        .iter()
+        .filter_map(|ack| ack["total"].as_u64())
+        .collect();
+    assert!(counted.len() >= 5, "the burst passes: {acks:?}");
+    assert!(counted.len() < 20, "a script is held back: {acks:?}");
+    assert_eq!(limited(&acks), 20 - counted.len());
+    let refusal = acks.iter().find(|ack| ack.get("error").is_some()).unwrap();
+    let retry = refusal["error"]["retryAfterMs"].as_u64().unwrap();
+    assert!((1..=500).contains(&retry), "{refusal}");
+    // Only the accepted clicks counted, globally and for the user.
+    let last = *counted.last().unwrap();
+    assert_eq!(last, counted.len() as u64);
+    let me = reqwest::get(format!("{}/api/users/ada", server.url()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(me["count"], counted.len());
+
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_gets_one_budget_however_many_tabs_they_open() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.click_limit = limit("1:6");
+    let server = TestServer::start(config).await;
+    let tabs = [
+        connect_as(&server.url(), "ada").await,
+        connect_as(&server.url(), "ADA").await,
+        connect_as(&server.url(), "Ada").await,
+    ];
+    let mut accepted = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        for tab in &tabs {
+            if tab.click().await["total"].is_u64() {
+                accepted += 1;
+            }
+        }
+    }
+    // Twelve clicks, three tabs: the user's burst of six passes, plus one
+    // token per second it took — not six per tab.
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        (6..=6 + refilled).contains(&accepted),
+        "{accepted} clicks accepted in {:?}",
+        started.elapsed()
+    );
+    let bob = connect_as(&server.url(), "bob").await;
+    assert!(
+        bob.click().await["total"].is_u64(),
+        "another user is not affected"
+    );
+    for tab in tabs {
+        tab.disconnect().await;
+    }
+    bob.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_that_will_not_stop_is_disconnected() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.click_limit = limit("1:2");
+    let server = TestServer::start(config).await;
+    let mut script = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    // Fire and forget, far over the limit: 2 pass, 20 refusals are
+    // tolerated (ten bursts), the next one disconnects.
+    for _ in 0..40 {
+        if script
+            .client
+            .emit("click", rust_socketio::Payload::Text(vec![]))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    script.wait_for_event("close", |_| true).await;
+    let metrics = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tally_abusive_disconnects_total 1"),
+        "{metrics}"
+    );
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tally_rate_limited_total{event=\"click\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The 21st refusal cut it off; events already sent were refused too.
+    assert!(refused >= 21.0, "{metrics}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn conversation_events_share_the_limiter() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.message_limit = limit("1:2");
+    config.join_limit = limit("1:3");
+    let server = TestServer::start(config).await;
+    let ada = connect_as(&server.url(), "ada").await;
+    let mut joins = Vec::new();
+    for i in 0..5 {
+        joins.push(
+            ada.emit_json(
+                "join_conversation",
+                json!({"conversationId": format!("c{i}")}),
+            )
+            .await,
+        );
+    }
+    assert!(limited(&joins) >= 1, "{joins:?}");
+    let mut messages = Vec::new();
+    for i in 0..4 {
+        messages.push(
+            ada.emit_json(
+                "message",
+                json!({"conversationId": "c0", "content": format!("m{i}")}),
+            )
+            .await,
+        );
+    }
+    assert!(messages[0]["messageId"].is_string());
+    assert!(limited(&messages) >= 1, "{messages:?}");
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+/// The status and JSON of opening an engine.io session over polling, as a
+/// client would, from this test's address (with `headers`).
+async fn open_session(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request =
+        reqwest::Client::new().get(format!("{url}/socket.io/?EIO=4&transport=polling"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn connections_over_a_cap_are_refused_before_engine_io_sees_them() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.max_connections = 2;
+    let server = TestServer::start(config).await;
+    let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let second = TestClient::connect(&server.url(), TransportType::Polling).await;
+    let (status, body) = open_session(&server.url(), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("server_full"), "{body}");
+    // The connected ones carry on (their requests carry a `sid`).
+    assert!(second.click_total().await >= 1);
+    first.disconnect().await;
+    second.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_proxies() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.max_connections_per_ip = 1;
+    let server = TestServer::start(config.clone()).await;
+    let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let (status, body) = open_session(&server.url(), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too_many_connections"), "{body}");
+    // An untrusted client cannot pretend to be someone else.
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.9")]).await;
+    assert_eq!(status, 503);
+    first.disconnect().await;
+    server.stop().await.unwrap();
+
+    // Behind a trusted proxy (here, this machine), each forwarded client
+    // has its own allowance.
+    config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = TestServer::start(config).await;
+    let a = TestClient::connect_with_headers(
+        &server.url(),
+        TransportType::Websocket,
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await
+    .unwrap();
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.2")]).await;
+    assert_eq!(status, 200);
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.1")]).await;
+    assert_eq!(status, 503);
+    a.disconnect().await;
+    server.stop().await.unwrap();
+}
