@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::{ChildServer, TempDb, TestClient, TestServer, TransportType, WAIT};
+use common::{ChildServer, TempDb, TestClient, TestServer, WAIT};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -21,16 +21,6 @@ use tally::config::Secret;
 use tokio::sync::mpsc;
 
 const KEY: &str = "test-api-key-0123456789";
-
-async fn connect_as(url: &str, username: &str) -> TestClient {
-    TestClient::connect_as(
-        url,
-        TransportType::Websocket,
-        json!({ "username": username }),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("{username} connects: {err}"))
-}
 
 fn api(server: &TestServer, path: &str) -> String {
     format!("{}/api/conversations/{path}", server.url())
@@ -65,7 +55,7 @@ async fn a_backend_posts_and_reads_with_the_right_key_only() {
     let mut config = db.config();
     config.api_key = Some(Secret(KEY.into()));
     let server = TestServer::start(config).await;
-    let mut ada = connect_as(&server.url(), "ada").await;
+    let mut ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "coach:ada"}))
         .await;
     let http = reqwest::Client::new();
@@ -251,7 +241,7 @@ async fn every_stored_message_reaches_the_webhook_signed_even_after_failures() {
     config.webhook_secret = Some(Secret("webhook-secret".into()));
     config.api_key = Some(Secret(KEY.into()));
     let server = TestServer::start(config).await;
-    let ada = connect_as(&server.url(), "ada").await;
+    let ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "c"}))
         .await;
     let ack = ada
@@ -320,7 +310,7 @@ async fn a_webhook_that_never_answers_does_not_slow_the_chat() {
     config.message_webhook = Some(url.parse().unwrap());
     config.webhook_secret = Some(Secret("s".into()));
     let server = TestServer::start(config).await;
-    let mut ada = connect_as(&server.url(), "ada").await;
+    let mut ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "c"}))
         .await;
     // Every message is acknowledged and delivered to the room while the
@@ -345,7 +335,7 @@ async fn an_acknowledged_message_survives_sigkill() {
     let db = TempDb::new();
     let url = db.url();
     let mut server = ChildServer::start(&["--addr", "127.0.0.1:0", "--database-url", &url], &[]);
-    let poster = connect_as(&server.url, "ada").await;
+    let poster = TestClient::named(&server.url, "ada").await;
     poster
         .emit_json("join_conversation", json!({"conversationId": "crash"}))
         .await;
@@ -384,7 +374,7 @@ async fn an_acknowledged_message_survives_sigkill() {
     }
 
     let server = ChildServer::start(&["--addr", "127.0.0.1:0", "--database-url", &url], &[]);
-    let reader = connect_as(&server.url, "bob").await;
+    let reader = TestClient::named(&server.url, "bob").await;
     let mut stored = Vec::new();
     // The nil UUID is older than every message: read from the start.
     let mut since = json!("00000000-0000-0000-0000-000000000000");

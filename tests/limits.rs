@@ -12,16 +12,6 @@ fn limit(raw: &str) -> Limit {
     raw.parse().unwrap()
 }
 
-async fn connect_as(url: &str, username: &str) -> TestClient {
-    TestClient::connect_as(
-        url,
-        TransportType::Websocket,
-        json!({ "username": username }),
-    )
-    .await
-    .unwrap()
-}
-
 /// Clicks `times` times as fast as acks come back; returns the acks.
 async fn clicks(client: &TestClient, times: usize) -> Vec<Value> {
     let mut acks = Vec::new();
@@ -43,7 +33,7 @@ async fn clicks_over_the_limit_are_refused_with_a_retry_time_and_not_counted() {
     let mut config = db.config();
     config.click_limit = limit("2:5");
     let server = TestServer::start(config).await;
-    let ada = connect_as(&server.url(), "ada").await;
+    let ada = TestClient::named(&server.url(), "ada").await;
 
     let acks = clicks(&ada, 20).await;
     let counted: Vec<u64> = acks
@@ -78,9 +68,9 @@ async fn a_user_gets_one_budget_however_many_tabs_they_open() {
     config.click_limit = limit("1:6");
     let server = TestServer::start(config).await;
     let tabs = [
-        connect_as(&server.url(), "ada").await,
-        connect_as(&server.url(), "ADA").await,
-        connect_as(&server.url(), "Ada").await,
+        TestClient::named(&server.url(), "ada").await,
+        TestClient::named(&server.url(), "ADA").await,
+        TestClient::named(&server.url(), "Ada").await,
     ];
     let mut accepted = 0;
     let started = std::time::Instant::now();
@@ -99,7 +89,7 @@ async fn a_user_gets_one_budget_however_many_tabs_they_open() {
         "{accepted} clicks accepted in {:?}",
         started.elapsed()
     );
-    let bob = connect_as(&server.url(), "bob").await;
+    let bob = TestClient::named(&server.url(), "bob").await;
     assert!(
         bob.click().await["total"].is_u64(),
         "another user is not affected"
@@ -159,7 +149,7 @@ async fn conversation_events_share_the_limiter() {
     config.message_limit = limit("1:2");
     config.join_limit = limit("1:3");
     let server = TestServer::start(config).await;
-    let ada = connect_as(&server.url(), "ada").await;
+    let ada = TestClient::named(&server.url(), "ada").await;
     let mut joins = Vec::new();
     for i in 0..5 {
         joins.push(

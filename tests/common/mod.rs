@@ -244,6 +244,17 @@ impl TestClient {
             .unwrap_or_else(|err| panic!("connection refused: {err}"))
     }
 
+    /// Connects over WebSocket as `username` (open mode's bare name).
+    pub async fn named(url: &str, username: &str) -> Self {
+        Self::connect_as(
+            url,
+            TransportType::Websocket,
+            json!({ "username": username }),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{username} connects: {err}"))
+    }
+
     /// Connects with an `auth` payload; `Err` carries the `connect_error` text.
     pub async fn connect_as(
         url: &str,
