@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
 use axum::routing::{MethodRouter, any};
 use socketioxide::service::SocketIoService;
 use socketioxide::{SocketIo, TransportType};
@@ -23,6 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{Auth, Tokens};
 use crate::config::{Config, ConfigError, Transport};
@@ -44,6 +47,10 @@ use crate::store::{self, Store, StoreError};
 /// `server_shutdown` (they add up to as much again at random, so a restart
 /// does not bring every client back in the same instant).
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// Longest an HTTP request outside Socket.IO may take (long-polling holds
+/// its requests open on purpose and is not limited by this).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often histogram samples are folded into their buckets between
 /// scrapes.
@@ -305,6 +312,14 @@ impl Tally {
     /// `/` to the bare prefix only, never to `prefix/` where the page lives.
     pub fn page(&self) -> Router {
         self.compressed(http::page())
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(http::PAGE_CSP),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("DENY"),
+            ))
     }
 
     /// The JSON API: `/api/leaderboard`, `/api/users/{username}`,
@@ -329,10 +344,27 @@ impl Tally {
 
     /// HTTP routes with tally's state, compressed when the client accepts
     /// it. (Socket.IO traffic never passes through compression.)
+    ///
+    /// Every such route also gets a body limit, a time limit (`408` after
+    /// [`REQUEST_TIMEOUT`]) and the headers that keep browsers from guessing
+    /// content types or leaking the page's address.
     fn compressed(&self, routes: Router<AppState>) -> Router {
         routes
             .with_state(self.state.clone())
             .layer(CompressionLayer::new())
+            .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.state.metrics.clone(),
                 http::track,

@@ -241,3 +241,33 @@ async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_p
     a.disconnect().await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn api_bodies_are_limited_and_answers_carry_the_safety_headers() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let huge = format!("{{\"username\": \"{}\"}}", "a".repeat(100_000));
+    let response = http
+        .post(format!("{}/api/session", server.url()))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = http
+        .get(format!("{}/api/leaderboard", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    let page = http.get(format!("{}/", server.url())).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    server.stop().await.unwrap();
+}

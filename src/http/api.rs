@@ -63,6 +63,9 @@ pub async fn session(
         return Err(ApiError::GuestLoginDisabled);
     }
     let Json(request) = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::TooLarge;
+        }
         ApiError::BadRequest(format!(
             "expected a JSON body {{\"username\": \"...\"}}: {}",
             rejection.body_text()

@@ -113,12 +113,15 @@ pub async fn post(
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     authorize(&state, &headers)?;
     let room = conversation(&id)?;
-    let Json(request) = body.map_err(|rejection| ApiError::Invalid {
-        code: "invalid_payload",
-        message: format!(
-            "expected a JSON body {{\"userId\": \"…\", \"content\": \"…\"}}: {}",
-            rejection.body_text()
-        ),
+    let Json(request) = body.map_err(|rejection| match rejection.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+        _ => ApiError::Invalid {
+            code: "invalid_payload",
+            message: format!(
+                "expected a JSON body {{\"userId\": \"…\", \"content\": \"…\"}}: {}",
+                rejection.body_text()
+            ),
+        },
     })?;
     let user = Username::parse(&request.user_id).map_err(|_| ApiError::InvalidUsername)?;
     let content = content(&request.content).map_err(refused)?;

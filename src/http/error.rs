@@ -27,6 +27,8 @@ pub enum ApiError {
     GuestLoginDisabled,
     #[error("missing or wrong API key")]
     Unauthorized,
+    #[error("the request body is too large (at most {} bytes)", super::MAX_BODY)]
+    TooLarge,
     /// Input that parsed but breaks a rule (422), with its own code.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
@@ -51,6 +53,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::StoreUnavailable(_) | ApiError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::InvalidUsername => "invalid_username",
             ApiError::GuestLoginDisabled => "guest_login_disabled",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TooLarge => "too_large",
             ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } => code,
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",

@@ -23,6 +23,16 @@ pub use origin::{OriginPolicy, check as origin_check};
 
 use crate::state::AppState;
 
+/// The pages' Content-Security-Policy: everything from tally's own origin
+/// (Socket.IO included), nothing inline, never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// Largest request body the API reads (its requests are a few hundred
+/// bytes; a chat message is at most 2,000 characters).
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// The pages and their assets: `/`, `/c/{id}` (a conversation), `/app.js`,
 /// `/chat.js`, `/app.css`. The pages refer to everything else relatively,
 /// so they work under any mount path.

@@ -264,6 +264,40 @@ describe('the tally page', () => {
   });
 });
 
+describe('security headers', () => {
+  test('both pages run under a strict Content-Security-Policy without violating it', LIMIT, async () => {
+    const server = await serve();
+    const context = await newContext();
+    for (const path of ['/', '/c/secure']) {
+      const page = await context.newPage();
+      const violations = [];
+      page.on('console', (message) => {
+        if (/Content Security Policy|CSP violation/.test(message.text())) violations.push(message.text());
+      });
+      await page.addInitScript(() => {
+        document.addEventListener('securitypolicyviolation', (event) => {
+          console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+        });
+      });
+      const response = await page.goto(`${server.url}${path}`);
+      const headers = response.headers();
+      assert.match(headers['content-security-policy'], /default-src 'none'/);
+      assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
+      assert.equal(headers['x-content-type-options'], 'nosniff');
+      assert.equal(headers['referrer-policy'], 'no-referrer');
+      await waitForStatus(page, 'connected');
+      if (path === '/') {
+        await page.click('#click');
+        await waitForTotal(page, 1);
+      }
+      assert.deepEqual(violations, [], `${path}: ${violations.join('; ')}`);
+    }
+    const api = await fetch(`${server.url}/api/leaderboard`);
+    assert.equal(api.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(api.headers.get('referrer-policy'), 'no-referrer');
+  });
+});
+
 describe('the page under rate limits', () => {
   test('clicking faster than allowed shows "slow down" and the total stays exact', LIMIT, async () => {
     const server = await serve({ args: ['--click-limit', '2:3'] });
