@@ -37,42 +37,21 @@ use session::Identity;
 
 /// Registers the handlers of namespace `/`.
 pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(session::authenticate));
+    // `with` puts a middleware before the ones already there: authenticate,
+    // then prepare, then (once the client is told) on_connect.
+    io.ns("/", on_connect.with(prepare).with(session::authenticate));
 }
 
-async fn on_connect(
+/// The last step of the handshake, after [`session::authenticate`] and
+/// before the client is told it is connected: registers the socket's event
+/// handlers and its connection record. socketioxide runs the connect
+/// handler in a task of its own after sending `connect`, so handlers
+/// registered there could miss an event the client sends right after
+/// `connect`; a middleware is awaited before.
+async fn prepare(
     socket: SocketRef,
     State(state): State<AppState>,
-    Extension(identity): Extension<Identity>,
-) {
-    tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
-    state.metrics.connected();
-    session::start(&socket, &identity);
-    // Extensions are dropped with the socket, and the count with them.
-    let peer = peer_addr(&socket);
-    let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
-    socket
-        .extensions
-        .insert(Arc::new(connections::Connection::new(
-            &state.connections,
-            peer,
-            client_ip,
-        )));
-
-    // A reconnecting client gets the whole current state: socketioxide does
-    // not replay what it missed.
-    let total = state.counters.global().total();
-    socket.emit(COUNT, &Count { total }).ok();
-    socket.emit(LEADERBOARD, &*state.leaderboard.get()).ok();
-    if let Some(user) = &identity.user {
-        let username = state
-            .counters
-            .known_username(user)
-            .unwrap_or_else(|| user.clone());
-        let count = state.counters.user_total(user).unwrap_or(0);
-        socket.emit(ME, &Me { username, count }).ok();
-    }
-
+) -> Result<(), std::convert::Infallible> {
     socket.on(CLICK, on_click);
     socket.on(REFRESH, session::on_refresh);
     conversations::register(&socket);
@@ -88,6 +67,41 @@ async fn on_connect(
             tracing::debug!(sid = %socket.id, "socket disconnected");
         },
     );
+    // Extensions are dropped with the socket, and the count with them.
+    let peer = peer_addr(&socket);
+    let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
+    socket
+        .extensions
+        .insert(Arc::new(connections::Connection::new(
+            &state.connections,
+            peer,
+            client_ip,
+        )));
+    Ok(())
+}
+
+/// Greets a socket that has joined the namespace with the current state.
+async fn on_connect(
+    socket: SocketRef,
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) {
+    tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
+    state.metrics.connected();
+    session::start(&socket, &identity);
+    // A reconnecting client gets the whole current state: socketioxide does
+    // not replay what it missed.
+    let total = state.counters.global().total();
+    socket.emit(COUNT, &Count { total }).ok();
+    socket.emit(LEADERBOARD, &*state.leaderboard.get()).ok();
+    if let Some(user) = &identity.user {
+        let username = state
+            .counters
+            .known_username(user)
+            .unwrap_or_else(|| user.clone());
+        let count = state.counters.user_total(user).unwrap_or(0);
+        socket.emit(ME, &Me { username, count }).ok();
+    }
 }
 
 async fn on_click(
@@ -134,6 +148,11 @@ async fn on_click(
             return;
         }
     };
+    if state.durable {
+        // Acknowledged only once stored: the flusher writes what is pending
+        // as soon as it can, this click with the others of its moment.
+        state.counters.stored(click.total).await;
+    }
     let conversation = room.zip(click.room).map(|(room, total)| RoomCount {
         conversation_id: room,
         total,
