@@ -160,6 +160,7 @@ impl TallyBuilder {
             auth: Arc::new(auth),
             identity,
             broadcast_interval: config.broadcast_interval,
+            durable: config.flush_interval.is_zero(),
             connections: Connections::default(),
             messages,
             metrics: Metrics::new(),

@@ -27,6 +27,9 @@ pub struct AppState {
     pub connections: Connections,
     /// Zero means "broadcast after every click" instead of coalescing.
     pub broadcast_interval: Duration,
+    /// Durable mode (`--flush-interval 0`): a click is acknowledged once
+    /// it is stored.
+    pub durable: bool,
     /// Where chat messages are stored before they are sent.
     pub messages: MessageLog,
     /// This instance's Prometheus metrics.

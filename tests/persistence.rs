@@ -225,3 +225,90 @@ async fn health_of(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value
     let response = http.get(url).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_durable_mode_a_click_is_stored_before_it_is_acknowledged() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.flush_interval = Duration::ZERO;
+    let server = TestServer::start(config).await;
+    let clients = [
+        TestClient::named(&server.url(), "ada").await,
+        TestClient::connect(&server.url(), TransportType::Polling).await,
+    ];
+    // A separate connection to the database, as another process would read it.
+    let reader = SqliteStore::connect(&db.url(), &Default::default())
+        .await
+        .unwrap();
+    for round in 0..30 {
+        let client = &clients[round % 2];
+        let acked = client.click_total().await;
+        let stored = reader
+            .load()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(key, _)| *key == CounterKey::Global)
+            .map_or(0, |(_, total)| total);
+        assert!(stored >= acked, "click {acked} acknowledged, {stored} stored");
+    }
+    for client in clients {
+        client.disconnect().await;
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_durable_mode_sigkill_during_a_flood_loses_no_acknowledged_click() {
+    let db = TempDb::new();
+    let url = db.url();
+    let mut server = common::ChildServer::start(
+        &["--addr", "127.0.0.1:0", "--database-url", &url, "--flush-interval", "0"],
+        &[],
+    );
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let mut clickers = Vec::new();
+    for i in 0..4 {
+        let client = if i % 2 == 0 {
+            TestClient::named(&server.url, &format!("u{i}")).await
+        } else {
+            TestClient::connect(&server.url, TransportType::Websocket).await
+        };
+        let acked_tx = acked_tx.clone();
+        clickers.push(tokio::spawn(async move {
+            loop {
+                let ack = client
+                    .try_emit_with_ack("click", rust_socketio::Payload::Text(vec![]), Duration::from_secs(2))
+                    .await;
+                match ack.and_then(|ack| ack["total"].as_u64()) {
+                    Some(total) => acked_tx.send(total).ok(),
+                    None => break,
+                };
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut totals = Vec::new();
+    while totals.len() < 300 {
+        totals.push(
+            tokio::time::timeout(WAIT, acked.recv())
+                .await
+                .expect("clicks are acknowledged")
+                .unwrap(),
+        );
+    }
+    server.kill();
+    for clicker in clickers {
+        clicker.await.unwrap();
+    }
+    while let Ok(total) = acked.try_recv() {
+        totals.push(total);
+    }
+    let highest = *totals.iter().max().unwrap();
+    let stored = common::stored_total(&db).await;
+    assert!(
+        stored >= highest,
+        "the last acknowledged click made the total {highest}; {stored} survived SIGKILL"
+    );
+    assert!(stored >= totals.len() as u64);
+}

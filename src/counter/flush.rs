@@ -20,6 +20,9 @@ use super::{CounterKey, Counters};
 use crate::metrics::Metrics;
 use crate::store::{Applied, Batch, Store, StoreError};
 
+/// In durable mode, the pause before a failed write is tried again.
+const DURABLE_RETRY: Duration = Duration::from_millis(100);
+
 /// How often the final flush is tried at shutdown before giving up.
 const FINAL_ATTEMPTS: u32 = 5;
 
@@ -39,8 +42,9 @@ pub struct Flusher {
     node: i64,
     next_seq: i64,
     /// A batch whose write failed: it may or may not have been applied, so
-    /// it is retried as it is before anything newer.
-    unconfirmed: Option<Batch>,
+    /// it is retried as it is before anything newer. With it, the global
+    /// total its clicks reach (see [`Counters::set_stored`]).
+    unconfirmed: Option<(Batch, u64)>,
     /// Longest a write may take before it counts as failed (a query stuck
     /// on a half-open connection would otherwise stop every later flush).
     write_timeout: Duration,
@@ -81,16 +85,17 @@ impl Flusher {
     /// Returns how many clicks were stored by this call.
     pub async fn flush(&mut self) -> Result<u64, StoreError> {
         let mut stored = 0;
-        if let Some(batch) = self.unconfirmed.take() {
+        if let Some((batch, covered)) = self.unconfirmed.take() {
             if let Some(metrics) = &self.metrics {
                 metrics.flush_retried();
             }
-            stored += self.write(batch).await?;
+            stored += self.write(batch, covered).await?;
         }
-        let deltas = self.counters.take_pending();
+        let (deltas, covered) = self.counters.take_pending_with_total();
         if deltas.is_empty() {
             // Nothing waited: everything counted so far is stored as of now.
             self.counters.set_flushed_now();
+            self.counters.set_stored(covered);
             return Ok(stored);
         }
         let batch = Batch {
@@ -99,10 +104,12 @@ impl Flusher {
             deltas,
         };
         self.next_seq += 1;
-        Ok(stored + self.write(batch).await?)
+        Ok(stored + self.write(batch, covered).await?)
     }
 
-    async fn write(&mut self, batch: Batch) -> Result<u64, StoreError> {
+    /// Writes `batch`, which holds every click up to the global total
+    /// `covered` not stored before.
+    async fn write(&mut self, batch: Batch, covered: u64) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
         // Every click is in the global delta; user deltas repeat some of them.
         let clicks = batch
@@ -140,6 +147,7 @@ impl Flusher {
                 self.counters.set_unconfirmed(0);
                 self.counters.set_flush_failing(false);
                 self.counters.set_flushed_now();
+                self.counters.set_stored(covered);
                 if let Some(metrics) = &self.metrics {
                     metrics.flushed(batch.deltas.len(), started.elapsed());
                 }
@@ -150,7 +158,7 @@ impl Flusher {
                     metrics.flush_failed();
                 }
                 self.counters.set_flush_failing(true);
-                self.unconfirmed = Some(batch);
+                self.unconfirmed = Some((batch, covered));
                 Err(err)
             }
         }
@@ -159,19 +167,37 @@ impl Flusher {
     /// Flushes every `interval` until `cancel` fires, then flushes what is
     /// left, retrying a few times, because the final flush is the last chance
     /// to keep those clicks.
+    ///
+    /// A zero `interval` is durable mode: the flusher writes as soon as
+    /// clicks are pending, and whatever arrived during one write goes in the
+    /// next (group commit); click handlers wait for their click to be stored
+    /// before they acknowledge it.
     pub async fn run(
         mut self,
         interval: Duration,
         cancel: CancellationToken,
     ) -> Result<(), FinalFlushError> {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticker = (!interval.is_zero()).then(|| {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        });
         let mut failing = false;
         loop {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
+            match ticker.as_mut() {
+                Some(ticker) => tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = ticker.tick() => {}
+                },
+                None => tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    // A failing write is retried after a pause, not in a
+                    // tight loop.
+                    () = self.counters.wait_for_pending(), if !failing => {}
+                    () = tokio::time::sleep(DURABLE_RETRY), if failing => {}
+                },
             }
             match self.flush().await {
                 Ok(flushed) => {

@@ -242,6 +242,11 @@ pub struct Counters {
     flush_failing: AtomicBool,
     /// When the last write of counts succeeded, ms since the epoch (0: never).
     flushed_at: std::sync::atomic::AtomicI64,
+    /// The global total up to which every click is stored (durable mode's
+    /// clicks wait for it to reach theirs).
+    stored: tokio::sync::watch::Sender<u64>,
+    /// Raised on every click, for the durable-mode flusher.
+    pending_changed: Notify,
     /// Shared by every click, exclusive while pending deltas are taken, so a
     /// flush never stores a click in the global total but not in its user's
     /// or its room's (or the reverse). Never held across an `.await`. It
@@ -312,6 +317,8 @@ impl Counters {
             unconfirmed: AtomicU64::new(0),
             flush_failing: AtomicBool::new(false),
             flushed_at: Default::default(),
+            stored: tokio::sync::watch::Sender::new(global),
+            pending_changed: Notify::new(),
             gate: RwLock::new(false),
             changed: Notify::new(),
             first_change: AtomicU64::new(0),
@@ -370,6 +377,7 @@ impl Counters {
             self.rooms.mark_dirty(id, counter);
         }
         self.note_change();
+        self.pending_changed.notify_one();
         Ok(click)
     }
 
@@ -470,6 +478,11 @@ impl Counters {
     /// store the deltas, retrying until it can (see [`flush`]).
     pub fn take_pending(&self) -> Vec<Delta> {
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.take_pending_gated()
+    }
+
+    /// [`Counters::take_pending`], for a caller holding the gate exclusively.
+    fn take_pending_gated(&self) -> Vec<Delta> {
         let mut deltas = Vec::new();
         let global = self.global.pending.swap(0, Ordering::SeqCst);
         if global > 0 {
@@ -484,6 +497,38 @@ impl Counters {
         self.users.take_pending(&mut deltas, CounterKey::User);
         self.rooms.take_pending(&mut deltas, CounterKey::Room);
         deltas
+    }
+
+    /// Like [`Counters::take_pending`], and the global total at that moment:
+    /// every click up to it is in these deltas or stored before.
+    pub fn take_pending_with_total(&self) -> (Vec<Delta>, u64) {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        // Under the exclusive gate no click is half-made: the total read
+        // here is exactly what the taken deltas bring the store up to.
+        (self.take_pending_gated(), self.global.total())
+    }
+
+    /// Records that every click up to the global total `total` is stored.
+    pub fn set_stored(&self, total: u64) {
+        self.stored.send_if_modified(|stored| {
+            let newer = total > *stored;
+            if newer {
+                *stored = total;
+            }
+            newer
+        });
+    }
+
+    /// Resolves once the click that made the global total `total` is stored.
+    pub async fn stored(&self, total: u64) {
+        let mut stored = self.stored.subscribe();
+        stored.wait_for(|stored| *stored >= total).await.ok();
+    }
+
+    /// Resolves after the next click (or at once if one happened since the
+    /// last wake-up): the durable-mode flusher's signal.
+    pub async fn wait_for_pending(&self) {
+        self.pending_changed.notified().await;
     }
 
     /// Records how many clicks sit in a batch being written or retried
