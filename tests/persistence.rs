@@ -250,7 +250,10 @@ async fn in_durable_mode_a_click_is_stored_before_it_is_acknowledged() {
             .into_iter()
             .find(|(key, _)| *key == CounterKey::Global)
             .map_or(0, |(_, total)| total);
-        assert!(stored >= acked, "click {acked} acknowledged, {stored} stored");
+        assert!(
+            stored >= acked,
+            "click {acked} acknowledged, {stored} stored"
+        );
     }
     for client in clients {
         client.disconnect().await;
@@ -263,7 +266,14 @@ async fn in_durable_mode_sigkill_during_a_flood_loses_no_acknowledged_click() {
     let db = TempDb::new();
     let url = db.url();
     let mut server = common::ChildServer::start(
-        &["--addr", "127.0.0.1:0", "--database-url", &url, "--flush-interval", "0"],
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--flush-interval",
+            "0",
+        ],
         &[],
     );
     let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
@@ -278,7 +288,11 @@ async fn in_durable_mode_sigkill_during_a_flood_loses_no_acknowledged_click() {
         clickers.push(tokio::spawn(async move {
             loop {
                 let ack = client
-                    .try_emit_with_ack("click", rust_socketio::Payload::Text(vec![]), Duration::from_secs(2))
+                    .try_emit_with_ack(
+                        "click",
+                        rust_socketio::Payload::Text(vec![]),
+                        Duration::from_secs(2),
+                    )
                     .await;
                 match ack.and_then(|ack| ack["total"].as_u64()) {
                     Some(total) => acked_tx.send(total).ok(),
