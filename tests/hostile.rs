@@ -136,19 +136,6 @@ async fn polling_session(http: &reqwest::Client, url: &str) -> String {
     session
 }
 
-async fn clicks_counted(url: &str) -> u64 {
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("tally_clicks_total "))
-        .map_or(0, |value| value.parse().unwrap())
-}
-
 #[test]
 fn generated_garbage_never_crashes_counts_or_disturbs_others() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -189,7 +176,7 @@ fn generated_garbage_never_crashes_counts_or_disturbs_others() {
             assert!(answer.status().as_u16() < 500, "{}", answer.status());
         });
         // Nothing counted, and the bystander is still served.
-        let counted = runtime.block_on(clicks_counted(&url));
+        let counted = runtime.block_on(common::metric(&url, "tally_clicks_total"));
         prop_assert_eq!(counted, 0);
         let healthy = runtime.block_on(async {
             reqwest::get(format!("{url}/healthz")).await.unwrap().status().as_u16()

@@ -498,6 +498,24 @@ fn first_value(payload: &Payload) -> Value {
     }
 }
 
+/// The sum of every sample of `name` (all its label sets) in the server's
+/// `/metrics`.
+pub async fn metric(url: &str, name: &str) -> u64 {
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with(&format!("{name} ")) || line.starts_with(&format!("{name}{{"))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// The global total as the database holds it.
 pub async fn stored_total(db: &TempDb) -> u64 {
     stored(db)
