@@ -56,6 +56,21 @@ async fn every_mode_runs_and_counts_exactly() {
         "every listener saw every click: {fanout:?}"
     );
 
+    let soak = bench::soak(
+        &target,
+        10,
+        20.0,
+        Duration::from_millis(600),
+        Duration::from_millis(200),
+        Some(server.pid()),
+    )
+    .await
+    .unwrap();
+    assert!(soak.clicks > 0, "{soak:?}");
+    assert_eq!(soak.listeners_missing_final_total, 0, "{soak:?}");
+    assert!(soak.rss_samples.len() >= 3, "{soak:?}");
+    assert!(soak.rss_drift_kib.is_some());
+
     let chat = bench::chat(&target, 10, 40.0, Duration::from_millis(500), "smoke")
         .await
         .unwrap();
@@ -76,8 +91,8 @@ async fn every_mode_runs_and_counts_exactly() {
     assert_eq!(flood.unacked, 0, "{flood:?}");
     assert_eq!(
         flood.final_total,
-        fanout.clicks + flood.clicks,
-        "fanout's clicks, then the flood's: the tool's totals are the server's"
+        fanout.clicks + soak.clicks + flood.clicks,
+        "fanout's, the soak's, then the flood's clicks: the tool's totals are the server's"
     );
     assert_eq!(flood.ack.samples, flood.clicks);
     assert_eq!(
@@ -118,7 +133,10 @@ async fn every_mode_runs_and_counts_exactly() {
         .sum();
     assert_eq!(
         stored,
-        fanout.clicks + flood.clicks + ramp.steps.iter().map(|s| s.clicks).sum::<u64>(),
+        fanout.clicks
+            + soak.clicks
+            + flood.clicks
+            + ramp.steps.iter().map(|s| s.clicks).sum::<u64>(),
         "the server stored exactly the clicks the tool counted"
     );
 }

@@ -109,6 +109,26 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_CONVERSATION", default_value = "bench")]
         conversation: String,
     },
+    /// Long-lived connections with light traffic: holds the listeners while
+    /// one client clicks slowly, samples the server's RSS, and checks every
+    /// listener ends on the exact total.
+    Soak {
+        /// Listening connections held for the whole run.
+        #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
+        connections: usize,
+        /// Clicks per second of the one clicker.
+        #[arg(long, env = "TALLY_BENCH_RATE", default_value_t = 5.0)]
+        rate: f64,
+        /// How long to hold them.
+        #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// How often to sample the server's RSS.
+        #[arg(long, env = "TALLY_BENCH_SAMPLE_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+        sample_every: Duration,
+        /// Server process id, to read its RSS from /proc.
+        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
+        server_pid: Option<u32>,
+    },
     /// Floods at rising rates until p99 visible latency passes the bound or
     /// clicks are lost; reports the highest sustained rate.
     Ramp {
@@ -143,6 +163,7 @@ impl Mode {
             | Mode::Fanout { connections, .. }
             | Mode::Flood { connections, .. }
             | Mode::Chat { connections, .. }
+            | Mode::Soak { connections, .. }
             | Mode::Ramp { connections, .. } => *connections,
         }
     }
@@ -215,6 +236,27 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
             serde_json::to_string(
                 &bench::chat(&target, connections, rate, duration, &conversation).await?,
+            )
+        }
+        Mode::Soak {
+            connections,
+            rate,
+            duration,
+            sample_every,
+            server_pid,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            anyhow::ensure!(!sample_every.is_zero(), "--sample-every must be positive");
+            serde_json::to_string(
+                &bench::soak(
+                    &target,
+                    connections,
+                    rate,
+                    duration,
+                    sample_every,
+                    server_pid,
+                )
+                .await?,
             )
         }
         Mode::Ramp {

@@ -6,12 +6,14 @@ mod fanout;
 mod flood;
 mod idle;
 mod ramp;
+mod soak;
 
 pub use chat::{ChatReport, chat};
 pub use fanout::{FanoutReport, fanout};
 pub use flood::{FloodReport, flood};
 pub use idle::{IdleReport, idle};
 pub use ramp::{RampReport, RampSettings, ramp};
+pub use soak::{SoakReport, soak};
 
 use std::time::{Duration, Instant};
 
