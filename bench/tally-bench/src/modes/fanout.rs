@@ -1,17 +1,15 @@
 //! `fanout`: one clicker, N listeners. How long until a click is visible to
 //! every listener, and does every listener see every click?
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use super::{cancel_after, listen};
-use crate::client::{Client, Incoming};
+use super::{Audience, audience, cancel_after};
+use crate::client::Incoming;
 use crate::report::{Latency, histogram, summarize};
 use crate::timeline::SendTimes;
-use crate::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
+use crate::{BenchError, SETTLE, Target, micros_since};
 
 #[derive(Debug, Serialize)]
 pub struct FanoutReport {
@@ -39,22 +37,16 @@ pub async fn fanout(
     rate: f64,
     duration: Duration,
 ) -> Result<FanoutReport, BenchError> {
-    let (mut listeners, _) = connect_all(target, n, "connecting").await?;
-    let mut clicker = Client::connect(&target.url).await?;
-    let base = greeting(&mut clicker, &target.url).await?;
-    for listener in &mut listeners {
-        greeting(listener, &target.url).await?;
-    }
-
+    let Audience {
+        mut clicker,
+        base,
+        start,
+        stop,
+        final_total: final_tx,
+        listeners: mut tasks,
+    } = audience(target, n).await?;
     let clicks = (rate * duration.as_secs_f64()).ceil() as u64;
     let sent = SendTimes::new(base, clicks as usize);
-    let start = Instant::now();
-    let stop = CancellationToken::new();
-    let (final_tx, final_rx) = tokio::sync::watch::channel(0);
-    let mut tasks = JoinSet::new();
-    for listener in listeners {
-        tasks.spawn(listen(listener, start, final_rx.clone(), stop.clone()));
-    }
 
     // Open loop: clicks leave on schedule whatever the acks do.
     let bar = target.progress.bar(clicks, "clicking");

@@ -24,6 +24,47 @@ use super::client::{Client, Incoming};
 use super::micros_since;
 use super::timeline::Seen;
 
+/// One clicker and `n` listeners that read in the background until they
+/// have seen `final_total` (fanout and soak share it).
+pub(crate) struct Audience {
+    pub clicker: Client,
+    /// The total in the clicker's greeting.
+    pub base: u64,
+    pub start: Instant,
+    pub stop: CancellationToken,
+    pub final_total: watch::Sender<u64>,
+    pub listeners: tokio::task::JoinSet<(Seen, u64)>,
+}
+
+/// Connects `n` listeners and a clicker, waits for every greeting, and
+/// starts the listeners.
+pub(crate) async fn audience(
+    target: &super::Target,
+    n: usize,
+) -> Result<Audience, super::BenchError> {
+    let (mut clients, _) = super::connect_all(target, n, "connecting").await?;
+    let mut clicker = Client::connect(&target.url).await?;
+    let base = super::greeting(&mut clicker, &target.url).await?;
+    for client in &mut clients {
+        super::greeting(client, &target.url).await?;
+    }
+    let start = Instant::now();
+    let stop = CancellationToken::new();
+    let (final_total, final_rx) = watch::channel(0);
+    let mut listeners = tokio::task::JoinSet::new();
+    for client in clients {
+        listeners.spawn(listen(client, start, final_rx.clone(), stop.clone()));
+    }
+    Ok(Audience {
+        clicker,
+        base,
+        start,
+        stop,
+        final_total,
+        listeners,
+    })
+}
+
 /// Reads one client's frames, noting when each larger total arrives, until
 /// it has seen the final total (sent on `target` once known; 0 = not yet) or
 /// `stop` fires. Returns what it saw and how many frames it received.

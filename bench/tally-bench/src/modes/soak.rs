@@ -3,15 +3,13 @@
 //! samples the server's memory at a fixed period, and checks at the end
 //! that every listener is still connected and on the exact total.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use super::{cancel_after, listen};
-use crate::client::{Client, Incoming};
-use crate::{BenchError, SETTLE, Target, connect_all, greeting, rss_kib};
+use super::{Audience, audience, cancel_after};
+use crate::client::Incoming;
+use crate::{BenchError, SETTLE, Target, rss_kib};
 
 #[derive(Debug, Serialize)]
 pub struct SoakReport {
@@ -39,19 +37,14 @@ pub async fn soak(
     every: Duration,
     server_pid: Option<u32>,
 ) -> Result<SoakReport, BenchError> {
-    let (mut listeners, _) = connect_all(target, n, "connecting").await?;
-    let mut clicker = Client::connect(&target.url).await?;
-    let base = greeting(&mut clicker, &target.url).await?;
-    for listener in &mut listeners {
-        greeting(listener, &target.url).await?;
-    }
-    let start = Instant::now();
-    let stop = CancellationToken::new();
-    let (final_tx, final_rx) = tokio::sync::watch::channel(0);
-    let mut tasks = JoinSet::new();
-    for listener in listeners {
-        tasks.spawn(listen(listener, start, final_rx.clone(), stop.clone()));
-    }
+    let Audience {
+        mut clicker,
+        base,
+        start,
+        stop,
+        final_total: final_tx,
+        listeners: mut tasks,
+    } = audience(target, n).await?;
 
     let mut samples = Vec::new();
     let sample = |samples: &mut Vec<(f64, u64)>| {
