@@ -44,9 +44,18 @@ async fn every_mode_runs_and_counts_exactly() {
     let per_connection = idle.rss_per_connection_bytes.unwrap();
     assert!(per_connection < 256 * 1024, "{idle:?}");
 
-    let fanout = bench::fanout(&target, 10, 50.0, Duration::from_millis(400))
+    let stalled = bench::Stalled {
+        clients: 3,
+        recv_buffer: 2048,
+        server_pid: Some(server.pid()),
+    };
+    let fanout = bench::fanout_with(&target, 10, 50.0, Duration::from_millis(400), stalled)
         .await
         .unwrap();
+    assert_eq!(fanout.stalled_recovered, 3, "{fanout:?}");
+    assert!(fanout.server_rss_kib.is_some());
+    // The recovery's one extra click counts with the fanout's.
+    let fanout_clicks = fanout.clicks + 1;
     assert!(fanout.clicks > 0, "{fanout:?}");
     assert_eq!(fanout.listeners_missing_final_total, 0, "{fanout:?}");
     assert_eq!(fanout.missed_updates, 0, "{fanout:?}");
@@ -91,7 +100,7 @@ async fn every_mode_runs_and_counts_exactly() {
     assert_eq!(flood.unacked, 0, "{flood:?}");
     assert_eq!(
         flood.final_total,
-        fanout.clicks + soak.clicks + flood.clicks,
+        fanout_clicks + soak.clicks + flood.clicks,
         "fanout's, the soak's, then the flood's clicks: the tool's totals are the server's"
     );
     assert_eq!(flood.ack.samples, flood.clicks);
@@ -133,7 +142,7 @@ async fn every_mode_runs_and_counts_exactly() {
         .sum();
     assert_eq!(
         stored,
-        fanout.clicks
+        fanout_clicks
             + soak.clicks
             + flood.clicks
             + ramp.steps.iter().map(|s| s.clicks).sum::<u64>(),

@@ -125,6 +125,66 @@ impl Client {
                     source,
                 },
             })?;
+        Self::join(ws, base, username).await
+    }
+
+    /// Connects like [`Client::connect`], with a receive buffer of about
+    /// `recv_buffer` bytes: a client that then stops reading fills it after a
+    /// few frames, as a stalled phone on a bad network would.
+    pub async fn connect_with_recv_buffer(
+        base: &str,
+        recv_buffer: u32,
+    ) -> Result<Self, ClientError> {
+        let url = socket_url(base);
+        let lost = |e: std::io::Error| ClientError::Lost(e.to_string());
+        let authority = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| {
+                ClientError::NotSocketIo(base.to_string(), "no host in the URL".into())
+            })?;
+        let addr = tokio::net::lookup_host(authority)
+            .await
+            .map_err(lost)?
+            .next()
+            .ok_or_else(|| ClientError::NotSocketIo(base.to_string(), "no address".into()))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(lost)?;
+        socket.set_recv_buffer_size(recv_buffer).map_err(lost)?;
+        let stream = socket.connect(addr).await.map_err(lost)?;
+        stream.set_nodelay(true).map_err(lost)?;
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url.as_str(),
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .map_err(|source| ClientError::Connect {
+            url: url.clone(),
+            source,
+        })?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::join(ws, base, None))
+            .await
+            .map_err(|_| {
+                ClientError::NotSocketIo(
+                    base.to_string(),
+                    format!("no Socket.IO handshake within {HANDSHAKE_TIMEOUT:?}"),
+                )
+            })?
+    }
+
+    /// Reads engine.io's `open`, joins namespace `/` and waits for its answer.
+    async fn join(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        base: &str,
+        username: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let mut client = Client { ws, next_ack: 0 };
         let open = client.next_text().await?;
         if !open.starts_with("0{") {

@@ -31,8 +31,8 @@ use tokio::task::JoinSet;
 
 pub use client::{Client, ClientError, Incoming};
 pub use modes::{
-    ChatReport, FanoutReport, FloodReport, IdleReport, RampReport, RampSettings, SoakReport, chat,
-    fanout, flood, idle, ramp, soak,
+    ChatReport, FanoutReport, FloodReport, IdleReport, RampReport, RampSettings, SoakReport,
+    Stalled, chat, fanout, fanout_with, flood, idle, ramp, soak,
 };
 pub use progress::Progress;
 

@@ -78,6 +78,15 @@ enum Mode {
         /// How long to click.
         #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Extra clients that never read while the clicks go on (their
+        /// receive buffer is about 2 KiB, so it fills after a few frames);
+        /// afterwards they read again and the report says how many reach
+        /// the exact total after one more click.
+        #[arg(long, env = "TALLY_BENCH_STALLED", default_value_t = 0)]
+        stalled: usize,
+        /// Server process id, to read its RSS at the end of the clicking.
+        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
+        server_pid: Option<u32>,
     },
     /// Many clients clicking at an aggregate open-loop rate: achieved rate,
     /// ack and visible latency, exact convergence.
@@ -215,9 +224,18 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             connections,
             rate,
             duration,
+            stalled,
+            server_pid,
         } => {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
-            serde_json::to_string(&bench::fanout(&target, connections, rate, duration).await?)
+            let stalled = bench::Stalled {
+                clients: stalled,
+                recv_buffer: 2048,
+                server_pid,
+            };
+            serde_json::to_string(
+                &bench::fanout_with(&target, connections, rate, duration, stalled).await?,
+            )
         }
         Mode::Flood {
             connections,

@@ -28,6 +28,25 @@ pub struct FanoutReport {
     pub listeners_missing_final_total: usize,
     /// Frames received by the listeners.
     pub messages_received: u64,
+    /// Extra clients that never read during the run (see [`Stalled`]).
+    pub stalled: usize,
+    /// Of them, how many reached the exact total once they read again and
+    /// one more click was made.
+    pub stalled_recovered: usize,
+    /// The server's RSS at the end of the clicking, KiB (with a pid).
+    pub server_rss_kib: Option<u64>,
+}
+
+/// Clients that stop reading, for [`fanout_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stalled {
+    /// How many.
+    pub clients: usize,
+    /// Their receive buffer, bytes: small, so they fill it after a few
+    /// frames and the server's sends to them back up.
+    pub recv_buffer: u32,
+    /// The server's pid, to read its RSS.
+    pub server_pid: Option<u32>,
 }
 
 /// One clicker at `rate` clicks/s for `duration`, `n` listeners.
@@ -37,6 +56,26 @@ pub async fn fanout(
     rate: f64,
     duration: Duration,
 ) -> Result<FanoutReport, BenchError> {
+    fanout_with(target, n, rate, duration, Stalled::default()).await
+}
+
+/// [`fanout`], plus `stalled.clients` clients that never read while the
+/// clicks go on; then they read again, one more click is made, and the
+/// report says how many of them reach its total.
+pub async fn fanout_with(
+    target: &Target,
+    n: usize,
+    rate: f64,
+    duration: Duration,
+    stalled: Stalled,
+) -> Result<FanoutReport, BenchError> {
+    let mut stuck = Vec::with_capacity(stalled.clients);
+    for _ in 0..stalled.clients {
+        stuck.push(
+            crate::client::Client::connect_with_recv_buffer(&target.url, stalled.recv_buffer)
+                .await?,
+        );
+    }
     let Audience {
         mut clicker,
         base,
@@ -74,6 +113,7 @@ pub async fn fanout(
         }
     }
     bar.finish_and_clear();
+    let server_rss_kib = stalled.server_pid.and_then(crate::rss_kib);
     final_tx.send_replace(last_total);
     // Listeners that never reach the final total are cut off after SETTLE.
     let timer = cancel_after(&stop, SETTLE);
@@ -88,6 +128,7 @@ pub async fn fanout(
         messages += frames;
     }
     timer.abort();
+    let stalled_recovered = recover(&mut clicker, stuck).await?;
     clicker.close().await;
     Ok(FanoutReport {
         mode: "fanout",
@@ -98,5 +139,46 @@ pub async fn fanout(
         missed_updates: missed,
         listeners_missing_final_total: missing,
         messages_received: messages,
+        stalled: stalled.clients,
+        stalled_recovered,
+        server_rss_kib,
     })
+}
+
+/// The stalled clients read again; one more click is made; how many of
+/// them see its total (or a larger one) within [`SETTLE`].
+async fn recover(
+    clicker: &mut crate::client::Client,
+    stuck: Vec<crate::client::Client>,
+) -> Result<usize, BenchError> {
+    if stuck.is_empty() {
+        return Ok(0);
+    }
+    let (target_tx, target_rx) = tokio::sync::watch::channel(0);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let start = std::time::Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for client in stuck {
+        readers.spawn(super::listen(
+            client,
+            start,
+            target_rx.clone(),
+            stop.clone(),
+        ));
+    }
+    clicker.click().await?;
+    let total = loop {
+        if let Incoming::Ack { total, .. } = clicker.recv().await? {
+            break total;
+        }
+    };
+    target_tx.send_replace(total);
+    let timer = cancel_after(&stop, SETTLE);
+    let mut recovered = 0;
+    while let Some(joined) = readers.join_next().await {
+        let (seen, _) = joined?;
+        recovered += usize::from(seen.max() >= total);
+    }
+    timer.abort();
+    Ok(recovered)
 }

@@ -9,7 +9,7 @@ mod ramp;
 mod soak;
 
 pub use chat::{ChatReport, chat};
-pub use fanout::{FanoutReport, fanout};
+pub use fanout::{FanoutReport, Stalled, fanout, fanout_with};
 pub use flood::{FloodReport, flood};
 pub use idle::{IdleReport, idle};
 pub use ramp::{RampReport, RampSettings, ramp};
