@@ -30,8 +30,11 @@ pub struct FanoutReport {
     pub messages_received: u64,
     /// Extra clients that never read during the run (see [`Stalled`]).
     pub stalled: usize,
-    /// Of them, how many reached the exact total once they read again and
-    /// one more click was made.
+    /// Of them, how many were still connected and reached the exact total
+    /// once they read again and one more click was made. (The server may
+    /// have disconnected the others: a client whose buffer is full misses
+    /// its heartbeat; a real client then reconnects and its greeting
+    /// carries the total.)
     pub stalled_recovered: usize,
     /// The server's RSS at the end of the clicking, KiB (with a pid).
     pub server_rss_kib: Option<u64>,
