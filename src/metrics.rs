@@ -9,6 +9,7 @@
 //! when `/metrics` is scraped. Names start with `tally_`; durations are in
 //! seconds, as Prometheus expects.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,23 @@ struct Inner {
     flush_counters: Histogram,
     message_write: Histogram,
     message_batch: Histogram,
+    /// Handles of the labelled counters that move on every event and every
+    /// broadcast, registered once: looking a labelled series up builds its
+    /// key (an allocation and a hash) each time.
+    events: HashMap<&'static str, Counter>,
+    broadcasts: HashMap<&'static str, (Counter, Counter)>,
 }
+
+/// The events and broadcasts whose counters are registered up front.
+const EVENTS: [&str; 6] = [
+    "click",
+    "refresh",
+    "join_conversation",
+    "leave_conversation",
+    "message",
+    "typing",
+];
+const BROADCASTS: [&str; 4] = ["count", "me", "room_count", "presence"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,7 +214,24 @@ impl Metrics {
         let histo = |name: &'static str| {
             recorder.register_histogram(&Key::from_static_name(name), &METADATA)
         };
+        let labelled = |name: &'static str, event: &'static str| {
+            recorder.register_counter(&Self::labelled(name, &[("event", event.into())]), &METADATA)
+        };
+        let events = EVENTS
+            .into_iter()
+            .map(|event| (event, labelled("tally_events_received_total", event)))
+            .collect();
+        let broadcasts = BROADCASTS
+            .into_iter()
+            .map(|event| {
+                let sent = labelled("tally_broadcasts_total", event);
+                let recipients = labelled("tally_broadcast_recipients_total", event);
+                (event, (sent, recipients))
+            })
+            .collect();
         let inner = Inner {
+            events,
+            broadcasts,
             clicks: counter("tally_clicks_total"),
             messages: counter("tally_messages_total"),
             connects: counter("tally_socket_connects_total"),
@@ -278,19 +312,28 @@ impl Metrics {
     }
 
     pub fn event(&self, event: &'static str) {
-        self.counter("tally_events_received_total", &[("event", event.into())])
-            .increment(1);
+        match self.0.events.get(event) {
+            Some(counter) => counter.increment(1),
+            None => self
+                .counter("tally_events_received_total", &[("event", event.into())])
+                .increment(1),
+        }
     }
 
     /// One broadcast of `event` addressed to `recipients` sockets.
     pub fn broadcast(&self, event: &'static str, recipients: usize) {
-        self.counter("tally_broadcasts_total", &[("event", event.into())])
-            .increment(1);
-        self.counter(
-            "tally_broadcast_recipients_total",
-            &[("event", event.into())],
-        )
-        .increment(recipients as u64);
+        let (sent, addressed) = match self.0.broadcasts.get(event) {
+            Some((sent, addressed)) => (sent.clone(), addressed.clone()),
+            None => (
+                self.counter("tally_broadcasts_total", &[("event", event.into())]),
+                self.counter(
+                    "tally_broadcast_recipients_total",
+                    &[("event", event.into())],
+                ),
+            ),
+        };
+        sent.increment(1);
+        addressed.increment(recipients as u64);
     }
 
     /// A publication: how long its oldest change waited, and how long
