@@ -206,6 +206,7 @@ impl TallyBuilder {
             message_retention: config.message_retention,
             metrics_addr: config.metrics_addr,
             shutdown_timeout: config.shutdown_timeout,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 }
@@ -250,6 +251,7 @@ pub struct Tally {
     message_retention: Option<Duration>,
     metrics_addr: Option<std::net::SocketAddr>,
     shutdown_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Tally {
@@ -425,6 +427,7 @@ impl Tally {
             webhook,
             message_retention,
             shutdown_timeout,
+            header_read_timeout,
             ..
         } = self;
         let stop_messages = CancellationToken::new();
@@ -533,6 +536,7 @@ impl Tally {
             retention,
             metrics_upkeep,
             shutdown_timeout,
+            header_read_timeout,
         }
     }
 }
@@ -555,6 +559,7 @@ pub struct Running {
     retention: Option<JoinHandle<()>>,
     metrics_upkeep: JoinHandle<()>,
     shutdown_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Running {
@@ -562,6 +567,12 @@ impl Running {
     /// HTTP server's requests, may take.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// `--header-read-timeout`: how long [`crate::serve`] lets a client take
+    /// to send its request headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.header_read_timeout
     }
 
     /// Sockets connected now.
@@ -603,6 +614,7 @@ impl Running {
             retention,
             metrics_upkeep,
             shutdown_timeout,
+            header_read_timeout: _,
         } = self;
         metrics_upkeep.abort();
         tracing::info!("shutting down: publishing the last totals and closing connections");

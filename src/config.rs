@@ -217,6 +217,12 @@ pub struct Config {
     /// always happens).
     #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send its request headers before the
+    /// connection is closed, so clients that send them byte by byte
+    /// (slowloris) cannot hold connections. Also how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, env = "TALLY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
     /// Serve `/metrics` (Prometheus) on this address instead of the main
     /// one, e.g. to keep it off the public port.
     #[arg(long, env = "TALLY_METRICS_ADDR")]

@@ -8,6 +8,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use axum::serve::{ListenerExt, TapIo};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +138,11 @@ impl App {
 /// `listening on http://…` first. If the HTTP server fails on its own,
 /// tally is still stopped in order; either error is returned after the
 /// counts were flushed.
+///
+/// Each connection is HTTP/1.1 with upgrades (WebSocket), `TCP_NODELAY`
+/// (see [`nodelay`]), the peer's address as axum's
+/// `ConnectInfo<SocketAddr>`, and `--header-read-timeout` for its request
+/// headers.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -137,6 +151,7 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let drain_timeout = running.shutdown_timeout();
+    let header_read_timeout = running.header_read_timeout();
     // `stop` starts tally's shutdown; `stop_http` ends HTTP once it is done.
     let stop = CancellationToken::new();
     let stop_http = CancellationToken::new();
@@ -149,24 +164,16 @@ pub async fn serve(
     });
 
     tracing::info!("listening on http://{addr}");
-    let server = axum::serve(
-        nodelay(listener),
-        // The peer address of each request, for the monitoring API.
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-    .into_future();
+    let server = serve_http(listener, router, header_read_timeout, stop_http.clone());
     let served = async {
-        let served = tokio::select! {
-            served = server => served,
+        tokio::select! {
+            () = server => {}
             () = async { stop_http.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
                 tracing::warn!("HTTP requests still open after {drain_timeout:?}; not waiting for them");
-                Ok(())
             }
-        };
-        // An HTTP server that failed on its own still stops tally in order.
+        }
+        // An HTTP server that ended on its own still stops tally in order.
         stop.cancel();
-        served
     };
     let stopped = async {
         stop.cancelled().await;
@@ -174,24 +181,100 @@ pub async fn serve(
         stop_http.cancel();
         stopped
     };
-    let (served, stopped) = tokio::join!(served, stopped);
-    served.map_err(RunError::Serve)?;
+    let ((), stopped) = tokio::join!(served, stopped);
     stopped
 }
 
-/// Sets `TCP_NODELAY` on every accepted connection. Every frame tally writes
-/// is small and wanted now: without it, Nagle's algorithm holds a frame back
-/// until the previous one is acknowledged, which the benchmarks showed as
-/// 40–70 ms tails. Hosts serving tally should do the same.
+/// The HTTP/1.1 server: accepts on `listener` and serves `router` on every
+/// connection until `stop`, then asks each open connection to finish the
+/// request it is on and close, and returns once they all have.
+///
+/// This is axum's `serve` loop plus what it lacks: a header read timeout
+/// (slowloris), which hyper only enforces when it is given a timer.
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        set_nodelay(&tcp);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut http = http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = http
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // Timeouts and clients that hang up are routine, not errors.
+            if let Err(err) = served {
+                tracing::trace!(%peer, error = %err, "HTTP connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// What to do when `accept` fails. A connection that died before it was
+/// accepted concerns only its client; anything else (out of file
+/// descriptors, above all) would fail again at once, so the loop pauses
+/// instead of spinning.
+async fn accept_failed(err: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "cannot accept connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Sets `TCP_NODELAY` on every connection `listener` accepts, for hosts
+/// that serve tally with `axum::serve` ([`serve`] does it itself). Every
+/// frame tally writes is small and wanted now: without it, Nagle's
+/// algorithm holds a frame back until the previous one is acknowledged,
+/// which the benchmarks showed as 40–70 ms tails.
 pub fn nodelay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
     // A function pointer rather than a closure, so the listener's type can
     // be named and axum's `ConnectInfo<SocketAddr>` works on it.
-    fn set_nodelay(tcp: &mut TcpStream) {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
+    fn tap(tcp: &mut TcpStream) {
+        set_nodelay(tcp);
     }
-    listener.tap_io(set_nodelay)
+    listener.tap_io(tap)
+}
+
+fn set_nodelay(tcp: &TcpStream) {
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

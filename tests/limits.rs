@@ -271,3 +271,54 @@ async fn api_bodies_are_limited_and_answers_carry_the_safety_headers() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_slowly_is_cut_off_and_others_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.header_read_timeout = std::time::Duration::from_secs(1);
+    let server = TestServer::start(config).await;
+    // Connected before the slow client, and quiet for longer than the
+    // header timeout by the time it clicks: upgraded connections are not
+    // subject to it.
+    let websocket = TestClient::connect(&server.url(), TransportType::Websocket).await;
+
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Half a request, and then nothing: a slowloris client trickles the rest.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(common::WAIT, slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a connection whose headers never end");
+    // Closed, with or without a parting answer; never a 200.
+    assert!(
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 200 "),
+        "{answer:?}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed by the timeout, not at once: {:?}",
+        started.elapsed()
+    );
+
+    assert!(websocket.click_total().await >= 1);
+    // A complete request on a fresh connection is served as usual.
+    let health = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    websocket.disconnect().await;
+    server.stop().await.unwrap();
+}
