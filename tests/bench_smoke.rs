@@ -151,6 +151,57 @@ async fn every_mode_runs_and_counts_exactly() {
 }
 
 #[tokio::test]
+async fn an_attack_beside_the_load_is_limited_and_refused() {
+    // The server's own limits this time: a click bucket per socket and a
+    // small per-address cap, so the attack's crowd meets it.
+    let server = ChildServer::start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite://t.db",
+            "--click-limit",
+            "20:40",
+            "--max-connections-per-ip",
+            "5",
+        ],
+        &[],
+    );
+    let mut target = Target::new(server.url.clone());
+    // Four bystanders on each of two addresses, under the cap.
+    target.sources = bench::loopback_sources(2);
+    let attack = bench::Attack {
+        rate: 2_000.0,
+        script_from: [127, 0, 0, 1].into(),
+        sockets: 10,
+        sockets_from: [127, 1, 0, 1].into(),
+    };
+    let flood = bench::flood_with(&target, 8, 40.0, Duration::from_secs(1), Some(attack))
+        .await
+        .unwrap();
+    assert!(flood.converged, "{flood:?}");
+    assert_eq!(flood.unacked, 0, "the bystanders were all answered");
+    let attack = flood.attack.expect("an attack report");
+    assert_eq!(
+        (attack.sockets_accepted, attack.sockets_refused),
+        (5, 5),
+        "{attack:?}"
+    );
+    assert!(attack.script_connections >= 1, "{attack:?}");
+    assert!(attack.script_refused_clicks > 0, "{attack:?}");
+    // Each of its connections may spend a burst of 40 and then 20 a second
+    // for the (at most 1 s and a little) it lasts: nowhere near what it sent.
+    assert!(
+        attack.script_counted <= attack.script_connections * 70,
+        "{attack:?}"
+    );
+    assert_eq!(
+        attack.script_sent,
+        attack.script_counted + attack.script_refused_clicks + attack.script_unanswered
+    );
+}
+
+#[tokio::test]
 async fn a_missing_server_is_a_clear_error() {
     // A port nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

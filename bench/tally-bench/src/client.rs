@@ -6,8 +6,10 @@
 //! frames are inspected in place as `&str`; only the total is parsed out of
 //! them, because a load generator that parses JSON per frame measures itself.
 
+use std::net::{IpAddr, SocketAddr};
+
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -23,11 +25,17 @@ const READ_BUFFER: usize = 4096;
 /// What can go wrong talking to the server under test.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {url} (is a server listening there?): {source}")]
+    #[error("the WebSocket handshake with {url} failed: {source}")]
     Connect {
         url: String,
         #[source]
         source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("cannot connect to {url} (is a server listening there?): {source}")]
+    Tcp {
+        url: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{0} is not a Socket.IO server (v5 over WebSocket): {1}")]
     NotSocketIo(String, String),
@@ -74,18 +82,34 @@ pub fn socket_url(base: &str) -> String {
     format!("{ws}/socket.io/?EIO=4&transport=websocket")
 }
 
+/// How one connection is opened; the default is a guest from whatever
+/// address the OS picks.
+#[derive(Debug, Clone, Default)]
+pub struct Dial {
+    /// Sign in as this user (open mode's bare `username` in the handshake's
+    /// `auth`).
+    pub username: Option<String>,
+    /// Connect from this local address, e.g. a loopback alias such as
+    /// 127.0.0.2: one address has only so many ephemeral ports, and servers
+    /// cap the connections of one address.
+    pub source: Option<IpAddr>,
+    /// Ask for a receive buffer of about this many bytes: a client that then
+    /// stops reading fills it after a few frames, as a stalled phone on a
+    /// bad network would.
+    pub recv_buffer: Option<u32>,
+}
+
 impl Client {
     /// Opens the WebSocket and joins namespace `/`. Returns once the server
     /// accepted the namespace connection (its `40{"sid":…}`): a contract
     /// server buffers nothing for a client that emits before that.
     pub async fn connect(base: &str) -> Result<Self, ClientError> {
-        Self::connect_as(base, None).await
+        Self::dial(base, &Dial::default()).await
     }
 
-    /// Connects and joins namespace `/`, as `username` (open mode's bare
-    /// name in the handshake's `auth`) when given.
-    pub async fn connect_as(base: &str, username: Option<&str>) -> Result<Self, ClientError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(base, username))
+    /// Connects as `how` says and joins namespace `/`.
+    pub async fn dial(base: &str, how: &Dial) -> Result<Self, ClientError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(base, how))
             .await
             .map_err(|_| {
                 ClientError::NotSocketIo(
@@ -95,69 +119,19 @@ impl Client {
             })?
     }
 
-    async fn handshake(base: &str, username: Option<&str>) -> Result<Self, ClientError> {
+    async fn handshake(base: &str, how: &Dial) -> Result<Self, ClientError> {
         use tokio_tungstenite::tungstenite::Error;
         let url = socket_url(base);
-        // Nagle off, as browsers and socket.io clients do, so small frames
-        // are not held back and measured as server latency.
+        let stream = Self::open_tcp(&url, how)
+            .await
+            .map_err(|source| ClientError::Tcp {
+                url: url.clone(),
+                source,
+            })?;
         // Frames of this contract are tens of bytes. tungstenite zero-fills
         // its whole read buffer (128 KiB by default) before every read, which
         // profiled as 37% of the tool's CPU in fanout: a small buffer keeps
         // the tool from measuring its own memset.
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
-            .await
-            .map_err(|source| match source {
-                // Something answered, but not with a WebSocket upgrade.
-                Error::Http(response) => ClientError::NotSocketIo(
-                    base.to_string(),
-                    format!("HTTP {} to the WebSocket handshake", response.status()),
-                ),
-                Error::HttpFormat(err) => ClientError::NotSocketIo(
-                    base.to_string(),
-                    format!("not an HTTP answer ({err})"),
-                ),
-                Error::Protocol(err) => {
-                    ClientError::NotSocketIo(base.to_string(), format!("not a WebSocket ({err})"))
-                }
-                source => ClientError::Connect {
-                    url: url.clone(),
-                    source,
-                },
-            })?;
-        Self::join(ws, base, username).await
-    }
-
-    /// Connects like [`Client::connect`], with a receive buffer of about
-    /// `recv_buffer` bytes: a client that then stops reading fills it after a
-    /// few frames, as a stalled phone on a bad network would.
-    pub async fn connect_with_recv_buffer(
-        base: &str,
-        recv_buffer: u32,
-    ) -> Result<Self, ClientError> {
-        let url = socket_url(base);
-        let lost = |e: std::io::Error| ClientError::Lost(e.to_string());
-        let authority = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .ok_or_else(|| {
-                ClientError::NotSocketIo(base.to_string(), "no host in the URL".into())
-            })?;
-        let addr = tokio::net::lookup_host(authority)
-            .await
-            .map_err(lost)?
-            .next()
-            .ok_or_else(|| ClientError::NotSocketIo(base.to_string(), "no address".into()))?;
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-        .map_err(lost)?;
-        socket.set_recv_buffer_size(recv_buffer).map_err(lost)?;
-        let stream = socket.connect(addr).await.map_err(lost)?;
-        stream.set_nodelay(true).map_err(lost)?;
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let (ws, _) = tokio_tungstenite::client_async_with_config(
             url.as_str(),
@@ -165,18 +139,64 @@ impl Client {
             Some(config),
         )
         .await
-        .map_err(|source| ClientError::Connect {
-            url: url.clone(),
-            source,
+        .map_err(|source| match source {
+            // Over a connection cap: what a script opening too many sockets sees.
+            Error::Http(response) if response.status() == 503 => ClientError::Refused(format!(
+                "HTTP 503 {}",
+                response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+            )),
+            // Something answered, but not with a WebSocket upgrade.
+            Error::Http(response) => ClientError::NotSocketIo(
+                base.to_string(),
+                format!("HTTP {} to the WebSocket handshake", response.status()),
+            ),
+            Error::HttpFormat(err) => {
+                ClientError::NotSocketIo(base.to_string(), format!("not an HTTP answer ({err})"))
+            }
+            Error::Protocol(err) => {
+                ClientError::NotSocketIo(base.to_string(), format!("not a WebSocket ({err})"))
+            }
+            source => ClientError::Connect {
+                url: url.clone(),
+                source,
+            },
         })?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::join(ws, base, None))
-            .await
-            .map_err(|_| {
-                ClientError::NotSocketIo(
-                    base.to_string(),
-                    format!("no Socket.IO handshake within {HANDSHAKE_TIMEOUT:?}"),
-                )
-            })?
+        Self::join(ws, base, how.username.as_deref()).await
+    }
+
+    /// The TCP connection under the WebSocket, from `how.source` with
+    /// `how.recv_buffer`, and with Nagle off, as browsers and socket.io
+    /// clients do, so small frames are not held back and measured as
+    /// server latency.
+    async fn open_tcp(url: &str, how: &Dial) -> std::io::Result<TcpStream> {
+        use std::io::{Error, ErrorKind};
+        let authority = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no host in the URL"))?;
+        let addr = tokio::net::lookup_host(authority)
+            .await?
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "the host has no address"))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }?;
+        if let Some(size) = how.recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(source) = how.source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// Reads engine.io's `open`, joins namespace `/` and waits for its answer.
@@ -266,6 +286,11 @@ impl Client {
                 .map_err(|e| ClientError::Lost(e.to_string()))?;
             match message {
                 Message::Text(text) if text.as_str() == "2" => self.send("3").await?,
+                // The server left the namespace (`41`) or closed the session
+                // (`1`): nothing more will be answered.
+                Message::Text(text) if matches!(text.as_str(), "41" | "1") => {
+                    return Err(ClientError::Lost("disconnected by the server".into()));
+                }
                 Message::Text(text) => return Ok(parse(text.as_str())),
                 Message::Close(_) => return Err(ClientError::Lost("closed by the server".into())),
                 _ => {}

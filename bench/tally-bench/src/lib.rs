@@ -25,14 +25,16 @@ pub mod progress;
 pub mod report;
 pub mod timeline;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-pub use client::{Client, ClientError, Incoming};
+pub use client::{Client, ClientError, Dial, Incoming};
 pub use modes::{
-    ChatReport, FanoutReport, FloodReport, IdleReport, RampReport, RampSettings, SoakReport,
-    Stalled, chat, fanout, fanout_with, flood, idle, ramp, soak,
+    Attack, AttackReport, ChatReport, FanoutReport, FloodReport, IdleReport, RampReport,
+    RampSettings, SoakReport, Stalled, chat, fanout, fanout_with, flood, flood_with, idle, ramp,
+    soak,
 };
 pub use progress::Progress;
 
@@ -54,6 +56,9 @@ pub struct Target {
     /// `username`) as this prefix plus their index: `u0`, `u1`, … So their
     /// clicks count for users, as on a server where people chose names.
     pub users: Option<String>,
+    /// Local addresses the load's connections come from, in turn (empty:
+    /// whatever the OS picks). See [`loopback_sources`].
+    pub sources: Vec<IpAddr>,
 }
 
 impl Target {
@@ -64,8 +69,48 @@ impl Target {
             connect_rate: 2000.0,
             progress: Progress::hidden(),
             users: None,
+            sources: Vec::new(),
         }
     }
+
+    /// How the `i`-th connection of the load is opened: its source address
+    /// in turn, and its username when the load signs in.
+    pub fn dial(&self, i: usize) -> Dial {
+        Dial {
+            username: self.users.as_ref().map(|prefix| format!("{prefix}{i}")),
+            source: self.source(i),
+            recv_buffer: None,
+        }
+    }
+
+    /// Like [`Target::dial`], but never signed in: the clicker, observer and
+    /// probes the tool adds to the load.
+    pub fn guest(&self, i: usize) -> Dial {
+        Dial {
+            source: self.source(i),
+            ..Dial::default()
+        }
+    }
+
+    /// The source address of the `i`-th connection, if sources are set.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+}
+
+/// `count` loopback addresses from 127.0.0.2 up, for a server on this
+/// machine: Linux answers on all of 127.0.0.0/8, and each address brings
+/// its own ~28,000 ephemeral ports and its own per-address connection cap.
+/// 127.0.0.1 is left out, for the connections the load does not count
+/// (an attacker's, in `flood --attack`).
+pub fn loopback_sources(count: u32) -> Vec<IpAddr> {
+    (0..count)
+        .map(|i| {
+            IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2)) + i,
+            ))
+        })
+        .collect()
 }
 
 /// Why a run could not produce a result.
@@ -145,10 +190,10 @@ pub(crate) async fn connect_all(
             done(joined)?;
         }
         let url = target.url.clone();
-        let user = target.users.as_ref().map(|prefix| format!("{prefix}{i}"));
+        let how = target.dial(i);
         pending.spawn(async move {
             let started = Instant::now();
-            let client = Client::connect_as(&url, user.as_deref()).await?;
+            let client = Client::dial(&url, &how).await?;
             Ok((client, micros_since(started)))
         });
     }

@@ -47,6 +47,18 @@ struct Cli {
     #[arg(long, env = "TALLY_BENCH_USERS", value_name = "PREFIX", global = true)]
     users: Option<String>,
 
+    /// Spread the load's connections over this many loopback source
+    /// addresses, 127.0.0.2 and up, for a server on this machine: each
+    /// address has its own ~28,000 ephemeral ports, and servers cap the
+    /// connections of one address. 0: whatever address the OS picks.
+    #[arg(
+        long,
+        env = "TALLY_BENCH_SOURCE_ADDRS",
+        default_value_t = 0,
+        global = true
+    )]
+    source_addrs: u32,
+
     #[command(subcommand)]
     mode: Mode,
 }
@@ -100,6 +112,18 @@ enum Mode {
         /// How long to click.
         #[arg(long, env = "TALLY_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Attack the server while the load runs: a script clicking at
+        /// `--attack-rate` on one socket from 127.0.0.1 (reconnecting when
+        /// cut off), and `--attack-sockets` connections from 127.1.0.1. The
+        /// load's clients are the bystanders; needs `--source-addrs`.
+        #[arg(long, env = "TALLY_BENCH_ATTACK")]
+        attack: bool,
+        /// Clicks per second of the attacking script.
+        #[arg(long, env = "TALLY_BENCH_ATTACK_RATE", default_value_t = 10_000.0)]
+        attack_rate: f64,
+        /// Connections the attack opens from one address.
+        #[arg(long, env = "TALLY_BENCH_ATTACK_SOCKETS", default_value_t = 500)]
+        attack_sockets: usize,
     },
     /// N members in one conversation, messages spread over them at an
     /// open-loop rate: send-to-every-member latency, ack latency, messages
@@ -195,6 +219,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Whether `url` names this machine's loopback interface.
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    host == "localhost" || host.starts_with("127.")
+}
+
 /// Runs the chosen mode and returns its JSON result line.
 async fn run(cli: Cli) -> anyhow::Result<String> {
     anyhow::ensure!(cli.connect_rate > 0.0, "--connect-rate must be positive");
@@ -202,12 +238,27 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         cli.mode.connections() > 0,
         "--connections must be at least 1"
     );
+    let attackers = match cli.mode {
+        Mode::Flood {
+            attack: true,
+            attack_sockets,
+            ..
+        } => attack_sockets + 1,
+        _ => 0,
+    };
     // One descriptor per connection, plus the clicker or observer.
-    bench::raise_fd_limit(cli.mode.connections() + 1)?;
+    bench::raise_fd_limit(cli.mode.connections() + attackers + 1)?;
+    if cli.source_addrs > 0 {
+        anyhow::ensure!(
+            is_loopback(&cli.url),
+            "--source-addrs needs a server on this machine (a URL on 127.0.0.1 or localhost)"
+        );
+    }
     let target = Target {
         url: cli.url.clone(),
         connect_rate: cli.connect_rate,
         users: cli.users.clone(),
+        sources: bench::loopback_sources(cli.source_addrs),
         progress: if cli.quiet {
             Progress::hidden()
         } else {
@@ -241,9 +292,31 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             connections,
             rate,
             duration,
+            attack,
+            attack_rate,
+            attack_sockets,
         } => {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
-            serde_json::to_string(&bench::flood(&target, connections, rate, duration).await?)
+            let attack = if attack {
+                anyhow::ensure!(
+                    cli.source_addrs > 0,
+                    "--attack needs --source-addrs: the load's clients must come from \
+                     other addresses than the attack's, or the caps meant for the attack \
+                     would refuse them too"
+                );
+                anyhow::ensure!(attack_rate > 0.0, "--attack-rate must be positive");
+                Some(bench::Attack {
+                    rate: attack_rate,
+                    script_from: [127, 0, 0, 1].into(),
+                    sockets: attack_sockets,
+                    sockets_from: [127, 1, 0, 1].into(),
+                })
+            } else {
+                None
+            };
+            serde_json::to_string(
+                &bench::flood_with(&target, connections, rate, duration, attack).await?,
+            )
         }
         Mode::Chat {
             connections,

@@ -73,11 +73,12 @@ pub async fn fanout_with(
     stalled: Stalled,
 ) -> Result<FanoutReport, BenchError> {
     let mut stuck = Vec::with_capacity(stalled.clients);
-    for _ in 0..stalled.clients {
-        stuck.push(
-            crate::client::Client::connect_with_recv_buffer(&target.url, stalled.recv_buffer)
-                .await?,
-        );
+    for i in 0..stalled.clients {
+        let how = crate::Dial {
+            recv_buffer: Some(stalled.recv_buffer),
+            ..target.guest(n + 1 + i)
+        };
+        stuck.push(crate::client::Client::dial(&target.url, &how).await?);
     }
     let Audience {
         mut clicker,

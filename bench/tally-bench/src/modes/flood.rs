@@ -2,6 +2,7 @@
 //! What rate does the server sustain, how fast are clicks acknowledged and
 //! seen, and does everyone end on the exact total?
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -9,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Observer, cancel_after};
-use crate::client::{Client, Incoming};
+use super::{Observer, cancel_after, listen};
+use crate::client::{Client, Dial, Incoming};
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::{Seen, SendTimes};
 use crate::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
@@ -41,7 +42,58 @@ pub struct FloodReport {
     pub final_total: u64,
     /// Frames received by all clients and the observer.
     pub messages_received: u64,
+    /// What the attack beside the load achieved (`flood --attack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackReport>,
 }
+
+/// An attack beside the flood: one script clicking far faster than a person
+/// on one socket, reconnecting whenever it is cut off, and a crowd of
+/// sockets opened from one address. The flood's clients are the bystanders
+/// whose latency should not suffer.
+#[derive(Debug, Clone)]
+pub struct Attack {
+    /// Clicks per second the script tries.
+    pub rate: f64,
+    /// Where the script connects from.
+    pub script_from: IpAddr,
+    /// Sockets opened (and held) from `sockets_from`.
+    pub sockets: usize,
+    pub sockets_from: IpAddr,
+}
+
+/// What the attack got through.
+#[derive(Debug, Default, Serialize)]
+pub struct AttackReport {
+    pub script_from: String,
+    pub script_rate_per_s: f64,
+    /// Clicks the script sent.
+    pub script_sent: u64,
+    /// Its clicks the server counted (acknowledged with a total).
+    pub script_counted: u64,
+    /// Its clicks refused with an error ack (`rate_limited`).
+    pub script_refused_clicks: u64,
+    /// Its clicks never answered because the server cut it off first; the
+    /// server may have counted some of them, so the final total may exceed
+    /// the acknowledged clicks by at most this.
+    pub script_unanswered: u64,
+    /// Times the server disconnected the script.
+    pub script_cut_off: u64,
+    /// Connections the script opened, the first included.
+    pub script_connections: u64,
+    /// Its connection attempts the server refused.
+    pub script_refused_connections: u64,
+    pub sockets_from: String,
+    pub sockets_tried: usize,
+    pub sockets_accepted: usize,
+    /// Attempts refused by a connection cap (HTTP 503).
+    pub sockets_refused: usize,
+}
+
+/// After being refused or cut off, the script waits this long before it
+/// connects again: a real script would retry, and a tighter loop would
+/// measure the load tool's CPU rather than the server.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one clicking client reports back.
 struct ClientResult {
@@ -59,11 +111,29 @@ pub async fn flood(
     rate: f64,
     duration: Duration,
 ) -> Result<FloodReport, BenchError> {
+    flood_with(target, n, rate, duration, None).await
+}
+
+/// [`flood`], with an [`Attack`] going on beside it for the same time.
+pub async fn flood_with(
+    target: &Target,
+    n: usize,
+    rate: f64,
+    duration: Duration,
+    attack: Option<Attack>,
+) -> Result<FloodReport, BenchError> {
     let (mut clients, _) = connect_all(target, n, "connecting").await?;
     let start = Instant::now();
     let stop = CancellationToken::new();
     let (final_tx, final_rx) = watch::channel(0);
-    let observer = Observer::spawn(&target.url, start, final_rx.clone(), stop.clone()).await?;
+    let observer = Observer::spawn(
+        &target.url,
+        target.guest(n),
+        start,
+        final_rx.clone(),
+        stop.clone(),
+    )
+    .await?;
     let base = observer.base;
     for client in &mut clients {
         greeting(client, &target.url).await?;
@@ -99,6 +169,44 @@ pub async fn flood(
             stop.clone(),
         ));
     }
+    let mut crowd = JoinSet::new();
+    let mut attack_report = None;
+    let script = match &attack {
+        Some(attack) => {
+            let mut report = AttackReport {
+                script_from: attack.script_from.to_string(),
+                script_rate_per_s: attack.rate,
+                sockets_from: attack.sockets_from.to_string(),
+                sockets_tried: attack.sockets,
+                ..AttackReport::default()
+            };
+            // The crowd first, so the script also meets the address caps
+            // when the server cuts it off and it comes back.
+            for _ in 0..attack.sockets {
+                let how = Dial {
+                    source: Some(attack.sockets_from),
+                    ..Dial::default()
+                };
+                match Client::dial(&target.url, &how).await {
+                    Ok(client) => {
+                        report.sockets_accepted += 1;
+                        crowd.spawn(listen(client, start, final_rx.clone(), stop.clone()));
+                    }
+                    Err(crate::ClientError::Refused(_)) => report.sockets_refused += 1,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            attack_report = Some(report);
+            Some(tokio::spawn(script_loop(
+                target.url.clone(),
+                attack.clone(),
+                sending_ends,
+                ack_tx.clone(),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
     drop(ack_tx);
 
     // The final total is known once every sent click is acked: count acks
@@ -145,27 +253,144 @@ pub async fn flood(
         unacked += result.unacked;
     }
     let (seen, observer_frames) = observer.finish().await?;
+    let mut script_counted = 0;
+    let mut unanswered = 0;
+    if let (Some(script), Some(report)) = (script, attack_report.as_mut()) {
+        let result = script.await?;
+        script_counted = result.counted;
+        report.script_sent = result.sent;
+        report.script_counted = result.counted;
+        report.script_refused_clicks = result.refused;
+        report.script_unanswered = result.sent - result.counted - result.refused;
+        unanswered = report.script_unanswered;
+        report.script_cut_off = result.cut_off;
+        report.script_connections = result.connections;
+        report.script_refused_connections = result.refused_connections;
+    }
+    stop.cancel();
+    while crowd.join_next().await.is_some() {}
     timer.abort();
-    converged &= seen.max() >= final_total && unacked == 0 && final_total == base + acked;
+    // Clicks the server counted but could not answer, because it cut the
+    // script off, are the only ones the total may hold beyond the acks.
+    converged &= seen.max() >= final_total
+        && unacked == 0
+        && (base + acked..=base + acked + unanswered).contains(&final_total);
     let mut visible = histogram();
     seen.latencies(&sent, &mut visible);
     Ok(FloodReport {
         mode: "flood",
         clients: n,
         target_rate_per_s: rate,
-        achieved_rate_per_s: acked as f64
+        achieved_rate_per_s: (acked - script_counted) as f64
             / duration
                 .as_secs_f64()
                 .max((last_ack - sending_starts).as_secs_f64()),
         sent_rate_per_s: sent_clicks as f64 / duration.as_secs_f64(),
-        clicks: acked,
+        clicks: acked - script_counted,
         unacked,
         ack: summarize(&ack_h),
         visible: summarize(&visible),
         converged,
         final_total,
         messages_received: messages + observer_frames,
+        attack: attack_report,
     })
+}
+
+/// What the attacking script did.
+struct ScriptResult {
+    sent: u64,
+    counted: u64,
+    refused: u64,
+    cut_off: u64,
+    connections: u64,
+    refused_connections: u64,
+}
+
+/// The attacking script: clicks at `attack.rate` until `until`, and
+/// whenever the server cuts it off, connects again (pausing
+/// [`RECONNECT_PAUSE`] after each failure). Counted clicks go to `acks`, like
+/// everyone's, so the final total stays exact.
+async fn script_loop(
+    url: String,
+    attack: Attack,
+    until: tokio::time::Instant,
+    acks: mpsc::UnboundedSender<u64>,
+    stop: CancellationToken,
+) -> ScriptResult {
+    let mut result = ScriptResult {
+        sent: 0,
+        counted: 0,
+        refused: 0,
+        cut_off: 0,
+        connections: 0,
+        refused_connections: 0,
+    };
+    let how = Dial {
+        source: Some(attack.script_from),
+        ..Dial::default()
+    };
+    let period = Duration::from_secs_f64(1.0 / attack.rate);
+    while tokio::time::Instant::now() < until && !stop.is_cancelled() {
+        let mut client = match Client::dial(&url, &how).await {
+            Ok(client) => client,
+            Err(_) => {
+                result.refused_connections += 1;
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+        };
+        result.connections += 1;
+        // Timer ticks are a millisecond apart at best: a script at 10,000
+        // clicks/s sends them in bursts of ten.
+        let mut pace = tokio::time::interval(period);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let sending_ends = tokio::time::sleep_until(until);
+        tokio::pin!(sending_ends);
+        let answered = |result: &mut ScriptResult, frame| match frame {
+            Incoming::Ack { total, .. } => {
+                result.counted += 1;
+                acks.send(total).ok();
+            }
+            Incoming::Reply { error: true, .. } => result.refused += 1,
+            _ => {}
+        };
+        let answered_before = result.counted + result.refused;
+        let mut sent = 0;
+        let mut lost = false;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = &mut sending_ends => break,
+                _ = pace.tick() => {
+                    if client.click().await.is_err() { lost = true; break; }
+                    sent += 1;
+                }
+                frame = client.recv() => match frame {
+                    Ok(frame) => answered(&mut result, frame),
+                    Err(_) => { lost = true; break; }
+                },
+            }
+        }
+        result.sent += sent;
+        if lost {
+            result.cut_off += 1;
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            continue;
+        }
+        // The answers to the last clicks, so every counted one is known.
+        let drain = async {
+            while result.counted + result.refused - answered_before < sent {
+                match client.recv().await {
+                    Ok(frame) => answered(&mut result, frame),
+                    Err(_) => break,
+                }
+            }
+        };
+        tokio::time::timeout(SETTLE, drain).await.ok();
+        client.close().await;
+    }
+    result
 }
 
 /// One clicking client: clicks on `pace` until `until`, records its acks,

@@ -10,7 +10,7 @@ mod soak;
 
 pub use chat::{ChatReport, chat};
 pub use fanout::{FanoutReport, Stalled, fanout, fanout_with};
-pub use flood::{FloodReport, flood};
+pub use flood::{Attack, AttackReport, FloodReport, flood, flood_with};
 pub use idle::{IdleReport, idle};
 pub use ramp::{RampReport, RampSettings, ramp};
 pub use soak::{SoakReport, soak};
@@ -43,7 +43,7 @@ pub(crate) async fn audience(
     n: usize,
 ) -> Result<Audience, super::BenchError> {
     let (mut clients, _) = super::connect_all(target, n, "connecting").await?;
-    let mut clicker = Client::connect(&target.url).await?;
+    let mut clicker = Client::dial(&target.url, &target.guest(n)).await?;
     let base = super::greeting(&mut clicker, &target.url).await?;
     for client in &mut clients {
         super::greeting(client, &target.url).await?;
@@ -113,6 +113,7 @@ impl Observer {
     /// Connects on a new thread and returns once the greeting arrived.
     pub async fn spawn(
         url: &str,
+        how: super::Dial,
         start: Instant,
         target: watch::Receiver<u64>,
         stop: CancellationToken,
@@ -135,7 +136,7 @@ impl Observer {
                 };
                 runtime.block_on(async move {
                     let connected = async {
-                        let mut client = Client::connect(&url).await?;
+                        let mut client = Client::dial(&url, &how).await?;
                         let base = super::greeting(&mut client, &url).await?;
                         Ok((client, base))
                     };
