@@ -1,5 +1,6 @@
 //! Builds the web page in `web/` with npm and leaves it in `$OUT_DIR/web`,
-//! where `src/http/assets.rs` embeds it into the binary. Runs only when the
+//! where `src/http/assets.rs` embeds it into the binary, and lists the
+//! Socket.IO Admin UI's files for `src/http/admin_ui.rs`. Runs only when the
 //! page's sources change.
 
 use std::env;
@@ -25,6 +26,7 @@ fn main() {
         "build.mjs",
         "package.json",
         "package-lock.json",
+        ".npmrc",
     ] {
         println!("cargo::rerun-if-changed=web/{input}");
     }
@@ -43,6 +45,13 @@ fn main() {
                 ));
             }
         }
+        if let Err(err) = copy_dir(&dist.join("admin"), &out.join("admin")) {
+            fail(&format!(
+                "TALLY_WEB_DIST: cannot copy admin/ from {}: {err}",
+                dist.display()
+            ));
+        }
+        embed_admin_ui(&out);
         return;
     }
 
@@ -77,6 +86,81 @@ fn main() {
             ));
         }
     }
+    embed_admin_ui(&out);
+}
+
+/// Writes `$OUT_DIR/admin_ui.rs`: the table of the Admin UI's files (path
+/// under `/admin/`, content type, bytes by `include_bytes!`) that
+/// `src/http/admin_ui.rs` serves. The UI's file names carry content hashes
+/// that change with its releases, so the list is read from the build.
+fn embed_admin_ui(out: &Path) {
+    let root = out.join("admin");
+    let mut files = Vec::new();
+    if let Err(err) = list_files(&root, &root, &mut files) {
+        fail(&format!(
+            "cannot read the Admin UI in {}: {err}",
+            root.display()
+        ));
+    }
+    if !files.iter().any(|f| f == "index.html") {
+        fail(&format!(
+            "the web build left no admin/index.html in {}",
+            out.display()
+        ));
+    }
+    files.sort();
+    let mut table = String::from("&[\n");
+    for file in &files {
+        let content_type = match file.rsplit('.').next().unwrap_or_default() {
+            "html" => "text/html; charset=utf-8",
+            "js" => "text/javascript; charset=utf-8",
+            "css" => "text/css; charset=utf-8",
+            "svg" => "image/svg+xml",
+            "png" => "image/png",
+            "woff2" => "font/woff2",
+            other => fail(&format!(
+                "the Admin UI has a file of unknown type .{other}: {file}"
+            )),
+        };
+        table.push_str(&format!(
+            "    ({file:?}, {content_type:?}, include_bytes!({:?})),\n",
+            root.join(file)
+        ));
+    }
+    table.push(']');
+    let generated = PathBuf::from(env::var("OUT_DIR").unwrap()).join("admin_ui.rs");
+    if let Err(err) = std::fs::write(&generated, table) {
+        fail(&format!("cannot write {}: {err}", generated.display()));
+    }
+}
+
+/// Every file under `dir`, as paths relative to `root` with `/` separators.
+fn list_files(root: &Path, dir: &Path, files: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            list_files(root, &path, files)?;
+        } else {
+            let relative = path.strip_prefix(root).expect("listed under root");
+            let parts: Vec<_> = relative.iter().map(|p| p.to_string_lossy()).collect();
+            files.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().expect("a directory entry has a name"));
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// `npm ci` is needed when dependencies are missing or older than the lock file.

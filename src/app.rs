@@ -27,6 +27,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::admin::{Admin, AdminOptions, Credentials};
 use crate::auth::{Auth, Tokens};
 use crate::config::{Config, ConfigError, Transport};
 use crate::conversation::log::{self as message_log, MessageLog};
@@ -172,6 +173,17 @@ impl TallyBuilder {
                 .as_ref()
                 .map(|token| Arc::from(token.0.as_str())),
             rate: Default::default(),
+            admin: config.admin.then(|| {
+                Admin::new(AdminOptions {
+                    mode: config.admin_mode,
+                    readonly: config.admin_readonly,
+                    credentials: config.admin_password_hash.as_ref().map(|hash| Credentials {
+                        user: config.admin_user.clone(),
+                        password_hash: hash.0.clone(),
+                    }),
+                    session_ttl: config.admin_session_ttl,
+                })
+            }),
             limits: Arc::new(config.limits()),
             caps: Arc::new(http::Caps {
                 max_connections: config.max_connections,
@@ -189,6 +201,9 @@ impl TallyBuilder {
         // answers every request there itself.
         let socket_service = socket_layer.layer(any(http::not_found));
         realtime::register(&io);
+        if let Some(admin) = &state.admin {
+            admin.register(&io);
+        }
         Ok(Tally {
             websocket: config.allows(Transport::Websocket),
             // Generous: a large flush is several statements, each of which
@@ -280,6 +295,10 @@ impl Tally {
         } else {
             router
         };
+        let router = match self.admin_ui() {
+            Some(admin_ui) => router.merge(admin_ui),
+            None => router,
+        };
         router.fallback(http::not_found)
     }
 
@@ -323,6 +342,23 @@ impl Tally {
                 header::X_FRAME_OPTIONS,
                 HeaderValue::from_static("DENY"),
             ))
+    }
+
+    /// The official Socket.IO Admin UI at `/admin/`, when `--admin` is on
+    /// (its namespace `/admin` is part of [`Tally::socket_io`]).
+    pub fn admin_ui(&self) -> Option<Router> {
+        self.state.admin.as_ref()?;
+        Some(
+            self.compressed(http::admin_ui::routes())
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(http::admin_ui::ADMIN_UI_CSP),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                )),
+        )
     }
 
     /// The JSON API: `/api/leaderboard`, `/api/users/{username}`,
@@ -435,6 +471,7 @@ impl Tally {
             let metrics = state.metrics.clone();
             let (rate, counters) = (state.rate.clone(), state.counters.clone());
             let limits = state.limits.clone();
+            let admin = state.admin.clone();
             async move {
                 // Once a second: the click rate's sample; every few
                 // seconds: the histograms' upkeep.
@@ -442,6 +479,11 @@ impl Tally {
                 for tick in 0u64.. {
                     let at = every.tick().await;
                     rate.sample(at.into_std(), counters.global().total());
+                    if let Some(admin) = &admin
+                        && tick % crate::admin::STATS_EVERY.as_secs() == 0
+                    {
+                        admin.publish_stats();
+                    }
                     if tick % METRICS_UPKEEP.as_secs() == 0 {
                         metrics.upkeep();
                         limits.forget_idle_users();
@@ -569,7 +611,13 @@ impl Running {
         self.shutdown_timeout
     }
 
-    /// `--header-read-timeout`: how long [`crate::serve`] lets a client take
+    /// Where [`crate::serve()`] counts the bytes of its connections, for the
+    /// Admin UI (with `--admin`).
+    pub fn byte_counts(&self) -> Option<crate::admin::bytes::ByteCounts> {
+        self.state.admin.as_ref().map(|admin| admin.byte_counts())
+    }
+
+    /// `--header-read-timeout`: how long [`crate::serve()`] lets a client take
     /// to send its request headers.
     pub fn header_read_timeout(&self) -> Duration {
         self.header_read_timeout

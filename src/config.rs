@@ -29,14 +29,23 @@ pub struct Cli {
 impl Cli {
     /// The command to run; plain `tally` means `tally serve`.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command
+            .unwrap_or_else(|| Command::Serve(Box::new(self.serve)))
     }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the click tracker server (the default).
-    Serve(Config),
+    Serve(Box<Config>),
+    /// Read a password (typed at a prompt, or one line on standard input)
+    /// and print its bcrypt hash, for `--admin-password-hash`.
+    HashPassword {
+        /// bcrypt's cost: each step doubles the work of a check, for an
+        /// attacker as for the server.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
 }
 
 /// Server configuration.
@@ -212,6 +221,39 @@ pub struct Config {
     /// least 16 bytes. Unset, those endpoints answer 404.
     #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Serve the official Socket.IO Admin UI at `/admin/` and its
+    /// namespace `/admin` (see `--admin-user`, `--admin-password-hash`,
+    /// `--admin-mode`).
+    #[arg(long, env = "TALLY_ADMIN")]
+    pub admin: bool,
+    /// The Admin UI's user name.
+    #[arg(long, env = "TALLY_ADMIN_USER", default_value = "admin")]
+    pub admin_user: String,
+    /// bcrypt hash of the Admin UI's password (`tally hash-password` makes
+    /// one). Required with `--admin` unless `--admin-no-auth` is given.
+    #[arg(long, env = "TALLY_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    pub admin_password_hash: Option<Secret>,
+    /// Let anyone who reaches the server use the Admin UI, without a
+    /// password. Only for a server nobody else can reach.
+    #[arg(long, env = "TALLY_ADMIN_NO_AUTH")]
+    pub admin_no_auth: bool,
+    /// `aggregated`: the Admin UI gets totals every 2 s, at no cost per
+    /// click. `development`: also every socket, room and event as they
+    /// happen, and sockets can be disconnected from the UI; this costs work
+    /// on every event and the UI slows down beyond a few thousand sockets.
+    #[arg(
+        long,
+        env = "TALLY_ADMIN_MODE",
+        value_enum,
+        default_value = "aggregated"
+    )]
+    pub admin_mode: crate::admin::AdminMode,
+    /// The Admin UI may watch but not act (no join, leave or disconnect).
+    #[arg(long, env = "TALLY_ADMIN_READONLY")]
+    pub admin_readonly: bool,
+    /// How long an Admin UI login lasts before the password is asked again.
+    #[arg(long, env = "TALLY_ADMIN_SESSION_TTL", default_value = "12h", value_parser = parse_positive_duration)]
+    pub admin_session_ttl: Duration,
     /// How long shutdown may wait for sockets to close, and then for HTTP
     /// requests to finish, before it goes on (the final write of counts
     /// always happens).
@@ -286,6 +328,19 @@ impl Config {
         {
             return Err(ConfigError::ShortAdminToken);
         }
+        if self.admin && self.admin_password_hash.is_none() && !self.admin_no_auth {
+            return Err(ConfigError::AdminCredentials);
+        }
+        // Checked for shape at start, so a mistyped hash is an error naming
+        // the option rather than every login failing. Its value is not
+        // repeated: it may be a password pasted by mistake.
+        if self
+            .admin_password_hash
+            .as_ref()
+            .is_some_and(|hash| hash.0.parse::<bcrypt::HashParts>().is_err())
+        {
+            return Err(ConfigError::NotABcryptHash);
+        }
         match (&self.message_webhook, &self.webhook_secret) {
             (Some(_), None) => Err(ConfigError::MissingWebhookSecret),
             (None, Some(_)) => Err(ConfigError::WebhookSecretWithoutWebhook),
@@ -341,6 +396,17 @@ pub enum ConfigError {
     MissingWebhookSecret,
     #[error("--webhook-secret (TALLY_WEBHOOK_SECRET) is set but --message-webhook is not")]
     WebhookSecretWithoutWebhook,
+    #[error(
+        "--admin (TALLY_ADMIN) needs --admin-password-hash (TALLY_ADMIN_PASSWORD_HASH; \
+         `tally hash-password` makes one), or --admin-no-auth to open the Admin UI to \
+         anyone who can reach the server"
+    )]
+    AdminCredentials,
+    #[error(
+        "--admin-password-hash (TALLY_ADMIN_PASSWORD_HASH) is not a bcrypt hash \
+         (like $2b$12$…, 60 characters); `tally hash-password` makes one"
+    )]
+    NotABcryptHash,
 }
 
 /// Shortest accepted `--api-key` and `--admin-token`.
@@ -479,8 +545,12 @@ mod tests {
     fn serve_subcommand_and_plain_invocation_agree() {
         let plain = Cli::parse_from(["tally", "--addr", "127.0.0.1:0"]).into_command();
         let serve = Cli::parse_from(["tally", "serve", "--addr", "127.0.0.1:0"]).into_command();
-        let (Command::Serve(a), Command::Serve(b)) = (plain, serve);
+        let (Command::Serve(a), Command::Serve(b)) = (plain, serve) else {
+            panic!("both are `serve`");
+        };
         assert_eq!(a.addr, b.addr);
+        let hash = Cli::parse_from(["tally", "hash-password", "--cost", "4"]).into_command();
+        assert!(matches!(hash, Command::HashPassword { cost: 4 }));
     }
 
     #[test]

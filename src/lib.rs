@@ -8,6 +8,7 @@
 //! background tasks, and call [`Running::shutdown`] from the host's own
 //! shutdown. `examples/embed.rs` is a complete host.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;

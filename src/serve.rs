@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use axum::Router;
 
+use crate::admin::bytes::{ByteCounts, Counted};
 use crate::app::{RunError, Running, StartError, Tally, TallyBuilder};
 use crate::config::Config;
 use crate::store::Store;
@@ -152,6 +153,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let drain_timeout = running.shutdown_timeout();
     let header_read_timeout = running.header_read_timeout();
+    let byte_counts = running.byte_counts();
     // `stop` starts tally's shutdown; `stop_http` ends HTTP once it is done.
     let stop = CancellationToken::new();
     let stop_http = CancellationToken::new();
@@ -164,7 +166,13 @@ pub async fn serve(
     });
 
     tracing::info!("listening on http://{addr}");
-    let server = serve_http(listener, router, header_read_timeout, stop_http.clone());
+    let server = serve_http(
+        listener,
+        router,
+        header_read_timeout,
+        byte_counts,
+        stop_http.clone(),
+    );
     let served = async {
         tokio::select! {
             () = server => {}
@@ -195,6 +203,7 @@ async fn serve_http(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    byte_counts: Option<ByteCounts>,
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -216,29 +225,63 @@ async fn serve_http(
             router.clone().oneshot(request)
         });
         let stop = stop.clone();
+        let byte_counts = byte_counts.clone();
         connections.spawn(async move {
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout);
-            let connection = http
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            // Both arms serve the same way; only the stream's type differs.
+            match byte_counts {
+                Some(counts) => {
+                    let io = TokioIo::new(Counted::new(tcp, counts));
+                    drive(
+                        http.serve_connection(io, service).with_upgrades(),
+                        &stop,
+                        peer,
+                    )
+                    .await;
                 }
-            };
-            // Timeouts and clients that hang up are routine, not errors.
-            if let Err(err) = served {
-                tracing::trace!(%peer, error = %err, "HTTP connection ended");
+                None => {
+                    let io = TokioIo::new(tcp);
+                    drive(
+                        http.serve_connection(io, service).with_upgrades(),
+                        &stop,
+                        peer,
+                    )
+                    .await;
+                }
             }
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Serves one connection until it ends, or until `stop`, then lets it
+/// finish its request and close.
+async fn drive<I, S>(
+    connection: http1::UpgradeableConnection<I, S>,
+    stop: &CancellationToken,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    // Timeouts and clients that hang up are routine, not errors.
+    if let Err(err) = served {
+        tracing::trace!(%peer, error = %err, "HTTP connection ended");
+    }
 }
 
 /// What to do when `accept` fails. A connection that died before it was

@@ -49,4 +49,6 @@ pub struct AppState {
     pub caps: Arc<crate::http::Caps>,
     /// Clicks per second, sampled once a second.
     pub rate: Arc<crate::counter::rate::Rate>,
+    /// The Admin UI's server side, with `--admin`.
+    pub admin: Option<crate::admin::Admin>,
 }

@@ -12,21 +12,27 @@ use axum::response::{IntoResponse, Redirect, Response};
 /// One embedded file.
 pub struct Asset {
     content_type: &'static str,
-    body: &'static str,
-    /// FNV-1a of the bytes, computed at compile time.
+    body: &'static [u8],
+    /// FNV-1a of the bytes.
     hash: u64,
 }
 
 impl Asset {
+    /// A text file; its hash is computed by the compiler.
     const fn new(content_type: &'static str, body: &'static str) -> Self {
+        Self::bytes(content_type, body.as_bytes())
+    }
+
+    /// Any file.
+    pub const fn bytes(content_type: &'static str, body: &'static [u8]) -> Self {
         Asset {
             content_type,
             body,
-            hash: fnv1a(body.as_bytes()),
+            hash: fnv1a(body),
         }
     }
 
-    fn respond(&self, request: &HeaderMap) -> Response {
+    pub fn respond(&self, request: &HeaderMap) -> Response {
         let etag = format!("\"{:016x}-{:x}\"", self.hash, self.body.len());
         let headers = [
             (

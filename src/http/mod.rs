@@ -3,8 +3,9 @@
 //! policy in front of Socket.IO.
 
 mod admin;
+pub mod admin_ui;
 mod api;
-mod assets;
+pub(crate) mod assets;
 mod bearer;
 mod caps;
 mod conversations;

@@ -285,6 +285,9 @@ async fn join(
     // arrives live and may be in the history too (clients keep one copy per
     // messageId), but none falls in a gap between the two.
     if memberships.enter(socket, &state.counters, &room)? {
+        if let Some(admin) = &state.admin {
+            admin.room_joined(socket, room.as_str());
+        }
         publish_presence_now(io, state).await;
     }
     let history = state
@@ -329,6 +332,9 @@ async fn on_leave(
                 .is_some_and(|memberships| memberships.exit(&socket, &state.counters, &room));
             // Leaving a conversation one is not in is not an error.
             if left {
+                if let Some(admin) = &state.admin {
+                    admin.room_left(&socket, room.as_str());
+                }
                 publish_presence_now(&io, &state).await;
             }
             Ack::Ok(Done { ok: true })
@@ -487,6 +493,34 @@ async fn on_typing(
 
 /// With `--broadcast-interval 0` there is no coalescer: presence changes
 /// are published at once, like counts.
+/// Moves `socket` into or out of conversation `room` on an operator's
+/// command (the Admin UI's `join` and `leave`), as its own join or leave
+/// would: membership, presence, the room. The client is not told; it
+/// receives the room's traffic from now on (or no longer). `true` if
+/// something changed.
+pub async fn move_by_operator(
+    socket: &SocketRef,
+    io: &SocketIo,
+    state: &AppState,
+    room: &ConversationId,
+    join: bool,
+) -> bool {
+    let Some(memberships) = socket.extensions.get::<Arc<Memberships>>() else {
+        return false;
+    };
+    let moved = if join {
+        memberships
+            .enter(socket, &state.counters, room)
+            .unwrap_or(false)
+    } else {
+        memberships.exit(socket, &state.counters, room)
+    };
+    if moved {
+        publish_presence_now(io, state).await;
+    }
+    moved
+}
+
 async fn publish_presence_now(io: &SocketIo, state: &AppState) {
     if state.broadcast_interval.is_zero() {
         super::publish(io, &state.counters.take_changes(), state).await;

@@ -62,6 +62,9 @@ async fn prepare(
                State(state): State<AppState>,
                Extension(identity): Extension<Identity>| {
             state.metrics.disconnected(reason_label(reason));
+            if let Some(admin) = &state.admin {
+                admin.socket_disconnected(&socket, reason);
+            }
             session::stop(&identity);
             conversations::disconnected(&socket, &io, &state).await;
             tracing::debug!(sid = %socket.id, "socket disconnected");
@@ -89,6 +92,9 @@ async fn on_connect(
     tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
     state.metrics.connected();
     session::start(&socket, &identity);
+    if let Some(admin) = &state.admin {
+        admin.socket_connected(&socket);
+    }
     // A reconnecting client gets the whole current state: socketioxide does
     // not replay what it missed.
     let total = state.counters.global().total();
@@ -231,18 +237,24 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
     };
     let started = std::time::Instant::now();
     let metrics = &state.metrics;
+    let addressed = |event, recipients| {
+        metrics.broadcast(event, recipients);
+        if let Some(admin) = &state.admin {
+            admin.packets_out(recipients as u64);
+        }
+    };
     for change in &changes.totals {
         let sent = match &change.key {
             CounterKey::Global => {
                 let count = Count {
                     total: change.total,
                 };
-                metrics.broadcast(COUNT, state.connections.current());
+                addressed(COUNT, state.connections.current());
                 everyone.clone().emit(COUNT, &count).await
             }
             CounterKey::User(user) => {
                 // A user's sockets are few; they are not counted one by one.
-                metrics.broadcast(ME, 0);
+                addressed(ME, 0);
                 let me = Me {
                     username: user.clone(),
                     count: change.total,
@@ -258,7 +270,7 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
                     conversation_id: room.clone(),
                     total: change.total,
                 };
-                metrics.broadcast(ROOM_COUNT, state.counters.online(room) as usize);
+                addressed(ROOM_COUNT, state.counters.online(room) as usize);
                 everyone
                     .clone()
                     .to(room.to_string())
@@ -277,7 +289,7 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
             conversation_id: online.room.clone(),
             online: online.online,
         };
-        metrics.broadcast(PRESENCE, online.online as usize);
+        addressed(PRESENCE, online.online as usize);
         if let Err(err) = everyone
             .clone()
             .to(online.room.to_string())
@@ -338,6 +350,9 @@ pub fn render_metrics(state: &AppState, io: &SocketIo) -> String {
 /// event count in the metrics.
 pub fn activity(socket: &SocketRef, state: &AppState, event: &'static str) {
     state.metrics.event(event);
+    if let Some(admin) = &state.admin {
+        admin.event_received(socket, event);
+    }
     if let Some(connection) = socket.extensions.get::<Arc<connections::Connection>>() {
         connection.touch();
     }

@@ -48,10 +48,14 @@ struct TokenSession {
     closed: CancellationToken,
 }
 
+/// What every user's room name starts with; no conversation id contains
+/// a `/`, so the two never meet.
+pub const USER_ROOM_PREFIX: &str = "user/";
+
 /// The room every socket of one user joins, for `me` updates. The `/` can
 /// not appear in a conversation id, so no conversation shares this room.
 pub fn user_room(user: &Username) -> String {
-    format!("user/{}", user.folded())
+    format!("{USER_ROOM_PREFIX}{}", user.folded())
 }
 
 /// Why a handshake was refused; the text is what the client receives in

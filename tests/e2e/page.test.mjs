@@ -4,14 +4,12 @@
 // leaderboard, and screenshots of the main states.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { chromium } from 'playwright-core';
 
+import { launchBrowser } from './browser.mjs';
 import { WAIT_MS, makeDir, removeDir, startExample, startServer } from '../js/server.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = new URL('./screenshots/', import.meta.url).pathname;
 const LIMIT = { timeout: 90_000 };
 
@@ -21,19 +19,7 @@ let dirs = [];
 let contexts = [];
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install it with \`apt-get install chromium\``);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchBrowser();
   await mkdir(SHOTS, { recursive: true });
 });
 

@@ -23,6 +23,20 @@ const LISTENING = /listening on (http:\/\/[^\s]+)/;
 // Strips terminal colour codes, in case the log ever has them.
 const ANSI = /\x1b\[[0-9;]*m/g;
 
+/**
+ * A bcrypt hash of `password` made by `tally hash-password` (cost 4: a test
+ * needs no strength), for `--admin-password-hash`.
+ */
+export function passwordHash(password) {
+  const made = spawnSync(TALLY_BIN, ['hash-password', '--cost', '4'], {
+    input: `${password}\n`,
+    encoding: 'utf8',
+    timeout: WAIT_MS,
+  });
+  if (made.status !== 0) throw new Error(`tally hash-password failed: ${made.stderr || made.error}`);
+  return made.stdout.trim();
+}
+
 /** Rejects with `what` unless `promise` settles within `WAIT_MS`. */
 export async function within(promise, what) {
   let timer;

@@ -1,0 +1,238 @@
+//! The server half of the official Socket.IO Admin UI
+//! (`@socket.io/admin-ui`), whose own server exists only for Node: the
+//! namespace `/admin` that the UI connects to, its logins, the
+//! `server_stats` it draws the dashboard from, and, in development mode, the
+//! live stream of sockets, rooms and events and the commands that act on
+//! them. The UI's files are served by `crate::http::admin_ui`.
+//!
+//! Owns: [`Admin`], the handle the rest of tally tells about connections
+//! and events (each call is an atomic add in aggregated mode, and does
+//! nothing more while no admin is watching).
+
+pub mod bytes;
+mod feed;
+mod namespace;
+pub mod sessions;
+pub mod stats;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::DisconnectReason;
+
+use sessions::Sessions;
+use stats::{Aggregated, NamespaceStats, ServerStats};
+
+/// The namespace the UI connects to.
+pub const NAMESPACE: &str = "/admin";
+
+/// How often `server_stats` is sent; the UI marks a server unhealthy after
+/// 10 s without one.
+pub const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// What the UI is sent (`--admin-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AdminMode {
+    /// Totals every 2 s: connections, disconnections by reason, packets.
+    #[default]
+    Aggregated,
+    /// Also every socket, room and event as it happens.
+    Development,
+}
+
+/// The Admin UI's settings, from `--admin-*`.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    pub mode: AdminMode,
+    pub readonly: bool,
+    /// `None` with `--admin-no-auth`.
+    pub credentials: Option<Credentials>,
+    pub session_ttl: Duration,
+}
+
+/// The one admin account.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    /// A bcrypt hash.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Admin UI's server side. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Admin(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    options: AdminOptions,
+    sessions: Sessions,
+    /// At most this many password checks a second, server-wide: each costs
+    /// bcrypt's deliberate work, which a stream of guesses would otherwise
+    /// turn into CPU taken from the clicks.
+    logins: governor::DefaultDirectRateLimiter,
+    events: Aggregated,
+    bytes: bytes::ByteCounts,
+    started: Instant,
+    hostname: String,
+    /// Admin sockets connected: with none, development mode's stream is
+    /// not even built.
+    watching: AtomicUsize,
+    io: OnceLock<SocketIo>,
+}
+
+impl Admin {
+    pub fn new(options: AdminOptions) -> Self {
+        let logins = governor::Quota::per_second(std::num::NonZeroU32::new(2).expect("non-zero"))
+            .allow_burst(std::num::NonZeroU32::new(5).expect("non-zero"));
+        Admin(Arc::new(Inner {
+            sessions: Sessions::new(options.session_ttl),
+            options,
+            logins: governor::RateLimiter::direct(logins),
+            events: Aggregated::default(),
+            bytes: bytes::ByteCounts::default(),
+            started: Instant::now(),
+            hostname: hostname(),
+            watching: AtomicUsize::new(0),
+            io: OnceLock::new(),
+        }))
+    }
+
+    /// Where [`crate::serve()`] adds up the bytes of each connection.
+    pub fn byte_counts(&self) -> bytes::ByteCounts {
+        self.0.bytes.clone()
+    }
+
+    /// Registers the namespace `/admin` on `io`.
+    pub fn register(&self, io: &SocketIo) {
+        self.0.io.set(io.clone()).ok();
+        namespace::register(io);
+    }
+
+    fn development(&self) -> bool {
+        self.0.options.mode == AdminMode::Development
+    }
+
+    /// The admin sockets to stream to, when in development mode and
+    /// someone is watching.
+    fn audience(&self) -> Option<Vec<SocketRef>> {
+        if !self.development() || self.0.watching.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(self.0.io.get()?.of(NAMESPACE)?.sockets())
+    }
+
+    /// A socket joined namespace `/`.
+    pub fn socket_connected(&self, socket: &SocketRef) {
+        self.0.events.connection();
+        if let Some(admins) = self.audience() {
+            feed::socket_connected(&admins, socket);
+        }
+    }
+
+    /// A socket of namespace `/` is gone.
+    pub fn socket_disconnected(&self, socket: &SocketRef, reason: DisconnectReason) {
+        let reason = feed::reason(reason);
+        self.0.events.disconnection(reason);
+        if let Some(admins) = self.audience() {
+            feed::socket_disconnected(&admins, socket, reason);
+        }
+    }
+
+    /// A socket of namespace `/` sent `event`.
+    pub fn event_received(&self, socket: &SocketRef, event: &'static str) {
+        self.0.events.packet_in();
+        if let Some(admins) = self.audience() {
+            feed::event_received(&admins, socket, event);
+        }
+    }
+
+    /// A broadcast went out to `recipients` sockets.
+    pub fn packets_out(&self, recipients: u64) {
+        self.0.events.packets_out(recipients);
+    }
+
+    /// A socket of namespace `/` joined `room`.
+    pub fn room_joined(&self, socket: &SocketRef, room: &str) {
+        if let Some(admins) = self.audience() {
+            feed::room(&admins, "room_joined", socket, room);
+        }
+    }
+
+    /// A socket of namespace `/` left `room`.
+    pub fn room_left(&self, socket: &SocketRef, room: &str) {
+        if let Some(admins) = self.audience() {
+            feed::room(&admins, "room_left", socket, room);
+        }
+    }
+
+    /// Sends `server_stats` to every admin socket (every [`STATS_EVERY`]).
+    pub fn publish_stats(&self) {
+        let Some(io) = self.0.io.get() else { return };
+        if self.0.watching.load(Ordering::Relaxed) == 0 {
+            // Nobody to tell: the events are dropped, as the UI keeps only
+            // what it receives.
+            self.0.events.take(0);
+            self.0.bytes.take();
+            return;
+        }
+        let Some(admins) = io.of(NAMESPACE) else {
+            return;
+        };
+        let now = crate::conversation::now_ms();
+        let mut events = self.0.events.take(now);
+        let (bytes_in, bytes_out) = self.0.bytes.take();
+        events.extend(stats::bytes(now, bytes_in, bytes_out));
+        let stats = self.stats(io, events);
+        feed::send(&admins.sockets(), "server_stats", &stats);
+    }
+
+    /// The current `server_stats`, with `events`.
+    fn stats(&self, io: &SocketIo, events: Vec<stats::AggregatedEvent>) -> ServerStats {
+        let sockets = io.of("/").map(|ns| ns.sockets()).unwrap_or_default();
+        let polling = sockets
+            .iter()
+            .filter(|s| s.transport_type() == socketioxide::TransportType::Polling)
+            .count();
+        let admins = self.0.watching.load(Ordering::Relaxed);
+        ServerStats {
+            server_id: format!("{}#{}", self.0.hostname, std::process::id()),
+            hostname: self.0.hostname.clone(),
+            pid: std::process::id(),
+            uptime: self.0.started.elapsed().as_secs_f64(),
+            clients_count: sockets.len() + admins,
+            polling_clients_count: polling,
+            aggregated_events: events,
+            namespaces: vec![
+                NamespaceStats {
+                    name: "/",
+                    sockets_count: sockets.len(),
+                },
+                NamespaceStats {
+                    name: NAMESPACE,
+                    sockets_count: admins,
+                },
+            ],
+        }
+    }
+}
+
+/// This machine's name, as the UI's Servers page shows it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "tally".to_string())
+}
