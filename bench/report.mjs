@@ -153,7 +153,7 @@ if (failed.length) {
   md += `\n## Failed runs\n\n${failed.map((r) => `- ${r.server} / ${r.workload}: ${r.error}`).join('\n')}\n`;
 }
 // Hand-written notes measured with other tools, kept next to this script.
-for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'users.md', 'profiling.md']) {
+for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'attack.md', 'users.md', 'profiling.md']) {
   const notes = join(dirname(fileURLToPath(import.meta.url)), file);
   if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
 }
