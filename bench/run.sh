@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the same workloads against tally (coalesced broadcasts, the default),
-# tally with --broadcast-interval 0, and the Node socket.io reference server,
+# tally with --broadcast-interval 0, and the Node socket.io reference server
+# twice (throttled to one broadcast per 10 ms window like tally's default, the
+# fair peer; and broadcasting after every click, the design's baseline),
 # one server at a time on this machine, and writes docs/benchmarks.md and
 # docs/ramp.svg. Loads go to 127.0.0.1 only. Takes about 10 minutes.
 #
@@ -37,12 +39,13 @@ fi
 : "${SERVER_CPUS:=}" "${TOOL_CPUS:=}"
 # Runs "$@" on the CPUs in $1 (all of them when $1 is empty).
 pinned() { local cpus=$1; shift; if [[ -n "$cpus" ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
-# Only SERVERS (a space-separated subset of "tally tally-interval-0 node") and
+# Only SERVERS (a space-separated subset of "tally tally-interval-0
+# node-throttled node") and
 # WORKLOADS (of "idle fanout flood big ramp chat") are run when set; results of the
 # others are taken from the previous run's raw lines in $RAW (with docs/ as
 # $OUT: bench/results.jsonl, committed with the report), so one noisy workload
 # can be rerun alone.
-: "${SERVERS:=tally tally-interval-0 node}" "${WORKLOADS:=idle fanout flood big ramp chat}"
+: "${SERVERS:=tally tally-interval-0 node-throttled node}" "${WORKLOADS:=idle fanout flood big ramp chat}"
 
 # One descriptor per connection, on both ends of 10,000 connections.
 ulimit -n "$(ulimit -Hn)"
@@ -154,6 +157,7 @@ export -f node_server
 NO_LIMITS=(--click-limit 0 --message-limit 0 --typing-limit 0 --join-limit 0 --refresh-limit 0 --max-connections-per-ip 0)
 run_all tally target/release/tally serve --addr 127.0.0.1:0 "${NO_LIMITS[@]}"
 run_all tally-interval-0 target/release/tally serve --addr 127.0.0.1:0 --broadcast-interval 0 "${NO_LIMITS[@]}"
+run_all node-throttled env THROTTLE_MS=10 bash -c 'node_server "$@"' node_server
 run_all node bash -c 'node_server "$@"' node_server
 
 step "report"
