@@ -376,6 +376,11 @@ impl Tally {
         }
     }
 
+    /// `--max-connections` (0: no cap).
+    pub fn max_connections(&self) -> usize {
+        self.state.caps.max_connections
+    }
+
     /// `/healthz`: 200 while the store answers, 503 otherwise.
     pub fn health(&self) -> Router {
         self.compressed(http::health())
@@ -703,6 +708,9 @@ impl Running {
             .is_err()
         {
             tracing::warn!("sockets still closing after {shutdown_timeout:?}; flushing anyway");
+        }
+        if let Some(admin) = &state.admin {
+            admin.detach();
         }
         stop_flushing.cancel();
         let flushed = flusher.await?;

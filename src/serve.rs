@@ -60,6 +60,7 @@ impl App {
     /// at start fails here, before the server reports itself ready.
     pub async fn bind(builder: TallyBuilder, addr: SocketAddr) -> Result<Self, StartError> {
         let tally = builder.build().await?;
+        raise_fd_limit(tally.max_connections());
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -105,19 +106,21 @@ impl App {
             tally,
         } = self;
         let router = tally.router().layer(TraceLayer::new_for_http());
+        let metrics_router = tally.metrics();
         let stop = CancellationToken::new();
+        let running = tally.start();
         if let Some(metrics) = metrics {
             let addr = metrics.local_addr().map_err(RunError::Serve)?;
             tracing::info!("metrics on http://{addr}/metrics");
-            let server = axum::serve(metrics, tally.metrics())
-                .with_graceful_shutdown(stop.clone().cancelled_owned());
-            tokio::spawn(async move {
-                if let Err(err) = server.await {
-                    tracing::error!(error = %err, "the metrics listener failed");
-                }
-            });
+            // The same loop as the main address, header timeout included.
+            tokio::spawn(serve_http(
+                metrics,
+                metrics_router,
+                running.header_read_timeout(),
+                None,
+                stop.clone(),
+            ));
         }
-        let running = tally.start();
         tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -136,9 +139,8 @@ impl App {
 /// `server_shutdown`, the last totals are published, sockets are closed,
 /// what is left is written), then the HTTP server stops accepting and gets
 /// at most `--shutdown-timeout` to finish its requests. Logs
-/// `listening on http://…` first. If the HTTP server fails on its own,
-/// tally is still stopped in order; either error is returned after the
-/// counts were flushed.
+/// `listening on http://…` first. Returns tally's shutdown's result, after
+/// the counts were flushed.
 ///
 /// Each connection is HTTP/1.1 with upgrades (WebSocket), `TCP_NODELAY`
 /// (see [`nodelay`]), the peer's address as axum's
@@ -180,7 +182,6 @@ pub async fn serve(
                 tracing::warn!("HTTP requests still open after {drain_timeout:?}; not waiting for them");
             }
         }
-        // An HTTP server that ended on its own still stops tally in order.
         stop.cancel();
     };
     let stopped = async {
@@ -253,6 +254,9 @@ async fn serve_http(
             }
         });
     }
+    // Closed at once, so new clients are refused (and a load balancer
+    // moves on) while the open connections finish.
+    drop(listener);
     connections.close();
     connections.wait().await;
 }
@@ -320,30 +324,84 @@ fn set_nodelay(tcp: &TcpStream) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Descriptors that are not connections: the database pool, the listeners,
+/// logs, the runtime's own.
+const FD_RESERVE: u64 = 100;
+
+/// Raises this process's soft limit on open files to its hard limit (each
+/// connection is one), logs how many connections that leaves room for, and
+/// warns when it is fewer than `--max-connections` allows (or, with no cap,
+/// fewer than 65,536): the operator then has to raise the hard limit
+/// (`ulimit -Hn`, systemd's `LimitNOFILE=`), which a process cannot.
+fn raise_fd_limit(max_connections: usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot raise the open-file limit");
+            return;
+        }
+    };
+    let room = limit.saturating_sub(FD_RESERVE);
+    let wanted = match max_connections {
+        0 => 65_536,
+        cap => cap as u64,
+    };
+    if room < wanted {
+        tracing::warn!(
+            open_files = limit,
+            "the open-file limit of {limit} leaves room for about {room} connections; \
+             raise the hard limit (ulimit -Hn, LimitNOFILE=) to hold more"
+        );
+    } else {
+        tracing::info!(open_files = limit, "room for about {room} connections");
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled: a signal that
+/// arrives between the server saying it listens and the first poll of a
+/// task would otherwise kill the process instead of stopping it in order.
+/// Call it inside the runtime, before serving.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for {name}");
+                None
+            }
+        };
+        (
+            install(SignalKind::interrupt(), "Ctrl-C"),
+            install(SignalKind::terminate(), "SIGTERM"),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (interrupt, terminate) = signals;
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    }
+}
+
+/// Completes when `signal` arrives; never, if it could not be installed.
+#[cfg(unix)]
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut signal) => {
+            signal.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        None => std::future::pending::<()>().await,
     }
 }
