@@ -237,10 +237,11 @@ pub struct Config {
     /// password. Only for a server nobody else can reach.
     #[arg(long, env = "TALLY_ADMIN_NO_AUTH")]
     pub admin_no_auth: bool,
-    /// `aggregated`: the Admin UI gets totals every 2 s, at no cost per
-    /// click. `development`: also every socket, room and event as they
-    /// happen, and sockets can be disconnected from the UI; this costs work
-    /// on every event and the UI slows down beyond a few thousand sockets.
+    /// `aggregated`: the Admin UI gets totals every 2 s, for an atomic add
+    /// per event. `development`: also every socket, room and event as they
+    /// happen, and the UI can move sockets between rooms and disconnect
+    /// them; this costs work on every event and the UI slows down beyond a
+    /// few thousand sockets.
     #[arg(
         long,
         env = "TALLY_ADMIN_MODE",

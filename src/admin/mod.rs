@@ -16,7 +16,7 @@ pub mod sessions;
 pub mod stats;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socketioxide::SocketIo;
@@ -77,9 +77,11 @@ pub struct Admin(Arc<Inner>);
 struct Inner {
     options: AdminOptions,
     sessions: Sessions,
-    /// At most this many password checks a second, server-wide: each costs
-    /// bcrypt's deliberate work, which a stream of guesses would otherwise
-    /// turn into CPU taken from the clicks.
+    /// Password checks a client address may ask for: each costs bcrypt's
+    /// deliberate work, which a stream of guesses would otherwise turn into
+    /// CPU taken from the clicks. Per address, so one guesser cannot lock
+    /// the operator out; with a server-wide ceiling above it.
+    logins_per_ip: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     logins: governor::DefaultDirectRateLimiter,
     events: Aggregated,
     bytes: bytes::ByteCounts,
@@ -88,23 +90,29 @@ struct Inner {
     /// Admin sockets connected: with none, development mode's stream is
     /// not even built.
     watching: AtomicUsize,
-    io: OnceLock<SocketIo>,
+    /// The server's Socket.IO, until shutdown lets go of it: socketioxide
+    /// keeps tally's state (and so this) inside it, and the cycle would keep
+    /// both alive for ever.
+    io: Mutex<Option<SocketIo>>,
 }
 
 impl Admin {
     pub fn new(options: AdminOptions) -> Self {
-        let logins = governor::Quota::per_second(std::num::NonZeroU32::new(2).expect("non-zero"))
-            .allow_burst(std::num::NonZeroU32::new(5).expect("non-zero"));
+        let quota = |rate: u32, burst: u32| {
+            governor::Quota::per_second(std::num::NonZeroU32::new(rate).expect("non-zero"))
+                .allow_burst(std::num::NonZeroU32::new(burst).expect("non-zero"))
+        };
         Admin(Arc::new(Inner {
             sessions: Sessions::new(options.session_ttl),
             options,
-            logins: governor::RateLimiter::direct(logins),
+            logins_per_ip: governor::RateLimiter::keyed(quota(1, 5)),
+            logins: governor::RateLimiter::direct(quota(8, 20)),
             events: Aggregated::default(),
             bytes: bytes::ByteCounts::default(),
             started: Instant::now(),
             hostname: hostname(),
             watching: AtomicUsize::new(0),
-            io: OnceLock::new(),
+            io: Mutex::new(None),
         }))
     }
 
@@ -115,8 +123,28 @@ impl Admin {
 
     /// Registers the namespace `/admin` on `io`.
     pub fn register(&self, io: &SocketIo) {
-        self.0.io.set(io.clone()).ok();
+        *self.io_slot() = Some(io.clone());
         namespace::register(io);
+    }
+
+    /// Lets go of the server's Socket.IO, at shutdown.
+    pub fn detach(&self) {
+        self.io_slot().take();
+    }
+
+    fn io_slot(&self) -> std::sync::MutexGuard<'_, Option<SocketIo>> {
+        self.0.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn io(&self) -> Option<SocketIo> {
+        self.io_slot().clone()
+    }
+
+    /// Whether a password from `client` may be checked now (1 a second per
+    /// address after a burst of 5, at most 8 a second in all).
+    fn may_try_login(&self, client: Option<std::net::IpAddr>) -> bool {
+        let address_ok = client.is_none_or(|ip| self.0.logins_per_ip.check_key(&ip).is_ok());
+        address_ok && self.0.logins.check().is_ok()
     }
 
     fn development(&self) -> bool {
@@ -129,7 +157,7 @@ impl Admin {
         if !self.development() || self.0.watching.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        Some(self.0.io.get()?.of(NAMESPACE)?.sockets())
+        Some(self.io()?.of(NAMESPACE)?.sockets())
     }
 
     /// A socket joined namespace `/`.
@@ -178,7 +206,7 @@ impl Admin {
 
     /// Sends `server_stats` to every admin socket (every [`STATS_EVERY`]).
     pub fn publish_stats(&self) {
-        let Some(io) = self.0.io.get() else { return };
+        let Some(io) = self.io() else { return };
         if self.0.watching.load(Ordering::Relaxed) == 0 {
             // Nobody to tell: the events are dropped, as the UI keeps only
             // what it receives.
@@ -193,7 +221,7 @@ impl Admin {
         let mut events = self.0.events.take(now);
         let (bytes_in, bytes_out) = self.0.bytes.take();
         events.extend(stats::bytes(now, bytes_in, bytes_out));
-        let stats = self.stats(io, events);
+        let stats = self.stats(&io, events);
         feed::send(&admins.sockets(), "server_stats", &stats);
     }
 

@@ -32,8 +32,9 @@ pub enum Refused {
     Off,
 }
 
-/// The handshake's `auth`, in either of the UI's two shapes.
-#[derive(Debug, Default, Deserialize)]
+/// The handshake's `auth`, in either of the UI's two shapes. No `Debug`:
+/// it holds a password.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Login {
     session_id: Option<String>,
@@ -89,7 +90,9 @@ async fn authenticate(
     let (Some(user), Some(password)) = (login.username, login.password) else {
         return Err(Refused::InvalidCredentials);
     };
-    if admin.0.logins.check().is_err() {
+    let peer = crate::realtime::peer_addr(&socket);
+    let client = state.caps.client_ip(peer, &socket.req_parts().headers);
+    if !admin.may_try_login(client) {
         return Err(Refused::TooManyAttempts);
     }
     let hash = credentials.password_hash.clone();
@@ -120,8 +123,11 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, io: Socket
     }
     let options = &admin.0.options;
     let development = options.mode == AdminMode::Development;
+    // Commands come from the UI's socket and room pages, which only
+    // development mode fills; a read-only UI gets none.
+    let commands = development && !options.readonly;
     let mut features = Vec::new();
-    if !options.readonly {
+    if commands {
         features.extend([
             "JOIN",
             "LEAVE",
@@ -156,7 +162,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, io: Socket
             .collect();
         socket.emit("all_sockets", &sockets).ok();
     }
-    if !options.readonly {
+    if commands {
         socket.on("join", on_join);
         socket.on("leave", on_leave);
         socket.on("_disconnect", on_disconnect_command);
@@ -180,7 +186,7 @@ fn targets(io: &SocketIo, nsp: &str, filter: Option<&str>) -> Vec<SocketRef> {
         Some(filter) => match filter
             .parse::<Sid>()
             .ok()
-            .and_then(|sid| io.get_socket(sid))
+            .and_then(|sid| everyone.get_socket(sid))
         {
             Some(socket) => vec![socket],
             None => everyone.within(filter.to_string()).sockets(),

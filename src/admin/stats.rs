@@ -2,8 +2,9 @@
 //! admin socket every 2 s, with the events aggregated since the last one.
 //!
 //! The counters are atomics bumped where tally already does work per
-//! connection or event, so aggregated mode costs an atomic add per event
-//! and nothing per recipient.
+//! connection, event or broadcast (a broadcast adds its recipients in one
+//! go), so aggregated mode costs an atomic add per event and nothing per
+//! recipient; bytes are counted per connection (`super::bytes`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -491,13 +491,12 @@ async fn on_typing(
     }
 }
 
-/// With `--broadcast-interval 0` there is no coalescer: presence changes
-/// are published at once, like counts.
 /// Moves `socket` into or out of conversation `room` on an operator's
 /// command (the Admin UI's `join` and `leave`), as its own join or leave
-/// would: membership, presence, the room. The client is not told; it
-/// receives the room's traffic from now on (or no longer). `true` if
-/// something changed.
+/// would: membership, presence, the room, and the token's `conversations`
+/// claim (a socket is never put in a conversation its session may not
+/// join). The client is not told; it receives the room's traffic from now
+/// on (or no longer). `true` if something changed.
 pub async fn move_by_operator(
     socket: &SocketRef,
     io: &SocketIo,
@@ -508,6 +507,15 @@ pub async fn move_by_operator(
     let Some(memberships) = socket.extensions.get::<Arc<Memberships>>() else {
         return false;
     };
+    let allowed = socket.extensions.get::<Identity>().is_some_and(|identity| {
+        identity
+            .conversations
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(room))
+    });
+    if join && !allowed {
+        return false;
+    }
     let moved = if join {
         memberships
             .enter(socket, &state.counters, room)
@@ -521,6 +529,8 @@ pub async fn move_by_operator(
     moved
 }
 
+/// With `--broadcast-interval 0` there is no coalescer: presence changes
+/// are published at once, like counts.
 async fn publish_presence_now(io: &SocketIo, state: &AppState) {
     if state.broadcast_interval.is_zero() {
         super::publish(io, &state.counters.take_changes(), state).await;

@@ -361,7 +361,7 @@ pub fn activity(socket: &SocketRef, state: &AppState, event: &'static str) {
 /// The peer address of the socket's opening request, when the HTTP server
 /// recorded one (`tally serve` does; a host does with axum's
 /// `into_make_service_with_connect_info::<SocketAddr>`).
-fn peer_addr(socket: &SocketRef) -> Option<std::net::SocketAddr> {
+pub(crate) fn peer_addr(socket: &SocketRef) -> Option<std::net::SocketAddr> {
     socket
         .req_parts()
         .extensions

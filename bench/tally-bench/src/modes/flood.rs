@@ -139,6 +139,36 @@ pub async fn flood_with(
         greeting(client, &target.url).await?;
     }
 
+    // The attack's crowd is in place before the clicking starts and held
+    // through it; the script, which also meets the address caps when the
+    // server cuts it off and it comes back, starts with the clicking.
+    let mut crowd = JoinSet::new();
+    let mut attack_report = None;
+    if let Some(attack) = &attack {
+        let mut report = AttackReport {
+            script_from: attack.script_from.to_string(),
+            script_rate_per_s: attack.rate,
+            sockets_from: attack.sockets_from.to_string(),
+            sockets_tried: attack.sockets,
+            ..AttackReport::default()
+        };
+        let how = Dial {
+            source: Some(attack.sockets_from),
+            ..Dial::default()
+        };
+        for _ in 0..attack.sockets {
+            match Client::dial(&target.url, &how).await {
+                Ok(client) => {
+                    report.sockets_accepted += 1;
+                    crowd.spawn(listen(client, start, final_rx.clone(), stop.clone()));
+                }
+                Err(crate::ClientError::Refused(_)) => report.sockets_refused += 1,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        attack_report = Some(report);
+    }
+
     let planned = (rate * duration.as_secs_f64()).ceil() as usize;
     // Slack for the last tick of every client's schedule.
     let sent = SendTimes::new(base, planned + n);
@@ -169,44 +199,16 @@ pub async fn flood_with(
             stop.clone(),
         ));
     }
-    let mut crowd = JoinSet::new();
-    let mut attack_report = None;
-    let script = match &attack {
-        Some(attack) => {
-            let mut report = AttackReport {
-                script_from: attack.script_from.to_string(),
-                script_rate_per_s: attack.rate,
-                sockets_from: attack.sockets_from.to_string(),
-                sockets_tried: attack.sockets,
-                ..AttackReport::default()
-            };
-            // The crowd first, so the script also meets the address caps
-            // when the server cuts it off and it comes back.
-            for _ in 0..attack.sockets {
-                let how = Dial {
-                    source: Some(attack.sockets_from),
-                    ..Dial::default()
-                };
-                match Client::dial(&target.url, &how).await {
-                    Ok(client) => {
-                        report.sockets_accepted += 1;
-                        crowd.spawn(listen(client, start, final_rx.clone(), stop.clone()));
-                    }
-                    Err(crate::ClientError::Refused(_)) => report.sockets_refused += 1,
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            attack_report = Some(report);
-            Some(tokio::spawn(script_loop(
-                target.url.clone(),
-                attack.clone(),
-                sending_ends,
-                ack_tx.clone(),
-                stop.clone(),
-            )))
-        }
-        None => None,
-    };
+    // The script starts with the bystanders, and clicks until they stop.
+    let script = attack.as_ref().map(|attack| {
+        tokio::spawn(script_loop(
+            target.url.clone(),
+            attack.clone(),
+            sending_ends,
+            ack_tx.clone(),
+            stop.clone(),
+        ))
+    });
     drop(ack_tx);
 
     // The final total is known once every sent click is acked: count acks
