@@ -116,7 +116,7 @@ md += check(big?.converged && big?.visible.p99_ms < 100 && big?.achieved_rate_pe
 const rampNT = get('node-throttled', 'ramp')?.highest_sustained_rate_per_s ?? 0;
 const floodT = get('tally', 'flood')?.visible.p99_ms;
 const floodNT = get('node-throttled', 'flood')?.visible.p99_ms;
-md += `\n## Targets (issue #16, against the throttled peer; single runs — see the repeated runs below for the spread)\n\n`;
+md += `\n## Targets (issue #16, against the throttled peer, from the raw lines of this report)\n\n`;
 md += check(rampNT > 0 && rampT >= 5 * rampNT, `ramp: highest sustained rate ≥ 5× the throttled Node's — ${fmt(rampT, 0)} vs ${fmt(rampNT, 0)} clicks/s (${fmt(rampT / rampNT, 1)}×)`);
 md += check(floodT <= floodNT, `flood p99 click → visible no worse than the throttled Node's — ${fmt(floodT)} ms vs ${fmt(floodNT)} ms`);
 
@@ -168,7 +168,7 @@ if (failed.length) {
   md += `\n## Failed runs\n\n${failed.map((r) => `- ${r.server} / ${r.workload}: ${r.error}`).join('\n')}\n`;
 }
 // Hand-written notes measured with other tools, kept next to this script.
-for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'attack.md', 'users.md', 'profiling.md']) {
+for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'attack.md', 'peer.md', 'users.md', 'profiling.md']) {
   const notes = join(dirname(fileURLToPath(import.meta.url)), file);
   if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
 }
