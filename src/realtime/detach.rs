@@ -9,8 +9,14 @@
 //! pinned a buffer it no longer reads from (the largest single cost in the
 //! heap profile in `bench/profiling.md`). Copying the few hundred bytes that
 //! matter lets it go.
+//!
+//! The stored head includes the request's extensions, and axum's router puts
+//! a clone of the URI there as `OriginalUri` (so pages can find their prefix
+//! under a host's `nest`). That clone is a slice of the same buffer, so it
+//! gets an owned copy as well; without it every idle connection kept its 8
+//! KiB read buffer again (`bench/profiling.md`, "Memory per connection").
 
-use axum::extract::Request;
+use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// The path prefix of Socket.IO requests (socketioxide's default).
@@ -24,12 +30,24 @@ pub async fn own_request_head(mut request: Request) -> Request {
     }
     let headers = owned_headers(request.headers());
     *request.headers_mut() = headers;
-    // A URI that hyper accepted always parses again; should it not, the
-    // original is kept, which costs memory and nothing else.
-    if let Ok(uri) = request.uri().to_string().parse::<Uri>() {
+    if let Some(uri) = owned_uri(request.uri()) {
         *request.uri_mut() = uri;
     }
+    let original = request
+        .extensions()
+        .get::<OriginalUri>()
+        .and_then(|OriginalUri(uri)| owned_uri(uri));
+    if let Some(uri) = original {
+        request.extensions_mut().insert(OriginalUri(uri));
+    }
     request
+}
+
+/// A copy of `uri` that owns its bytes. A URI that hyper accepted always
+/// parses again; should it not, the caller keeps the original, which costs
+/// memory and nothing else.
+fn owned_uri(uri: &Uri) -> Option<Uri> {
+    uri.to_string().parse().ok()
 }
 
 /// A copy of `headers` whose names and values are allocated anew.
@@ -53,7 +71,7 @@ mod tests {
 
     #[tokio::test]
     async fn socket_io_heads_are_copied_and_equal() {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .uri("/socket.io/?EIO=4&transport=websocket")
             .header("origin", "http://example.com")
             .header("x-custom", "a")
@@ -63,10 +81,24 @@ mod tests {
         let before_uri = request.uri().clone();
         let before_headers = request.headers().clone();
         let value_ptr = request.headers()["origin"].as_bytes().as_ptr();
+        // What axum's router adds before any middleware runs: a clone of the
+        // URI sharing its bytes.
+        request
+            .extensions_mut()
+            .insert(OriginalUri(before_uri.clone()));
+        let query_ptr = before_uri.query().unwrap().as_ptr();
 
         let request = own_request_head(request).await;
 
         assert_eq!(request.uri(), &before_uri);
+        let OriginalUri(original) = request.extensions().get::<OriginalUri>().unwrap();
+        assert_eq!(original, &before_uri);
+        assert_ne!(
+            original.query().unwrap().as_ptr(),
+            query_ptr,
+            "the original URI lives in a new allocation"
+        );
+        assert_ne!(request.uri().query().unwrap().as_ptr(), query_ptr);
         assert_eq!(request.headers(), &before_headers);
         assert_eq!(
             request.headers().get_all("x-custom").iter().count(),
