@@ -11,6 +11,14 @@ const rows = readFileSync(input, 'utf8').trim().split('\n').filter(Boolean).map(
 // A workload recorded as `{error}` has no figures: it shows as "–" in the
 // tables and is listed under "Failed runs".
 const get = (server, workload) => rows.find((r) => r.server === server && r.workload === workload && !r.error);
+// Every run of a server's workload (bench/run.sh's ROUNDS repeats them).
+const runs = (server, workload) => rows.filter((r) => r.server === server && r.workload === workload && !r.error);
+const median = (xs) => {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+};
 const SERVERS = ['tally', 'tally-interval-0', 'node-throttled', 'node'];
 // What the raw lines say about where and how they were measured; lines from
 // before these fields were recorded say "unrecorded".
@@ -21,32 +29,32 @@ const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v)
 const cpuPerK = (r) => (r?.clicks ? (r.server_cpu_s * 1e6) / r.clicks : NaN);
 const kib = (r) => (r?.rss_per_connection_bytes ?? NaN) / 1024;
 const metrics = [
-  ['Idle: server RSS per connection (KiB)', (s) => kib(get(s, 'idle')), 'lower'],
-  ['Idle: handshake p99 (ms)', (s) => get(s, 'idle')?.handshake.p99_ms, 'lower'],
-  ['Fanout: click → every listener p50 (ms)', (s) => get(s, 'fanout')?.delivery.p50_ms, 'lower'],
-  ['Fanout: click → every listener p99 (ms)', (s) => get(s, 'fanout')?.delivery.p99_ms, 'lower'],
-  ['Fanout: missed updates (click, listener) pairs', (s) => get(s, 'fanout')?.missed_updates, 'lower'],
-  ['Fanout: server CPU seconds', (s) => get(s, 'fanout')?.server_cpu_s, 'lower'],
-  ['Flood: achieved clicks/s', (s) => get(s, 'flood')?.achieved_rate_per_s, 'higher'],
-  ['Flood: ack p99 (ms)', (s) => get(s, 'flood')?.ack.p99_ms, 'lower'],
-  ['Flood: click → visible p99 (ms)', (s) => get(s, 'flood')?.visible.p99_ms, 'lower'],
-  ['Flood: every client converged on the exact total', (s) => get(s, 'flood')?.converged, 'bool'],
-  ['Flood: messages received by clients', (s) => get(s, 'flood')?.messages_received, 'lower'],
-  ['Flood: server CPU ms per 1,000 acked clicks', (s) => cpuPerK(get(s, 'flood')), 'lower'],
-  ['Big flood: achieved clicks/s', (s) => get(s, 'big')?.achieved_rate_per_s, 'higher'],
-  ['Big flood: click → visible p99 (ms)', (s) => get(s, 'big')?.visible.p99_ms, 'lower'],
-  ['Big flood: every client converged on the exact total', (s) => get(s, 'big')?.converged, 'bool'],
-  ['Ramp: highest sustained clicks/s (p99 visible ≤ 100 ms)', (s) => get(s, 'ramp')?.highest_sustained_rate_per_s, 'higher'],
-  ['Chat: message → every member p50 (ms)', (s) => get(s, 'chat')?.delivery.p50_ms, 'lower'],
-  ['Chat: message → every member p99 (ms)', (s) => get(s, 'chat')?.delivery.p99_ms, 'lower'],
-  ['Chat: message → ack p99 (ms; tally acks once stored)', (s) => get(s, 'chat')?.ack.p99_ms, 'lower'],
-  ['Chat: (message, member) pairs lost', (s) => get(s, 'chat')?.lost, 'lower'],
-  ['Chat: server CPU seconds', (s) => get(s, 'chat')?.server_cpu_s, 'lower'],
+  ['Idle: server RSS per connection (KiB)', 'idle', kib, 'lower'],
+  ['Idle: handshake p99 (ms)', 'idle', (r) => r.handshake.p99_ms, 'lower'],
+  ['Fanout: click → every listener p50 (ms)', 'fanout', (r) => r.delivery.p50_ms, 'lower'],
+  ['Fanout: click → every listener p99 (ms)', 'fanout', (r) => r.delivery.p99_ms, 'lower'],
+  ['Fanout: missed updates (click, listener) pairs', 'fanout', (r) => r.missed_updates, 'lower'],
+  ['Fanout: server CPU seconds', 'fanout', (r) => r.server_cpu_s, 'lower'],
+  ['Flood: achieved clicks/s', 'flood', (r) => r.achieved_rate_per_s, 'higher'],
+  ['Flood: ack p99 (ms)', 'flood', (r) => r.ack.p99_ms, 'lower'],
+  ['Flood: click → visible p99 (ms)', 'flood', (r) => r.visible.p99_ms, 'lower'],
+  ['Flood: every client converged on the exact total', 'flood', (r) => r.converged, 'bool'],
+  ['Flood: messages received by clients', 'flood', (r) => r.messages_received, 'lower'],
+  ['Flood: server CPU ms per 1,000 acked clicks', 'flood', cpuPerK, 'lower'],
+  ['Big flood: achieved clicks/s', 'big', (r) => r.achieved_rate_per_s, 'higher'],
+  ['Big flood: click → visible p99 (ms)', 'big', (r) => r.visible.p99_ms, 'lower'],
+  ['Big flood: every client converged on the exact total', 'big', (r) => r.converged, 'bool'],
+  ['Ramp: highest sustained clicks/s (p99 visible ≤ 100 ms)', 'ramp', (r) => r.highest_sustained_rate_per_s, 'higher'],
+  ['Chat: message → every member p50 (ms)', 'chat', (r) => r.delivery.p50_ms, 'lower'],
+  ['Chat: message → every member p99 (ms)', 'chat', (r) => r.delivery.p99_ms, 'lower'],
+  ['Chat: message → ack p99 (ms; tally acks once stored)', 'chat', (r) => r.ack.p99_ms, 'lower'],
+  ['Chat: (message, member) pairs lost', 'chat', (r) => r.lost, 'lower'],
+  ['Chat: server CPU seconds', 'chat', (r) => r.server_cpu_s, 'lower'],
 ];
 
 const params = (w) => {
   const r = get('tally', w) ?? {};
-  return { idle: `${r.connections} connections`, fanout: `${r.listeners} listeners, ${r.target_rate_per_s} clicks/s`, flood: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, big: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, ramp: `${r.clients} clients, ×1.5 per step`, chat: `${get('tally', 'chat')?.members} members of one conversation, ${get('tally', 'chat')?.target_rate_per_s} messages/s` }[w];
+  return { idle: `${r.connections} connections`, fanout: `${r.listeners} listeners, ${r.target_rate_per_s} clicks/s`, flood: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, big: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, ramp: `${r.clients} clients, from ${r.steps?.[0]?.target_rate_per_s} clicks/s ×${fmt(r.steps?.[1]?.target_rate_per_s / r.steps?.[0]?.target_rate_per_s)} per step`, chat: `${get('tally', 'chat')?.members} members of one conversation, ${get('tally', 'chat')?.target_rate_per_s} messages/s` }[w];
 };
 
 let md = `# Benchmarks: tally vs Node's socket.io
@@ -79,28 +87,36 @@ tally is ahead, below 1× Node is.
 | metric | tally | tally, interval 0 | Node, throttled | Node, per click | tally vs Node throttled | tally vs Node per click |
 |---|---:|---:|---:|---:|---:|---:|
 `;
-for (const [label, value, better] of metrics) {
-  const [t, t0, nt, n] = SERVERS.map(value);
+// A cell is the median of the runs, with their range when there were
+// several; ratios compare medians.
+const values = (server, workload, value) => runs(server, workload).map(value);
+const cell = (xs) => (xs.length > 1 ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})` : fmt(median(xs)));
+for (const [label, workload, value, better] of metrics) {
+  const all = SERVERS.map((s) => values(s, workload, value));
   if (better === 'bool') {
-    const yn = (v) => (v === undefined ? '–' : v ? 'yes' : 'no');
-    md += `| ${label} | ${yn(t)} | ${yn(t0)} | ${yn(nt)} | ${yn(n)} | | |\n`;
+    const yn = (v) => (!v.length ? '–' : v.length === 1 ? (v[0] ? 'yes' : 'no') : `${v.filter(Boolean).length} of ${v.length} runs`);
+    md += `| ${label} | ${all.map(yn).join(' | ')} | | |\n`;
     continue;
   }
+  const [t, , nt, n] = all.map(median);
   const ratio = (other) => {
     const r = better === 'lower' ? other / t : t / other;
     return Number.isFinite(r) && r > 0 ? fmt(r, 2) + '×' : '–';
   };
-  md += `| ${label} | ${fmt(t)} | ${fmt(t0)} | ${fmt(nt)} | ${fmt(n)} | ${ratio(nt)} | ${ratio(n)} |\n`;
+  md += `| ${label} | ${all.map(cell).join(' | ')} | ${ratio(nt)} | ${ratio(n)} |\n`;
 }
 
 const check = (ok, text) => `- ${ok ? '✅ met' : '❌ missed'}: ${text}\n`;
-const idleT = kib(get('tally', 'idle'));
-const idleN = kib(get('node', 'idle'));
-const fanT = get('tally', 'fanout')?.delivery.p99_ms;
-const fanN = get('node', 'fanout')?.delivery.p99_ms;
-const rampT = get('tally', 'ramp')?.highest_sustained_rate_per_s ?? 0;
-const ramp0 = get('tally-interval-0', 'ramp')?.highest_sustained_rate_per_s ?? 0;
-const rampN = get('node', 'ramp')?.highest_sustained_rate_per_s ?? 0;
+// Targets are judged on the medians of the runs.
+const med = (server, workload, value) => median(values(server, workload, value));
+const idleT = med('tally', 'idle', kib);
+const idleN = med('node', 'idle', kib);
+const fanT = med('tally', 'fanout', (r) => r.delivery.p99_ms);
+const fanN = med('node', 'fanout', (r) => r.delivery.p99_ms);
+const highest = (r) => r.highest_sustained_rate_per_s;
+const rampT = med('tally', 'ramp', highest) || 0;
+const ramp0 = med('tally-interval-0', 'ramp', highest) || 0;
+const rampN = med('node', 'ramp', highest) || 0;
 const big = get('tally', 'big');
 md += `\n## Targets (issue #4)\n\n`;
 md += check(idleT <= idleN / 2, `idle memory per connection ≤ ½ of Node's — ${fmt(idleT)} KiB vs ${fmt(idleN)} KiB`);
@@ -113,12 +129,17 @@ md += check(rampN > 0 && ramp0 >= 1.5 * rampN, `ramp with --broadcast-interval 0
 md += check(big?.converged && big?.visible.p99_ms < 100 && big?.achieved_rate_per_s >= 0.9 * big?.target_rate_per_s,
   `${big?.clients} clients at ${big?.target_rate_per_s} clicks/s: exact convergence and p99 visible < 100 ms — converged ${big?.converged}, p99 ${fmt(big?.visible.p99_ms)} ms, ${fmt(big?.achieved_rate_per_s, 0)} clicks/s`);
 
-const rampNT = get('node-throttled', 'ramp')?.highest_sustained_rate_per_s ?? 0;
-const floodT = get('tally', 'flood')?.visible.p99_ms;
-const floodNT = get('node-throttled', 'flood')?.visible.p99_ms;
+const rampNT = med('node-throttled', 'ramp', highest) || 0;
+const floodP99 = (r) => r.visible.p99_ms;
+const floodT = med('tally', 'flood', floodP99);
+const floodNT = med('node-throttled', 'flood', floodP99);
+const spread = (server, workload, value) => {
+  const xs = values(server, workload, value);
+  return xs.length > 1 ? `, ${xs.length} runs: ${xs.map((x) => fmt(x, 0)).join(', ')}` : '';
+};
 md += `\n## Targets (issue #16, against the throttled peer, from the raw lines of this report)\n\n`;
-md += check(rampNT > 0 && rampT >= 5 * rampNT, `ramp: highest sustained rate ≥ 5× the throttled Node's — ${fmt(rampT, 0)} vs ${fmt(rampNT, 0)} clicks/s (${fmt(rampT / rampNT, 1)}×)`);
-md += check(floodT <= floodNT, `flood p99 click → visible no worse than the throttled Node's — ${fmt(floodT)} ms vs ${fmt(floodNT)} ms`);
+md += check(rampNT > 0 && rampT >= 5 * rampNT, `ramp: highest sustained rate ≥ 5× the throttled Node's (medians) — ${fmt(rampT, 0)} vs ${fmt(rampNT, 0)} clicks/s (${fmt(rampT / rampNT, 1)}×; tally${spread('tally', 'ramp', highest)}; Node${spread('node-throttled', 'ramp', highest)})`);
+md += check(floodT <= floodNT, `flood p99 click → visible no worse than the throttled Node's (medians) — ${fmt(floodT)} ms vs ${fmt(floodNT)} ms (tally${spread('tally', 'flood', floodP99)}; Node${spread('node-throttled', 'flood', floodP99)})`);
 
 const chatT = get('tally', 'chat');
 const chatN = get('node', 'chat');
@@ -153,15 +174,77 @@ steps.forEach(({ s, pts }, i) => {
 svg += '</svg>\n';
 
 md += `\n## Ramp\n\n![p99 click-to-visible latency per offered rate](ramp.svg)\n\n`;
-md += `Each step floods for the step length with the given number of clients (reconnected per step), ×1.5 per step, then two bisection steps between the last good and the first bad rate. A step fails when the tool could not send 90% of the offered rate (\`load generator\`: the result is then a floor), clicks were lost or a client missed the exact total (\`lost\`), acks fell under 90% of the clicks sent (\`throughput\`), or p99 visible latency passed 100 ms (\`latency\`).\n\n`;
-md += `| server | highest sustained clicks/s | stopped by | steps (offered → achieved clicks/s, p99 visible ms) |\n|---|---:|---|---|\n`;
+md += `Each step floods for the step length with the given number of clients (reconnected per step), the rate rising by a factor per step (${params('ramp')}), then two bisection steps between the last good and the first bad rate. A step fails when the tool could not send 90% of the offered rate (\`load generator\`: the result is then a floor), clicks were lost or a client missed the exact total (\`lost\`), acks fell under 90% of the clicks sent (\`throughput\`), or p99 visible latency passed 100 ms (\`latency\`).\n\n`;
+md += `The chart shows each server's first run; the table shows every run.\n\n`;
+md += `| server | run | highest sustained clicks/s | stopped by | steps (offered → achieved clicks/s, p99 visible ms) |\n|---|---:|---:|---|---|\n`;
 for (const s of SERVERS) {
-  const r = get(s, 'ramp');
-  md += `| ${s} | ${fmt(r?.highest_sustained_rate_per_s, 0)} | ${r?.limited_by ?? '–'} | ${(r?.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ')} |\n`;
+  for (const r of runs(s, 'ramp')) {
+    md += `| ${s} | ${r.round ?? 1} | ${fmt(r.highest_sustained_rate_per_s, 0)} | ${r.limited_by ?? '–'} | ${(r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ')} |\n`;
+  }
 }
-md += `\n## Runs\n\n| server | workload | measured at | commit | server CPUs | load average before | server CPU s |\n|---|---|---|---|---|---:|---:|\n`;
+
+// Many connections: the scale workload's steps, and a chart of memory and
+// latency against the connections held.
+const scales = SERVERS.map((s) => ({ s, r: get(s, 'scale') })).filter(({ r }) => r);
+let scaleSvg = null;
+if (scales.length) {
+  md += `\n## Many connections (issue #16)\n\n`;
+  md += `\`tally-bench scale\` holds connections in rising steps, spread over four loopback source addresses. At each step: the server's RSS; clicks, one at a time, that must each reach every connection (click → all, one sample per click and connection); a flood from ${get(scales[0].s, 'scale')?.steps?.[0]?.flood?.clients} of the held connections at ${fmt(get(scales[0].s, 'scale')?.steps?.[0]?.flood?.target_rate_per_s, 0)} clicks/s while every other connection listens (visible to all: one sample per click and listener), with every connection required to end on the exact total; and \`GET /healthz\` every 100 ms through the whole step, from a thread of its own, on a new connection each time as a load balancer's check does. The largest step is what the open-file limit of both processes allows.\n\n`;
+  md += `| server | connections | RSS (MiB) | RSS per connection (KiB) | handshake p99 (ms) | click → all p50 / p99 / max (ms), missed | flood: achieved clicks/s, ack p99 (ms), visible to all p50 / p99 (ms), exact | /healthz p99 (ms) while connecting / clicking / flooding, max, failures |\n|---|---:|---:|---:|---:|---|---|---|\n`;
+  for (const { s, r } of scales) {
+    for (const st of r.steps) {
+      const f = st.flood;
+      md += `| ${s} | ${st.connections} | ${fmt(st.server_rss_kib / 1024, 0)} | ${fmt(st.rss_per_connection_bytes / 1024)} | ${fmt(st.handshake.p99_ms)} | ${fmt(st.click_to_all.p50_ms)} / ${fmt(st.click_to_all.p99_ms)} / ${fmt(st.click_to_all.max_ms)}, ${st.click_missed} | ${fmt(f.achieved_rate_per_s, 0)}, ${fmt(f.ack.p99_ms)}, ${fmt(f.visible_to_all.p50_ms)} / ${fmt(f.visible_to_all.p99_ms)}, ${f.converged && st.click_short === 0 ? 'yes' : 'no'} | ${fmt(st.health.connecting.p99_ms)} / ${fmt(st.health.clicking.p99_ms)} / ${fmt(st.health.flooding.p99_ms)}, ${fmt(st.health.all.max_ms)}, ${st.health.failures} |\n`;
+    }
+    if (r.stopped) md += `| ${s} | stopped | ${r.stopped} | | | | | |\n`;
+  }
+  md += `\n![RSS and p99 latencies against connections held](scale.svg)\n`;
+  const top = get('tally', 'scale')?.steps?.at(-1);
+  if (top) {
+    md += `\n### Targets (issue #16, many connections)\n\n`;
+    if (top.connections < 100000) md += `- ❌ not measured: 100,000 connections. The largest step is ${top.connections} connections, what the open-file limits of the server and the tool allowed (see "The fair peer" below for this machine's); the checks below are at that step.\n`;
+    md += check(top.server_rss_kib && (top.server_rss_kib * 1024 * 100000) / top.connections < 2 ** 31, `RSS under 2 GB, projected to 100,000 connections from the largest step (${fmt(top.server_rss_kib / 1024, 0)} MiB at ${top.connections}: ${fmt((top.server_rss_kib * 100000) / top.connections / 1024 / 1024, 2)} GiB)`);
+    md += check(top.click_missed === 0 && top.click_short === 0 && top.flood.converged, `every connection sees each total (exact convergence) at ${top.connections}: click missed ${top.click_missed}, flood converged ${top.flood.converged}`);
+    md += check(top.click_to_all.p99_ms < 1000, `a click reaches all ${top.connections} with p99 under 1 s — ${fmt(top.click_to_all.p99_ms)} ms`);
+    md += check(top.health.failures === 0 && top.health.all.p99_ms < 50, `/healthz answers under 50 ms throughout (p99) at ${top.connections} — p99 ${fmt(top.health.all.p99_ms)} ms (connecting ${fmt(top.health.connecting.p99_ms)}, clicking ${fmt(top.health.clicking.p99_ms)}, flooding ${fmt(top.health.flooding.p99_ms)}), max ${fmt(top.health.all.max_ms)} ms, ${top.health.failures} failures`);
+  }
+  // Two panels side by side: RSS (MiB) and p99 latencies (ms), against connections.
+  const SW = 720, SH = 320, PW = 320, PT = 30, PB = 50, PL = 55;
+  const xsMax = Math.max(...scales.flatMap(({ r }) => r.steps.map((st) => st.connections)), 1);
+  const panel = (x0, title, series, yMaxRaw, unit) => {
+    const yMax = Math.max(yMaxRaw, 1) * 1.1;
+    const px = (x) => x0 + PL + (x / xsMax) * (PW - PL - 10);
+    const py = (y) => SH - PB - (y / yMax) * (SH - PT - PB);
+    let out = `<text x="${x0 + PW / 2}" y="18" text-anchor="middle" font-weight="bold">${title}</text>\n`;
+    for (let i = 0; i <= 4; i++) {
+      const y = (yMax / 4) * i;
+      out += `<line x1="${x0 + PL}" x2="${x0 + PW - 10}" y1="${py(y)}" y2="${py(y)}" stroke="#eee"/><text x="${x0 + PL - 4}" y="${py(y) + 4}" text-anchor="end">${fmt(y, 0)}</text>\n`;
+    }
+    for (const { r } of scales.slice(0, 1)) for (const st of r.steps) out += `<text x="${px(st.connections)}" y="${SH - PB + 16}" text-anchor="middle">${st.connections}</text>\n`;
+    out += `<text x="${x0 + (PL + PW) / 2}" y="${SH - 14}" text-anchor="middle">connections held (${unit})</text>\n`;
+    // Labels are stacked in the top left corner, not at the lines' ends,
+    // where lines that end close together would overlap them.
+    series.forEach(({ label, color, dash, pts }, i) => {
+      if (!pts.length) return;
+      out += `<polyline fill="none" stroke="${color}" stroke-width="2" ${dash ? 'stroke-dasharray="5 4"' : ''} points="${pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ')}"/>\n`;
+      for (const [x, y] of pts) out += `<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${color}"/>\n`;
+      out += `<text x="${x0 + PL + 6}" y="${PT + 10 + i * 13}" fill="${color}">${dash ? '- - ' : '— '}${label}</text>\n`;
+    });
+    return out;
+  };
+  const rssSeries = scales.map(({ s, r }) => ({ label: s, color: colors[s], pts: r.steps.map((st) => [st.connections, (st.server_rss_kib ?? 0) / 1024]) }));
+  const latSeries = scales.flatMap(({ s, r }) => [
+    { label: `${s}: click → all`, color: colors[s], pts: r.steps.map((st) => [st.connections, st.click_to_all.p99_ms]) },
+    { label: `${s}: /healthz`, color: colors[s], dash: true, pts: r.steps.map((st) => [st.connections, st.health.all.p99_ms]) },
+  ]);
+  scaleSvg = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${SW} ${SH}" font-family="sans-serif" font-size="11">\n<rect width="${SW}" height="${SH}" fill="white"/>\n`;
+  scaleSvg += panel(0, 'server RSS (MiB)', rssSeries, Math.max(...rssSeries.flatMap((x) => x.pts.map((p) => p[1]))), 'RSS');
+  scaleSvg += panel(SW / 2, 'p99 latency (ms)', latSeries, Math.max(...latSeries.flatMap((x) => x.pts.map((p) => p[1]))), 'click → all solid, /healthz dashed');
+  scaleSvg += '</svg>\n';
+}
+md += `\n## Runs\n\n| server | workload | round | measured at | commit | server CPUs | load average before | server CPU s |\n|---|---|---:|---|---|---|---:|---:|\n`;
 for (const r of rows) {
-  md += `| ${r.server} | ${r.workload} | ${r.measured_at ?? 'unrecorded'} | ${r.commit ?? 'unrecorded'} | ${r.server_cpus ?? 'unrecorded'} | ${fmt(r.loadavg_before, 2)} | ${fmt(r.server_cpu_s, 2)} |\n`;
+  md += `| ${r.server} | ${r.workload} | ${r.round ?? 1} | ${r.measured_at ?? 'unrecorded'} | ${r.commit ?? 'unrecorded'} | ${r.server_cpus ?? 'unrecorded'} | ${fmt(r.loadavg_before, 2)} | ${fmt(r.server_cpu_s, 2)} |\n`;
 }
 const failed = rows.filter((r) => r.error);
 if (failed.length) {
@@ -172,8 +255,10 @@ for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'attack.md
   const notes = join(dirname(fileURLToPath(import.meta.url)), file);
   if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
 }
-md += `\nRaw results, one JSON line per workload:\n\n\`\`\`json\n${rows.map((r) => JSON.stringify({ ...r, steps: undefined })).join('\n')}\n\`\`\`\n`;
+md += `\nRaw results, one JSON line per workload:\n\n\`\`\`json\n${rows.map((r) => JSON.stringify({ ...r, steps: undefined, warmup: undefined })).join('\n')}\n\`\`\`\n`;
 
 writeFileSync(join(outDir, 'benchmarks.md'), md);
 writeFileSync(join(outDir, 'ramp.svg'), svg);
-console.log(`wrote ${join(outDir, 'benchmarks.md')} and ${join(outDir, 'ramp.svg')}`);
+// Without a scale run the previous chart, if any, is left alone.
+if (scaleSvg) writeFileSync(join(outDir, 'scale.svg'), scaleSvg);
+console.log(`wrote ${join(outDir, 'benchmarks.md')}, ${join(outDir, 'ramp.svg')}${scaleSvg ? ` and ${join(outDir, 'scale.svg')}` : ''}`);

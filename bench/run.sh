@@ -4,12 +4,14 @@
 # twice (throttled to one broadcast per 10 ms window like tally's default, the
 # fair peer; and broadcasting after every click, the design's baseline),
 # one server at a time on this machine, and writes docs/benchmarks.md and
-# docs/ramp.svg. Loads go to 127.0.0.1 only. Takes about 10 minutes.
+# docs/ramp.svg. Loads go to 127.0.0.1 only. Takes about 10 minutes per
+# round.
 #
 # Knobs (environment): IDLE_N (10000), FANOUT_N (1000), FLOOD_N (1000),
-# FLOOD_RATE (5000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
-# RAMP_START (20), STEP (5s), DURATION (10s), CHAT_N (1000), CHAT_RATE (50),
-# OUT (docs), QUICK=1 for a
+# FLOOD_RATE (3000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
+# RAMP_START (100), RAMP_FACTOR (1.6), STEP (3s), DURATION (10s), CHAT_N
+# (1000), CHAT_RATE (50), SCALE_STEPS (5000,10000,19000, or less when the
+# open-file limit is lower), ROUNDS (1; see below), OUT (docs), QUICK=1 for a
 # seconds-long smoke run with tiny numbers, COOLDOWN (10s; 0 with QUICK)
 # between workloads, SERVER_CPUS / TOOL_CPUS (see below).
 set -euo pipefail
@@ -17,9 +19,9 @@ cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-}" == 1 ]]; then
   : "${COOLDOWN:=0}"
-  : "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${CHAT_N:=20}" "${CHAT_RATE:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
+  : "${SCALE_STEPS:=20,40}" "${SCALE_FLOOD_N:=10}" "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${CHAT_N:=20}" "${CHAT_RATE:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}"
 fi
-: "${CHAT_N:=1000}" "${CHAT_RATE:=50}" "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=5000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=5s}" "${DURATION:=10s}" "${RAMP_START:=20}" "${RAMP_MAX:=200000}"
+: "${CHAT_N:=1000}" "${CHAT_RATE:=50}" "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=3000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=3s}" "${DURATION:=10s}" "${RAMP_START:=100}" "${RAMP_FACTOR:=1.6}" "${RAMP_MAX:=200000}"
 OUT=${OUT:-docs}
 mkdir -p "$OUT"
 # Time for the machine to settle between workloads, so one server's load
@@ -41,14 +43,22 @@ fi
 pinned() { local cpus=$1; shift; if [[ -n "$cpus" ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 # Only SERVERS (a space-separated subset of "tally tally-interval-0
 # node-throttled node") and
-# WORKLOADS (of "idle fanout flood big ramp chat") are run when set; results of the
+# WORKLOADS (of "idle fanout flood big ramp chat scale") are run when set; results of the
 # others are taken from the previous run's raw lines in $RAW (with docs/ as
 # $OUT: bench/results.jsonl, committed with the report), so one noisy workload
 # can be rerun alone.
-: "${SERVERS:=tally tally-interval-0 node-throttled node}" "${WORKLOADS:=idle fanout flood big ramp chat}"
+: "${SERVERS:=tally tally-interval-0 node-throttled node}" "${WORKLOADS:=idle fanout flood big ramp chat scale}"
 
 # One descriptor per connection, on both ends of 10,000 connections.
 ulimit -n "$(ulimit -Hn)"
+# The scale workload's last step is as many connections as both ends can
+# hold, up to 19,000 (on this machine every process's hard limit is 20,000).
+: "${SCALE_FLOOD_N:=1000}"
+if [[ -z "${SCALE_STEPS:-}" ]]; then
+  most=$(( $(ulimit -n) - 1000 ))
+  (( most > 19000 )) && most=19000
+  if (( most > 10000 )); then SCALE_STEPS="5000,10000,$most"; else SCALE_STEPS="$(( most / 2 )),$most"; fi
+fi
 if [[ "$OUT" == docs ]]; then RAW=${RAW:-bench/results.jsonl}; else RAW=${RAW:-$OUT/benchmarks.jsonl}; fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -101,8 +111,10 @@ run_workload() {
     fanout) bench fanout --connections "$FANOUT_N" --rate 50 --duration "$DURATION" ;;
     flood) bench flood --connections "$FLOOD_N" --rate "$FLOOD_RATE" --duration "$DURATION" ;;
     big) bench flood --connections "$BIG_N" --rate "$BIG_RATE" --duration "$DURATION" ;;
-    ramp) bench ramp --connections "$RAMP_N" --start-rate "$RAMP_START" --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms ;;
+    ramp) bench ramp --connections "$RAMP_N" --start-rate "$RAMP_START" --factor "$RAMP_FACTOR" --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms ;;
     chat) bench chat --connections "$CHAT_N" --rate "$CHAT_RATE" --duration "$DURATION" ;;
+    # Four source addresses, so the tool's ephemeral ports never run short.
+    scale) bench --source-addrs 4 scale --steps "$SCALE_STEPS" --flood-clients "$SCALE_FLOOD_N" --flood-rate 1000 --flood-duration "$DURATION" --server-pid "$server_pid" ;;
   esac
 }
 
@@ -132,16 +144,16 @@ run_all() {
     local cpu; cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$server_pid")" 'BEGIN { printf "%.2f", b - a }')
     # The measurement's own fields come after the tags, in one JSON object.
     node -e '
-      const [line, server, workload, commit, cpu, load] = process.argv.slice(1);
+      const [line, server, workload, commit, cpu, load, round] = process.argv.slice(1);
       const e = process.env;
       console.log(JSON.stringify({
-        server, workload, commit, measured_at: new Date().toISOString(),
+        server, workload, commit, round: Number(round), measured_at: new Date().toISOString(),
         machine: e.machine, versions: e.versions,
         server_cpus: e.SERVER_CPUS || "all", tool_cpus: e.TOOL_CPUS || "all",
         server_cpu_s: Number(cpu), loadavg_before: Number(load),
         ...JSON.parse(line),
       }));
-    ' "$line" "$name" "$workload" "$commit" "$cpu" "$load" >>"$results/new.jsonl"
+    ' "$line" "$name" "$workload" "$commit" "$cpu" "$load" "$round" >>"$results/new.jsonl"
     stop_server
     rm -rf "$db"
   done
@@ -155,10 +167,17 @@ export -f node_server
 # and chats far faster than a person: tally's rate limits and connection
 # caps are switched off for it (they would refuse the load, not measure it).
 NO_LIMITS=(--click-limit 0 --message-limit 0 --typing-limit 0 --join-limit 0 --refresh-limit 0 --max-connections-per-ip 0)
-run_all tally target/release/tally serve --addr 127.0.0.1:0 "${NO_LIMITS[@]}"
-run_all tally-interval-0 target/release/tally serve --addr 127.0.0.1:0 --broadcast-interval 0 "${NO_LIMITS[@]}"
-run_all node-throttled env THROTTLE_MS=10 bash -c 'node_server "$@"' node_server
-run_all node bash -c 'node_server "$@"' node_server
+# ROUNDS runs every server's workloads that many times, the servers taking
+# turns within each round, so that a slow spell of this machine does not
+# land on one server only; the report gives the median and the range.
+: "${ROUNDS:=1}"
+for round in $(seq "$ROUNDS"); do
+  (( ROUNDS == 1 )) || step "round $round of $ROUNDS"
+  run_all tally target/release/tally serve --addr 127.0.0.1:0 "${NO_LIMITS[@]}"
+  run_all tally-interval-0 target/release/tally serve --addr 127.0.0.1:0 --broadcast-interval 0 "${NO_LIMITS[@]}"
+  run_all node-throttled env THROTTLE_MS=10 bash -c 'node_server "$@"' node_server
+  run_all node bash -c 'node_server "$@"' node_server
+done
 
 step "report"
 # New lines replace the previous run's lines for the same server and workload.
@@ -175,9 +194,16 @@ else
   cp "$results/new.jsonl" "$results/all.jsonl"
 fi
 # The report is written first, to a scratch directory: if it fails, the raw
-# lines and the report in $OUT stay as they were, in step with each other.
+# lines and the report in $OUT stay as they were, in step with each other,
+# and this run's lines are kept beside them, so a fixed report can take
+# them without measuring again.
 mkdir -p "$results/report"
-node bench/report.mjs "$results/all.jsonl" "$results/report"
+if ! node bench/report.mjs "$results/all.jsonl" "$results/report"; then
+  cp "$results/new.jsonl" "$RAW.failed-report"
+  echo "the report failed; this run's raw lines are in $RAW.failed-report" >&2
+  exit 1
+fi
 cp "$results/report/benchmarks.md" "$results/report/ramp.svg" "$OUT/"
+[[ ! -f "$results/report/scale.svg" ]] || cp "$results/report/scale.svg" "$OUT/"
 cp "$results/all.jsonl" "$RAW"
 echo "wrote $OUT/benchmarks.md, $OUT/ramp.svg and $RAW" >&2

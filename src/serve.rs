@@ -61,15 +61,9 @@ impl App {
     pub async fn bind(builder: TallyBuilder, addr: SocketAddr) -> Result<Self, StartError> {
         let tally = builder.build().await?;
         raise_fd_limit(tally.max_connections());
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let metrics = match tally.metrics_addr() {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(listen(addr).map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
         Ok(App {
@@ -192,6 +186,29 @@ pub async fn serve(
     };
     let ((), stopped) = tokio::join!(served, stopped);
     stopped
+}
+
+/// The listen backlog asked for; the kernel caps it at
+/// `net.core.somaxconn` (4,096 by default since Linux 5.4). tokio's
+/// `TcpListener::bind` asks for 1,024. When thousands of clients connect at
+/// once (a deploy, a network blip) a full queue makes the kernel drop their
+/// SYNs, and a client, or a load balancer's health check, retries only
+/// after a second.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds and listens on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server binds its port even
+    // while the last one's connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The HTTP/1.1 server: accepts on `listener` and serves `router` on every

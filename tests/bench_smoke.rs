@@ -142,6 +142,59 @@ async fn every_mode_runs_and_counts_exactly() {
     assert!(!ramp.steps.is_empty());
     assert!(ramp.steps.iter().all(|s| s.converged), "{ramp:?}");
 
+    let scale = bench::scale(
+        &target,
+        &bench::ScaleSettings {
+            steps: vec![10, 25],
+            clicks: 2,
+            click_every: Duration::from_millis(50),
+            flood_clients: 4,
+            flood_rate: 100.0,
+            flood_duration: Duration::from_millis(300),
+            health_every: Duration::from_millis(50),
+            server_pid: Some(server.pid()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(scale.stopped, None, "{scale:?}");
+    let held: Vec<_> = scale.steps.iter().map(|s| s.connections).collect();
+    assert_eq!(held, [10, 25], "each step adds to the connections held");
+    assert_eq!(
+        scale.steps[1].handshake.samples, 15,
+        "the second step opened only the new ones"
+    );
+    for step in &scale.steps {
+        let listeners = (step.connections - 4) as u64;
+        assert_eq!(
+            (step.click_missed, step.click_short),
+            (0, 0),
+            "every click reached every connection: {step:?}"
+        );
+        assert_eq!(step.click_to_all.samples, 2 * step.connections as u64);
+        assert!(step.flood.converged, "{step:?}");
+        assert_eq!(step.flood.missed, 0, "{step:?}");
+        assert_eq!(
+            step.flood.visible_to_all.samples,
+            step.flood.clicks * listeners,
+            "one sample per click and listener: {step:?}"
+        );
+        assert_eq!(step.flood.ack.samples, step.flood.clicks);
+        assert!(
+            step.health.all.samples > 0 && step.health.failures == 0,
+            "/healthz answered throughout: {step:?}"
+        );
+        assert_eq!(
+            step.health.all.samples,
+            step.health.connecting.samples
+                + step.health.clicking.samples
+                + step.health.flooding.samples,
+            "each probe counts for one phase: {step:?}"
+        );
+        assert!(step.server_rss_kib.is_some(), "{step:?}");
+    }
+    let scale_clicks: u64 = scale.steps.iter().map(|s| 2 + s.flood.clicks).sum();
+
     let db = server.dir.path().join("t.db");
     assert!(server.terminate().success());
     let stored = stored_total(&db).await;
@@ -150,7 +203,9 @@ async fn every_mode_runs_and_counts_exactly() {
         fanout_clicks
             + soak.clicks
             + flood.clicks
-            + ramp.steps.iter().map(|s| s.clicks).sum::<u64>(),
+            + ramp.warmup.clicks
+            + ramp.steps.iter().map(|s| s.clicks).sum::<u64>()
+            + scale_clicks,
         "the server stored exactly the clicks the tool counted"
     );
 }

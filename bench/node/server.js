@@ -19,7 +19,12 @@ const { Server } = require('socket.io');
 
 const HISTORY = 50;
 const THROTTLE_MS = Number(process.env.THROTTLE_MS ?? 0);
-const server = http.createServer();
+// `/healthz` answers 200 like tally's, so `tally-bench scale` can ask both
+// servers how promptly they answer while holding many connections.
+const server = http.createServer((req, res) => {
+  res.statusCode = req.url === '/healthz' ? 200 : 404;
+  res.end(res.statusCode === 200 ? 'ok' : '');
+});
 const io = new Server(server, { transports: ['websocket', 'polling'] });
 let total = 0;
 const conversations = new Map();

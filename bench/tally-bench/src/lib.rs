@@ -9,7 +9,10 @@
 //! - [`flood`]: N clients clicking at an aggregate open-loop rate; achieved
 //!   rate, ack latency, click-to-visible latency at an observer, convergence;
 //! - [`ramp`]: floods at rising rates until the p99 visible latency passes a
-//!   bound or clicks are lost; the highest sustained rate.
+//!   bound or clicks are lost; the highest sustained rate;
+//! - [`scale`]: connections held in rising steps; at each, the server's
+//!   memory, one click reaching all of them, a flood from some of them, and
+//!   `/healthz` answering throughout.
 //!
 //! Latencies are measured against the server's own totals: a click's total is
 //! known from its ack, and a recipient "sees" it when it first receives a
@@ -33,8 +36,8 @@ use tokio::task::JoinSet;
 pub use client::{Client, ClientError, Dial, Incoming};
 pub use modes::{
     Attack, AttackReport, ChatReport, FanoutReport, FloodReport, IdleReport, RampReport,
-    RampSettings, SoakReport, Stalled, chat, fanout, fanout_with, flood, flood_with, idle, ramp,
-    soak,
+    RampSettings, ScaleReport, ScaleSettings, SoakReport, Stalled, chat, fanout, fanout_with,
+    flood, flood_with, idle, ramp, scale, soak,
 };
 pub use progress::Progress;
 
@@ -138,6 +141,8 @@ pub enum BenchError {
     Runtime(std::io::Error),
     #[error("the observer's thread ended without a result")]
     ObserverLost,
+    #[error("the /healthz prober's thread ended without a result")]
+    ProberLost,
     #[error("the server refused {0}")]
     Refused(String),
 }
@@ -170,6 +175,18 @@ pub(crate) async fn connect_all(
     n: usize,
     label: &str,
 ) -> Result<(Vec<Client>, Vec<u64>), BenchError> {
+    connect_range(target, 0..n, label).await
+}
+
+/// [`connect_all`] for the load's connections numbered `range` (which
+/// decides their source addresses and usernames), for workloads that add
+/// connections to those they hold.
+pub(crate) async fn connect_range(
+    target: &Target,
+    range: std::ops::Range<usize>,
+    label: &str,
+) -> Result<(Vec<Client>, Vec<u64>), BenchError> {
+    let n = range.len();
     let bar = target.progress.bar(n as u64, label);
     let mut pending = JoinSet::new();
     let mut clients = Vec::with_capacity(n);
@@ -184,7 +201,7 @@ pub(crate) async fn connect_all(
     let mut pace =
         tokio::time::interval(Duration::from_secs_f64(1.0 / target.connect_rate.max(1.0)));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for i in 0..n {
+    for i in range {
         pace.tick().await;
         while let Some(joined) = pending.try_join_next() {
             done(joined)?;

@@ -187,6 +187,42 @@ enum Mode {
         #[arg(long, env = "TALLY_BENCH_REFINE", default_value_t = 2)]
         refine: u32,
     },
+    /// Holds connections in rising steps; at each step measures the
+    /// server's RSS, clicks that must reach every connection, a flood from
+    /// some of them with exact convergence everywhere, and `/healthz`
+    /// latency throughout. Ends early, keeping the steps done, when a step
+    /// fails.
+    Scale {
+        /// Connections held at each step, rising, comma-separated.
+        #[arg(
+            long,
+            env = "TALLY_BENCH_STEPS",
+            value_delimiter = ',',
+            default_value = "5000,10000,19000"
+        )]
+        steps: Vec<usize>,
+        /// Clicks per step that must each reach every connection.
+        #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
+        clicks: u64,
+        /// Time between those clicks.
+        #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "500ms", value_parser = humantime::parse_duration)]
+        click_every: Duration,
+        /// Held connections that click in each step's flood.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_CLIENTS", default_value_t = 1000)]
+        flood_clients: usize,
+        /// The flood's clicks per second, all together.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_RATE", default_value_t = 1000.0)]
+        flood_rate: f64,
+        /// How long each flood lasts.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        flood_duration: Duration,
+        /// How often `/healthz` is asked.
+        #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
+        health_every: Duration,
+        /// Server process id, to read its RSS from /proc.
+        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
+        server_pid: Option<u32>,
+    },
 }
 
 impl Mode {
@@ -198,6 +234,7 @@ impl Mode {
             | Mode::Chat { connections, .. }
             | Mode::Soak { connections, .. }
             | Mode::Ramp { connections, .. } => *connections,
+            Mode::Scale { steps, .. } => steps.iter().copied().max().unwrap_or(0),
         }
     }
 }
@@ -373,6 +410,44 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 refine,
             };
             serde_json::to_string(&bench::ramp(&target, &settings).await?)
+        }
+        Mode::Scale {
+            steps,
+            clicks,
+            click_every,
+            flood_clients,
+            flood_rate,
+            flood_duration,
+            health_every,
+            server_pid,
+        } => {
+            anyhow::ensure!(
+                steps.windows(2).all(|pair| pair[0] < pair[1]),
+                "--steps must rise"
+            );
+            anyhow::ensure!(
+                (1..=steps[0]).contains(&flood_clients),
+                "--flood-clients must be between 1 and the first step"
+            );
+            anyhow::ensure!(
+                flood_rate > 0.0 && clicks > 0,
+                "--flood-rate and --clicks must be positive"
+            );
+            anyhow::ensure!(
+                !click_every.is_zero() && !health_every.is_zero(),
+                "--click-every and --health-every must be positive"
+            );
+            let settings = bench::ScaleSettings {
+                steps,
+                clicks,
+                click_every,
+                flood_clients,
+                flood_rate,
+                flood_duration,
+                health_every,
+                server_pid,
+            };
+            serde_json::to_string(&bench::scale(&target, &settings).await?)
         }
     }
     .context("serialising the result")?;

@@ -96,12 +96,12 @@ pub struct AttackReport {
 const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one clicking client reports back.
-struct ClientResult {
-    ack: hdrhistogram::Histogram<u64>,
-    max_seen: u64,
-    frames: u64,
-    sent: u64,
-    unacked: u64,
+pub(crate) struct ClientResult {
+    pub ack: hdrhistogram::Histogram<u64>,
+    pub max_seen: u64,
+    pub frames: u64,
+    pub sent: u64,
+    pub unacked: u64,
 }
 
 /// `n` clients clicking at an aggregate `rate` for `duration`.
@@ -173,72 +173,25 @@ pub async fn flood_with(
     // Slack for the last tick of every client's schedule.
     let sent = SendTimes::new(base, planned + n);
 
-    // Each client clicks on its own schedule, one click every n/rate seconds,
-    // offset so that together they make an even `rate`.
-    let per_client = Duration::from_secs_f64(n as f64 / rate);
-    // One end for everyone, fixed before any task runs: spawning 10,000
-    // tasks takes a while, and a per-task end would add clicks late.
-    let sending_ends = tokio::time::Instant::now() + duration;
-    // The achieved rate counts from here, not from `start`: greeting a
-    // thousand clients can take seconds on a busy server, and that is no
-    // part of the clicking time.
-    let sending_starts = Instant::now();
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<u64>();
-    let mut tasks = JoinSet::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        let first = tokio::time::Instant::now() + per_client.mul_f64(i as f64 / n as f64);
-        let pace = tokio::time::interval_at(first, per_client);
-        tasks.spawn(click_loop(
-            client,
-            pace,
-            start,
-            sending_ends,
-            sent.clone(),
-            ack_tx.clone(),
-            final_rx.clone(),
-            stop.clone(),
-        ));
-    }
+    let mut clickers = Clickers::spawn(clients, rate, duration, start, &sent, &final_rx, &stop);
     // The script starts with the bystanders, and clicks until they stop.
     let script = attack.as_ref().map(|attack| {
         tokio::spawn(script_loop(
             target.url.clone(),
             attack.clone(),
-            sending_ends,
-            ack_tx.clone(),
+            clickers.sending_ends,
+            clickers.ack_sender(),
             stop.clone(),
         ))
     });
-    drop(ack_tx);
-
-    // The final total is known once every sent click is acked: count acks
-    // until the senders are done and the acks stop.
-    let bar = target.progress.bar(planned as u64, "clicking");
-    let mut acked = 0u64;
-    let mut final_total = base;
-    let mut last_ack = sending_starts;
-    // A server that falls behind still gets a chance to answer, but not forever.
-    let give_up = sending_ends + 3 * SETTLE;
-    let quiet = Duration::from_millis(500);
-    let mut quiet_from = sending_ends;
-    loop {
-        // Done once sending has ended and no ack came for `quiet`.
-        let done_at = quiet_from.max(sending_ends) + quiet;
-        tokio::select! {
-            ack = ack_rx.recv() => match ack {
-                Some(total) => {
-                    acked += 1;
-                    final_total = final_total.max(total);
-                    last_ack = Instant::now();
-                    quiet_from = tokio::time::Instant::now();
-                    bar.inc(1);
-                }
-                None => break,
-            },
-            () = tokio::time::sleep_until(done_at.min(give_up)) => break,
-        }
-    }
-    bar.finish_and_clear();
+    let Acks {
+        acked,
+        final_total,
+        last_ack,
+    } = clickers
+        .collect_acks(base, &target.progress.bar(planned as u64, "clicking"))
+        .await;
+    let (sending_starts, mut tasks) = (clickers.sending_starts, clickers.tasks);
     final_tx.send_replace(final_total);
     let timer = cancel_after(&stop, SETTLE);
     let mut ack_h = histogram();
@@ -247,7 +200,8 @@ pub async fn flood_with(
     let mut unacked = 0;
     let mut sent_clicks = 0;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined?;
+        let (client, result) = joined?;
+        client.close().await;
         sent_clicks += result.sent;
         ack_h.add(&result.ack).ok();
         converged &= result.max_seen >= final_total;
@@ -395,8 +349,121 @@ async fn script_loop(
     result
 }
 
+/// A flood's clicking clients, each on its own schedule.
+pub(crate) struct Clickers {
+    pub tasks: JoinSet<(Client, ClientResult)>,
+    /// Where their acks go, until [`Clickers::collect_acks`].
+    acks: Option<mpsc::UnboundedSender<u64>>,
+    ack_rx: mpsc::UnboundedReceiver<u64>,
+    /// The achieved rate counts from here, not from the clients' connect:
+    /// greeting a thousand clients can take seconds on a busy server, and
+    /// that is no part of the clicking time.
+    pub sending_starts: Instant,
+    pub sending_ends: tokio::time::Instant,
+}
+
+impl Clickers {
+    /// Starts `clients` clicking, together at an even `rate`, for
+    /// `duration`: each client clicks once every n/rate seconds, offset from
+    /// the others.
+    pub fn spawn(
+        clients: Vec<Client>,
+        rate: f64,
+        duration: Duration,
+        start: Instant,
+        sent: &SendTimes,
+        final_total: &watch::Receiver<u64>,
+        stop: &CancellationToken,
+    ) -> Self {
+        let n = clients.len().max(1);
+        let per_client = Duration::from_secs_f64(n as f64 / rate);
+        // One end for everyone, fixed before any task runs: spawning 10,000
+        // tasks takes a while, and a per-task end would add clicks late.
+        let sending_ends = tokio::time::Instant::now() + duration;
+        let sending_starts = Instant::now();
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        for (i, client) in clients.into_iter().enumerate() {
+            let first = tokio::time::Instant::now() + per_client.mul_f64(i as f64 / n as f64);
+            tasks.spawn(click_loop(
+                client,
+                tokio::time::interval_at(first, per_client),
+                start,
+                sending_ends,
+                sent.clone(),
+                acks.clone(),
+                final_total.clone(),
+                stop.clone(),
+            ));
+        }
+        Clickers {
+            tasks,
+            acks: Some(acks),
+            ack_rx,
+            sending_starts,
+            sending_ends,
+        }
+    }
+
+    /// Where others that click beside them (the attack's script) send the
+    /// totals of their acks, so the final total stays exact.
+    pub fn ack_sender(&self) -> mpsc::UnboundedSender<u64> {
+        self.acks
+            .clone()
+            .expect("acks are only closed by collect_acks, which consumes the clicking")
+    }
+
+    /// The final total is known once every sent click is acked: counts the
+    /// acks until the senders are done and no ack came for half a second. A
+    /// server that falls behind still gets a chance to answer, but not
+    /// forever.
+    pub async fn collect_acks(&mut self, base: u64, bar: &indicatif::ProgressBar) -> Acks {
+        // The clients and any `ack_sender` hold the other senders.
+        self.acks = None;
+        let mut acked = 0u64;
+        let mut final_total = base;
+        let mut last_ack = self.sending_starts;
+        let give_up = self.sending_ends + 3 * SETTLE;
+        let quiet = Duration::from_millis(500);
+        let mut quiet_from = self.sending_ends;
+        loop {
+            // Done once sending has ended and no ack came for `quiet`.
+            let done_at = quiet_from.max(self.sending_ends) + quiet;
+            tokio::select! {
+                ack = self.ack_rx.recv() => match ack {
+                    Some(total) => {
+                        acked += 1;
+                        final_total = final_total.max(total);
+                        last_ack = Instant::now();
+                        quiet_from = tokio::time::Instant::now();
+                        bar.inc(1);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(done_at.min(give_up)) => break,
+            }
+        }
+        bar.finish_and_clear();
+        Acks {
+            acked,
+            final_total,
+            last_ack,
+        }
+    }
+}
+
+/// The acks of a flood's clicks.
+pub(crate) struct Acks {
+    pub acked: u64,
+    /// The largest total acknowledged (the start total if none).
+    pub final_total: u64,
+    /// When the last ack arrived.
+    pub last_ack: Instant,
+}
+
 /// One clicking client: clicks on `pace` until `until`, records its acks,
-/// then reads on until it has seen the final total (or `stop`).
+/// then reads on until it has seen the final total (or `stop`), and hands
+/// the client back open.
 #[allow(clippy::too_many_arguments)] // one task's whole context, passed once
 async fn click_loop(
     mut client: Client,
@@ -407,8 +474,10 @@ async fn click_loop(
     acks: mpsc::UnboundedSender<u64>,
     mut final_total: watch::Receiver<u64>,
     stop: CancellationToken,
-) -> ClientResult {
+) -> (Client, ClientResult) {
     let mut send_at = Vec::new();
+    // Ack ids go on from the client's earlier clicks, if it made any.
+    let mut first_id = None;
     let mut ack = histogram();
     let mut seen = Seen::default();
     let mut frames = 0;
@@ -432,12 +501,18 @@ async fn click_loop(
             () = &mut sending_ends, if sending => {}
             _ = pace.tick(), if sending => {
                 send_at.push(micros_since(start));
-                if client.click().await.is_err() { break; }
+                match client.click().await {
+                    Ok(id) => { first_id.get_or_insert(id); }
+                    Err(_) => break,
+                }
             }
             frame = client.recv() => match frame {
                 Ok(Incoming::Ack { id, total }) => {
                     frames += 1;
-                    if let Some(&at) = usize::try_from(id).ok().and_then(|id| send_at.get(id)) {
+                    let index = first_id
+                        .and_then(|first| id.checked_sub(first))
+                        .and_then(|i| usize::try_from(i).ok());
+                    if let Some(&at) = index.and_then(|i| send_at.get(i)) {
                         record(&mut ack, micros_since(start).saturating_sub(at));
                         sent.note(total, at);
                         acked += 1;
@@ -452,12 +527,12 @@ async fn click_loop(
             _ = final_total.changed() => {}
         }
     }
-    client.close().await;
-    ClientResult {
+    let result = ClientResult {
         ack,
         max_seen: seen.max(),
         frames,
         sent: send_at.len() as u64,
         unacked: (send_at.len() - acked) as u64,
-    }
+    };
+    (client, result)
 }

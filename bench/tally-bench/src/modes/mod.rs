@@ -6,6 +6,7 @@ mod fanout;
 mod flood;
 mod idle;
 mod ramp;
+mod scale;
 mod soak;
 
 pub use chat::{ChatReport, chat};
@@ -13,6 +14,7 @@ pub use fanout::{FanoutReport, Stalled, fanout, fanout_with};
 pub use flood::{Attack, AttackReport, FloodReport, flood, flood_with};
 pub use idle::{IdleReport, idle};
 pub use ramp::{RampReport, RampSettings, ramp};
+pub use scale::{ScaleReport, ScaleSettings, scale};
 pub use soak::{SoakReport, soak};
 
 use std::time::{Duration, Instant};
@@ -67,13 +69,27 @@ pub(crate) async fn audience(
 
 /// Reads one client's frames, noting when each larger total arrives, until
 /// it has seen the final total (sent on `target` once known; 0 = not yet) or
-/// `stop` fires. Returns what it saw and how many frames it received.
+/// `stop` fires, then closes it. Returns what it saw and how many frames it
+/// received.
 pub(crate) async fn listen(
+    client: Client,
+    start: Instant,
+    target: watch::Receiver<u64>,
+    stop: CancellationToken,
+) -> (Seen, u64) {
+    let (client, seen, frames) = listen_keep(client, start, target, stop).await;
+    client.close().await;
+    (seen, frames)
+}
+
+/// [`listen`], handing the client back open instead of closing it, for
+/// workloads that hold their connections from one phase to the next.
+pub(crate) async fn listen_keep(
     mut client: Client,
     start: Instant,
     mut target: watch::Receiver<u64>,
     stop: CancellationToken,
-) -> (Seen, u64) {
+) -> (Client, Seen, u64) {
     let mut seen = Seen::default();
     let mut frames = 0;
     let reached = |seen: &Seen, target: u64| target != 0 && seen.max() >= target;
@@ -94,8 +110,7 @@ pub(crate) async fn listen(
             }
         }
     }
-    client.close().await;
-    (seen, frames)
+    (client, seen, frames)
 }
 
 /// A listening client on its own OS thread and runtime, for measurements
