@@ -57,10 +57,7 @@ impl Caps {
 
 /// Refuses a new Socket.IO connection over a cap, before engine.io sees it.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let opens_session = !request
-        .uri()
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")));
+    let opens_session = crate::realtime::detach::opens_session(request.uri());
     if opens_session && let Some(refusal) = refusal(&state, &request) {
         state.metrics.connection_refused(refusal.code());
         return refusal.into_response();

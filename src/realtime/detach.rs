@@ -22,10 +22,19 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 /// The path prefix of Socket.IO requests (socketioxide's default).
 const SOCKET_IO_PATH: &str = "/socket.io/";
 
-/// Gives a Socket.IO request a head that owns its bytes; other requests are
-/// passed on untouched, since their heads are dropped with the request.
+/// Whether a Socket.IO request opens a session: it carries no `sid`. The
+/// requests that do (polls, posts, the upgrade of a polling session) belong
+/// to a session that exists, and engine.io drops their heads with them.
+pub fn opens_session(uri: &Uri) -> bool {
+    !uri.query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
+}
+
+/// Gives a request that opens a Socket.IO session a head that owns its
+/// bytes; other requests, whose heads are dropped with them, are passed on
+/// untouched, so a long-polling client's every poll costs no copy.
 pub async fn own_request_head(mut request: Request) -> Request {
-    if !request.uri().path().starts_with(SOCKET_IO_PATH) {
+    if !request.uri().path().starts_with(SOCKET_IO_PATH) || !opens_session(request.uri()) {
         return request;
     }
     let headers = owned_headers(request.headers());
@@ -110,6 +119,26 @@ mod tests {
             value_ptr,
             "the value lives in a new allocation"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_of_an_open_session_are_untouched() {
+        let request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=polling&sid=abc")
+            .header("origin", "http://example.com")
+            .body(Body::empty())
+            .unwrap();
+        let value_ptr = request.headers()["origin"].as_bytes().as_ptr();
+        let request = own_request_head(request).await;
+        assert_eq!(request.headers()["origin"].as_bytes().as_ptr(), value_ptr);
+        assert!(opens_session(
+            &"/socket.io/?EIO=4&transport=websocket".parse().unwrap()
+        ));
+        assert!(!opens_session(
+            &"/socket.io/?EIO=4&sid=x&transport=websocket"
+                .parse()
+                .unwrap()
+        ));
     }
 
     #[tokio::test]
