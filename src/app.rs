@@ -37,6 +37,7 @@ use crate::counter::coalesce::Pacing;
 use crate::counter::flush::FinalFlushError;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::{self, Counters};
+use crate::health;
 use crate::http::{self, OriginPolicy};
 use crate::identity::{DynIdentityProvider, IdentityProvider};
 use crate::metrics::Metrics;
@@ -158,6 +159,7 @@ impl TallyBuilder {
             leaderboard: Arc::new(LiveLeaderboard::new(&counters)),
             counters,
             store,
+            store_health: Default::default(),
             auth: Arc::new(auth),
             identity,
             broadcast_interval: config.broadcast_interval,
@@ -216,6 +218,7 @@ impl TallyBuilder {
             flush_interval: config.flush_interval,
             leaderboard_interval: config.leaderboard_interval,
             broadcast_budget: config.broadcast_budget,
+            health_check: (config.health_check_interval, config.database_timeout),
             message_queue,
             webhook,
             message_retention: config.message_retention,
@@ -260,6 +263,9 @@ pub struct Tally {
     flush_interval: Duration,
     leaderboard_interval: Duration,
     broadcast_budget: Duration,
+    /// How often the store's health is checked, and how long a check may
+    /// take.
+    health_check: (Duration, Duration),
     /// Messages waiting for the writer that `start` spawns.
     message_queue: message_log::Queue,
     webhook: Option<(WebhookQueue, Outbox, WebhookConfig)>,
@@ -463,6 +469,7 @@ impl Tally {
             flush_interval,
             leaderboard_interval,
             broadcast_budget,
+            health_check: (check_every, check_timeout),
             write_timeout,
             message_queue,
             webhook,
@@ -472,6 +479,12 @@ impl Tally {
             ..
         } = self;
         let stop_messages = CancellationToken::new();
+        let health_check = tokio::spawn(health::run(
+            state.store_health.clone(),
+            state.store.clone(),
+            check_every,
+            check_timeout,
+        ));
         let metrics_upkeep = tokio::spawn({
             let metrics = state.metrics.clone();
             let (rate, counters) = (state.rate.clone(), state.counters.clone());
@@ -563,9 +576,11 @@ impl Tally {
             stop_publishing.clone(),
             {
                 let io = io.clone();
+                let connections = state.connections.clone();
                 move |top| {
                     let io = io.clone();
-                    async move { realtime::publish_leaderboard(&io, &top).await }
+                    let audience = connections.current();
+                    async move { realtime::publish_leaderboard(&io, &top, audience).await }
                 }
             },
         ));
@@ -582,6 +597,7 @@ impl Tally {
             webhook,
             retention,
             metrics_upkeep,
+            health_check,
             shutdown_timeout,
             header_read_timeout,
         }
@@ -605,6 +621,7 @@ pub struct Running {
     webhook: Option<JoinHandle<()>>,
     retention: Option<JoinHandle<()>>,
     metrics_upkeep: JoinHandle<()>,
+    health_check: JoinHandle<()>,
     shutdown_timeout: Duration,
     header_read_timeout: Duration,
 }
@@ -666,10 +683,12 @@ impl Running {
             webhook,
             retention,
             metrics_upkeep,
+            health_check,
             shutdown_timeout,
             header_read_timeout: _,
         } = self;
         metrics_upkeep.abort();
+        health_check.abort();
         tracing::info!("shutting down: publishing the last totals and closing connections");
         // Not ready from now on: `/readyz` answers 503 and new Socket.IO
         // connections are refused, while the connected clients are told to

@@ -73,6 +73,14 @@ pub struct Config {
     #[arg(long, env = "TALLY_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub database_timeout: Duration,
 
+    /// How often the database is asked whether it answers. `/healthz` and
+    /// `/readyz` report the last answer rather than querying on every
+    /// request, so a health check costs no query and never waits for one;
+    /// an outage shows within this interval (plus `--database-timeout` when
+    /// the database hangs rather than refuses).
+    #[arg(long, env = "TALLY_HEALTH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub health_check_interval: Duration,
+
     /// Origins allowed to open Socket.IO connections from a browser, as a comma
     /// list of `scheme://host[:port]`, or `*` for any. Empty means the page's own
     /// origin only. Clients that send no `Origin` header (non-browser) are always
@@ -121,10 +129,10 @@ pub struct Config {
     #[arg(long, env = "TALLY_BROADCAST_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub broadcast_interval: Duration,
 
-    /// Broadcast time set aside per connected socket: after a `count`
-    /// broadcast to N sockets the next one waits at least N times this (and
-    /// at least `--broadcast-interval`), so a large audience gets fewer,
-    /// fresher updates instead of a growing send queue. The default, 5µs,
+    /// Broadcast time set aside per connected socket: a `count` broadcast to
+    /// N sockets is followed by the next one at least N times this after it
+    /// started (and at least `--broadcast-interval`), so a large audience
+    /// gets fewer, fresher updates instead of a growing send queue. The default, 5µs,
     /// changes nothing up to 2,000 sockets and spaces broadcasts 50 ms apart
     /// at 10,000. `0` turns it off; it has no effect with
     /// `--broadcast-interval 0`.

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod conversation;
 pub mod counter;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -162,17 +162,25 @@ pub async fn serve(
     });
 
     tracing::info!("listening on http://{addr}");
-    let server = serve_http(
+    // The accept loop runs as a task of its own, never in the caller's
+    // future: `main` awaits this on the thread that started the runtime,
+    // which is not one of its workers, and a task spawned from outside the
+    // workers joins the back of the shared queue. Under a broadcast to
+    // thousands of sockets that queue holds one writer per socket, so every
+    // new connection (a health check too) waited for the whole broadcast:
+    // 80 ms at 5,000 sockets. Spawned from a worker, it runs next.
+    let mut server = tokio::spawn(serve_http(
         listener,
         router,
         header_read_timeout,
         byte_counts,
         stop_http.clone(),
-    );
+    ));
     let served = async {
         tokio::select! {
-            () = server => {}
+            _ = &mut server => {}
             () = async { stop_http.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
+                server.abort();
                 tracing::warn!("HTTP requests still open after {drain_timeout:?}; not waiting for them");
             }
         }

@@ -7,6 +7,7 @@ use crate::auth::Auth;
 use crate::conversation::log::MessageLog;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
+use crate::health::StoreHealth;
 use crate::identity::DynIdentityProvider;
 use crate::metrics::Metrics;
 use crate::realtime::connections::Connections;
@@ -17,6 +18,8 @@ use crate::store::Store;
 pub struct AppState {
     pub counters: Arc<Counters>,
     pub store: Arc<dyn Store>,
+    /// Whether the store answered its last health check.
+    pub store_health: Arc<StoreHealth>,
     /// The live top list, as last published.
     pub leaderboard: Arc<LiveLeaderboard>,
     pub auth: Arc<Auth>,

@@ -46,6 +46,8 @@ struct FlakyStore {
     down: AtomicBool,
     /// Writes fail while pings still answer, like a full disk.
     refuse_writes: AtomicBool,
+    /// Pings never answer, like a database behind a dropped network link.
+    hang: AtomicBool,
     /// (failed writes, clicks stored so far in the global counter).
     attempts: watch::Sender<(u32, u64)>,
 }
@@ -58,6 +60,7 @@ impl FlakyStore {
                 .unwrap(),
             down: AtomicBool::new(down),
             refuse_writes: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
             attempts: watch::Sender::new((0, 0)),
         })
     }
@@ -119,6 +122,9 @@ impl Store for FlakyStore {
         self.inner.prune_messages(before_ms, limit).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
@@ -130,13 +136,22 @@ impl Store for FlakyStore {
     }
 }
 
+/// The test configuration, with health checks frequent enough that a test
+/// sees an outage at once.
+fn checked_often(db: &TempDb) -> tally::Config {
+    let mut config = db.config();
+    config.health_check_interval = Duration::from_millis(20);
+    config
+}
+
 #[tokio::test]
 async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     let db = TempDb::new();
     let store = FlakyStore::new(&db, false).await;
-    let server = TestServer::start_with_store(db.config(), store.clone()).await;
+    let server = TestServer::start_with_store(checked_often(&db), store.clone()).await;
     let http = reqwest::Client::new();
     let health = format!("{}/healthz", server.url());
+    let ready = format!("{}/readyz", server.url());
     let client = TestClient::connect(&server.url(), TransportType::Polling).await;
 
     for _ in 0..5 {
@@ -145,9 +160,16 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     store
         .until("5 clicks stored", |_, stored| stored == 5)
         .await;
+    assert_eq!(health_of(&http, &health).await.0, 200);
 
     store.down.store(true, Ordering::SeqCst);
-    assert_eq!(http.get(&health).send().await.unwrap().status(), 503);
+    // The next health check finds the store down; both probes say so.
+    until_status(&http, &health, 503).await;
+    let (status, body) = health_of(&http, &ready).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &"store_unavailable".into())
+    );
     for _ in 0..7 {
         client.click_total().await;
     }
@@ -165,9 +187,9 @@ async fn clicks_made_while_the_store_is_down_are_written_once_it_is_back() {
     store
         .until("all 12 clicks stored", |_, stored| stored == 12)
         .await;
-    let (status, body) = health_of(&http, &health).await;
-    assert_eq!(status, 200);
+    let body = until_status(&http, &health, 200).await;
     assert_eq!(body["pending"], 0);
+    assert_eq!(health_of(&http, &ready).await.0, 200);
 
     client.disconnect().await;
     server.stop().await.unwrap();
@@ -193,14 +215,30 @@ async fn a_database_that_answers_but_refuses_writes_is_unhealthy() {
     store
         .until("the click stored", |_, stored| stored == 1)
         .await;
-    // The flusher marks writes healthy just after the store returns: ask
-    // until it has (each answer is a fresh look, no timer involved).
-    tokio::time::timeout(WAIT, async {
-        while health_of(&http, &health).await.0 != 200 {}
-    })
-    .await
-    .expect("healthy again once a write succeeds");
+    // The flusher marks writes healthy just after the store returns.
+    until_status(&http, &health, 200).await;
     client.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_that_never_answers_is_unhealthy_after_the_timeout() {
+    let db = TempDb::new();
+    let store = FlakyStore::new(&db, false).await;
+    let mut config = checked_often(&db);
+    config.database_timeout = Duration::from_millis(100);
+    let server = TestServer::start_with_store(config, store.clone()).await;
+    let http = reqwest::Client::new();
+    let health = format!("{}/healthz", server.url());
+    assert_eq!(health_of(&http, &health).await.0, 200);
+
+    store.hang.store(true, Ordering::SeqCst);
+    // The probe itself answers at once whatever the database does: the
+    // hanging check is the health check's, bounded by the timeout.
+    let body = until_status(&http, &health, 503).await;
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    store.hang.store(false, Ordering::SeqCst);
+    until_status(&http, &health, 200).await;
     server.stop().await.unwrap();
 }
 
@@ -220,10 +258,26 @@ async fn shutdown_reports_clicks_it_could_not_store() {
     );
 }
 
-/// `/healthz`'s status and body.
+/// A health endpoint's status and body.
 async fn health_of(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
     let response = http.get(url).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Asks `url` until it answers `status` (the health check runs on its own
+/// schedule) and returns that answer's body.
+async fn until_status(http: &reqwest::Client, url: &str, status: u16) -> serde_json::Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (now, body) = health_of(http, url).await;
+            if now == status {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{url} never answered {status}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Changes, Counters};
 
-/// How long the coalescer waits after a publication before the next one.
+/// How long the coalescer waits from the start of a publication to the
+/// start of the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
     /// Least time between two publications, whatever the audience.
@@ -64,10 +65,15 @@ pub async fn run<P, F, A>(
         if changed.is_empty() {
             continue;
         }
+        let started = tokio::time::Instant::now();
         publish(changed).await;
         // Changes during this pause leave a wake-up permit behind, so the
-        // next loop turn publishes them as one trailing update.
-        let pause = pacing.pause(audience());
+        // next loop turn publishes them as one trailing update. The pause
+        // counts from the publication's start: a broadcast to thousands of
+        // sockets takes turns with other work (see `realtime::fanout`) and
+        // can itself outlast the pause, and the next total should then go
+        // out as soon as it is done, not a whole pause later.
+        let pause = pacing.pause(audience()).saturating_sub(started.elapsed());
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
@@ -201,6 +207,39 @@ mod tests {
             PACING.pause(usize::MAX),
             Duration::from_micros(5) * u32::MAX
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_publication_counts_towards_the_pause() {
+        const SLOW: Duration = Duration::from_millis(30);
+        let counters = Arc::new(Counters::from_totals([]));
+        let cancel = CancellationToken::new();
+        let (tx, mut published) = mpsc::unbounded_channel();
+        // 10,000 recipients: a 50 ms pause, of which each publication takes 30.
+        let task = tokio::spawn(run(
+            counters.clone(),
+            PACING,
+            || 10_000,
+            cancel.clone(),
+            move |changed: Changes| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((Instant::now(), changed.totals[0].total)).unwrap();
+                    tokio::time::sleep(SLOW).await;
+                }
+            },
+        ));
+        let start = Instant::now();
+        counters.click(None).unwrap();
+        assert_eq!(published.recv().await, Some((start, 1)));
+        counters.click(None).unwrap();
+        assert_eq!(
+            published.recv().await,
+            Some((start + Duration::from_millis(50), 2)),
+            "publications start 50 ms apart, not 30 + 50"
+        );
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

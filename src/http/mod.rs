@@ -68,9 +68,10 @@ pub fn health() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-/// 200 while this server should get traffic: the store answers and shutdown
-/// has not begun. A load balancer stops sending new clients here when it
-/// turns 503, while `/healthz` still says the process is alive.
+/// 200 while this server should get traffic: the store answered its last
+/// health check and shutdown has not begun. A load balancer stops sending
+/// new clients here when it turns 503, while `/healthz` still says the
+/// process is alive.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         let error = ApiError::Unavailable {
@@ -79,9 +80,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
         };
         return (error.status(), Json(error.body())).into_response();
     }
-    match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(err) => ApiError::from(err).into_response(),
+    if !state.store_health.is_up() {
+        let error = store_unavailable();
+        return (error.status(), Json(error.body())).into_response();
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+/// The answer while the store is down. The health check has logged why,
+/// once; a probe every second does not repeat it.
+fn store_unavailable() -> ApiError {
+    ApiError::Unavailable {
+        code: "store_unavailable",
+        message: "the database is unavailable".into(),
     }
 }
 
@@ -107,35 +118,30 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// 200 when the store answers, 503 otherwise. Load balancers use it to stop
-/// sending clicks to a node whose database is gone. Both answers tell how
-/// many clicks wait for the next flush and how many sockets are connected:
-/// during an outage, `pending` is what a crash would lose.
+/// 200 when the store answered its last health check and the last write of
+/// counts succeeded, 503 otherwise. Load balancers use it to stop sending
+/// clicks to a node whose database is gone. Both answers tell how many
+/// clicks wait for the next flush and how many sockets are connected: during
+/// an outage, `pending` is what a crash would lose. It answers from memory
+/// (see [`crate::health`]), so it stays fast however busy the server is.
 async fn healthz(State(state): State<AppState>) -> Response {
     let pending = state.counters.pending_clicks();
     let connections = state.connections.current();
     // Answering pings is not enough: a database that refuses writes (a full
-    // disk, a lock) is unavailable too.
-    let healthy = match state.store.ping().await {
-        Ok(()) if state.counters.flush_failing() => Err(crate::store::StoreError::WritesFailing),
-        other => other,
-    };
-    match healthy {
-        Ok(()) => Json(json!({
+    // disk, a lock) is unavailable too. The flusher logs its failures.
+    if state.store_health.is_up() && !state.counters.flush_failing() {
+        return Json(json!({
             "status": "ok",
             "store": state.store.backend(),
             "pending": pending,
             "connections": connections,
         }))
-        .into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, pending, "health check: store unavailable");
-            let error = ApiError::from(err);
-            let mut body = error.body();
-            body["store"] = json!(state.store.backend());
-            body["pending"] = json!(pending);
-            body["connections"] = json!(connections);
-            (error.status(), Json(body)).into_response()
-        }
+        .into_response();
     }
+    let error = store_unavailable();
+    let mut body = error.body();
+    body["store"] = json!(state.store.backend());
+    body["pending"] = json!(pending);
+    body["connections"] = json!(connections);
+    (error.status(), Json(body)).into_response()
 }

@@ -12,6 +12,7 @@ pub mod connections;
 pub mod conversations;
 pub mod detach;
 pub mod events;
+pub mod fanout;
 pub mod limits;
 pub mod session;
 pub mod upgrades;
@@ -229,7 +230,9 @@ fn click_target(
 
 /// Publishes changes: the global total to everyone, a user's to that
 /// user's sockets, a conversation's total and occupancy to its members.
-/// Each payload is serialised once for all its recipients.
+/// Each payload is serialised once for all its recipients, except the
+/// global total to more than [`fanout::AT_ONCE`] sockets, which goes out in
+/// steps that take turns with other work.
 pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
     // The namespace is gone once the server has closed; nobody is left to tell.
     let Some(everyone) = io.of("/") else {
@@ -249,8 +252,15 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
                 let count = Count {
                     total: change.total,
                 };
-                addressed(COUNT, state.connections.current());
-                everyone.clone().emit(COUNT, &count).await
+                let audience = state.connections.current();
+                addressed(COUNT, audience);
+                let sent = fanout::emit_to_all(&everyone, audience, COUNT, &count).await;
+                if sent.missed > 0 {
+                    // Closing sockets, or slow ones whose buffer is full:
+                    // the next update carries the newer total.
+                    tracing::debug!(missed = sent.missed, "count broadcast incomplete");
+                }
+                Ok(())
             }
             CounterKey::User(user) => {
                 // A user's sockets are few; they are not counted one by one.
@@ -302,13 +312,16 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
     metrics.published(changes.waited, started.elapsed());
 }
 
-/// Publishes a new top list to everyone.
-pub async fn publish_leaderboard(io: &SocketIo, top: &[Ranked]) {
+/// Publishes a new top list to everyone: `audience` sockets, as counted by
+/// [`connections::Connections`], in steps when there are many
+/// ([`fanout`]).
+pub async fn publish_leaderboard(io: &SocketIo, top: &[Ranked], audience: usize) {
     let Some(everyone) = io.of("/") else {
         return;
     };
-    if let Err(err) = everyone.emit(LEADERBOARD, top).await {
-        tracing::debug!(error = %err, "leaderboard broadcast incomplete");
+    let sent = fanout::emit_to_all(&everyone, audience, LEADERBOARD, top).await;
+    if sent.missed > 0 {
+        tracing::debug!(missed = sent.missed, "leaderboard broadcast incomplete");
     }
 }
 

@@ -64,8 +64,6 @@ pub enum StoreError {
     Overflow(u64),
     #[error("stored message {id} has an invalid {what}")]
     CorruptMessage { id: String, what: String },
-    #[error("the database answers but the last write of counts failed")]
-    WritesFailing,
 }
 
 /// One flush: deltas to add, and the identity that makes retrying it safe.

@@ -1,0 +1,134 @@
+//! Broadcasts to every socket of a namespace, a step at a time.
+//!
+//! Each recipient of a broadcast has a writer task (engine.io's) that the
+//! broadcast wakes. Woken all at once, ten thousand of them overflow the
+//! worker's run queue into tokio's shared queue, and a task woken after them
+//! can be pushed to the back of that queue too: measured with 19,000
+//! sockets, a new connection (a `/healthz` probe) waited up to a second to
+//! be accepted, the length of the whole broadcast (bench/profiling.md).
+//! Writing to [`STEP`] sockets and then letting what is queued run until the
+//! shared queue is empty keeps the queues short, so newer work (a health
+//! check, the ack of a click, a handshake) waits behind a few hundred tasks
+//! at most, not behind the whole broadcast. The broadcast costs the same
+//! writes, plus encoding the event once per socket instead of once in all,
+//! so audiences of up to [`AT_ONCE`] sockets, whose writers are through
+//! the queue within some 20 ms, still get socketioxide's own broadcast.
+
+use serde::Serialize;
+use socketioxide::BroadcastError;
+use socketioxide::operators::BroadcastOperators;
+
+/// Sockets written to between two turns: half of a tokio worker's local run
+/// queue (256 tasks), so a step's writers fit in it beside newly woken work.
+pub const STEP: usize = 128;
+
+/// The largest audience written to in one go.
+pub const AT_ONCE: usize = 1024;
+
+/// Most turns one step waits for the shared run queue to empty. A server
+/// that never drains it (work arriving as fast as it is done) still
+/// publishes, a little less politely.
+const MOST_TURNS: usize = 16;
+
+/// What [`emit_to_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Sockets the event was queued for.
+    pub delivered: usize,
+    /// Sockets that missed it: closing, or their send buffer is full. They
+    /// get the next broadcast, which carries newer data.
+    pub missed: usize,
+}
+
+/// Emits `event` with `data` to every socket `everyone` addresses. An
+/// `audience` (the caller's count of those sockets) of up to [`AT_ONCE`] is
+/// one broadcast; a larger one is written [`STEP`] sockets at a time,
+/// yielding between steps until the work those steps queued has run.
+pub async fn emit_to_all<T: Serialize + ?Sized>(
+    everyone: &BroadcastOperators,
+    audience: usize,
+    event: &str,
+    data: &T,
+) -> Sent {
+    if audience <= AT_ONCE {
+        return match everyone.clone().emit(event, data).await {
+            Ok(()) => Sent {
+                delivered: audience,
+                missed: 0,
+            },
+            Err(BroadcastError::Socket(missed)) => Sent {
+                delivered: audience.saturating_sub(missed.len()),
+                missed: missed.len(),
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, event, "broadcast failed");
+                Sent {
+                    delivered: 0,
+                    missed: audience,
+                }
+            }
+        };
+    }
+    let sockets = everyone.clone().sockets();
+    let mut sent = Sent::default();
+    for (i, step) in sockets.chunks(STEP).enumerate() {
+        if i > 0 {
+            settle().await;
+        }
+        for socket in step {
+            match socket.emit(event, data) {
+                Ok(()) => sent.delivered += 1,
+                Err(_) => sent.missed += 1,
+            }
+        }
+    }
+    sent
+}
+
+/// Yields until tokio's shared run queue is empty (or for [`MOST_TURNS`]
+/// turns). A yielded task runs again after the worker's next look at its
+/// timers and sockets, some 61 polls later, so the worker's own queue (at
+/// most 256 tasks) may still hold some of what was queued; the shared queue,
+/// where anything can end up behind everything, is what must be short.
+async fn settle() {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    for _ in 0..MOST_TURNS {
+        tokio::task::yield_now().await;
+        if runtime.global_queue_depth() == 0 {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Of a thousand tasks queued before a settle, far more than a worker's
+    /// own queue holds, at most that queue's worth is still waiting when it
+    /// returns, and none of them in the shared queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn settle_leaves_the_shared_queue_empty() {
+        // On a worker, as the coalescer is: the test's own future is not.
+        let (ran, shared) = tokio::spawn(async {
+            let ran = Arc::new(AtomicUsize::new(0));
+            for _ in 0..1_000 {
+                let ran = ran.clone();
+                tokio::spawn(async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            settle().await;
+            let shared = tokio::runtime::Handle::current()
+                .metrics()
+                .global_queue_depth();
+            (ran.load(Ordering::SeqCst), shared)
+        })
+        .await
+        .unwrap();
+        assert_eq!(shared, 0);
+        assert!(ran >= 1_000 - 256, "only {ran} of 1,000 ran");
+    }
+}
