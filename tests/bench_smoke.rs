@@ -211,6 +211,44 @@ async fn every_mode_runs_and_counts_exactly() {
 }
 
 #[tokio::test]
+async fn a_broadcast_in_steps_reaches_every_connection() {
+    // More sockets than one broadcast writes to at once: the totals go out
+    // in steps that take turns with other work, and must still reach all.
+    let connections = tally::realtime::fanout::AT_ONCE + 76;
+    bench::raise_fd_limit(connections).expect("room for the connections");
+    let mut server = ChildServer::start(
+        &["--addr", "127.0.0.1:0", "--database-url", "sqlite://t.db"],
+        &[],
+    );
+    let target = Target::new(server.url.clone());
+    let scale = bench::scale(
+        &target,
+        &bench::ScaleSettings {
+            steps: vec![connections],
+            clicks: 3,
+            click_every: Duration::from_millis(50),
+            flood_clients: 4,
+            flood_rate: 100.0,
+            flood_duration: Duration::from_millis(300),
+            health_every: Duration::from_millis(50),
+            server_pid: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(scale.stopped, None, "{scale:?}");
+    let step = &scale.steps[0];
+    assert_eq!(
+        (step.click_missed, step.click_short),
+        (0, 0),
+        "every click reached every connection: {step:?}"
+    );
+    assert_eq!(step.click_to_all.samples, 3 * connections as u64);
+    assert!(step.flood.converged && step.flood.missed == 0, "{step:?}");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
 async fn an_attack_beside_the_load_is_limited_and_refused() {
     // The server's own limits this time: a click bucket per socket and a
     // small per-address cap, so the attack's crowd meets it.

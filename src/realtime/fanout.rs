@@ -40,7 +40,8 @@ pub struct Sent {
     pub missed: usize,
 }
 
-/// Emits `event` with `data` to every socket `everyone` addresses. An
+/// Emits `event` with `data` to every socket of this node that `everyone`
+/// addresses. An
 /// `audience` (the caller's count of those sockets) of up to [`AT_ONCE`] is
 /// one broadcast; a larger one is written [`STEP`] sockets at a time,
 /// yielding between steps until the work those steps queued has run.
@@ -51,7 +52,9 @@ pub async fn emit_to_all<T: Serialize + ?Sized>(
     data: &T,
 ) -> Sent {
     if audience <= AT_ONCE {
-        return match everyone.clone().emit(event, data).await {
+        // This node's sockets either way: the steps below can only reach
+        // local sockets, and with several nodes each publishes its own.
+        return match everyone.clone().local().emit(event, data).await {
             Ok(()) => Sent {
                 delivered: audience,
                 missed: 0,
