@@ -688,7 +688,6 @@ impl Running {
             header_read_timeout: _,
         } = self;
         metrics_upkeep.abort();
-        health_check.abort();
         tracing::info!("shutting down: publishing the last totals and closing connections");
         // Not ready from now on: `/readyz` answers 503 and new Socket.IO
         // connections are refused, while the connected clients are told to
@@ -733,6 +732,9 @@ impl Running {
         }
         stop_flushing.cancel();
         let flushed = flusher.await?;
+        // Checked until the last write, so `/healthz` told the truth during
+        // the whole drain.
+        health_check.abort();
         // The writer has ended, so the webhook's queue is closed: it ends
         // once what is queued is delivered, or is cut short.
         if let Some(mut webhook) = webhook

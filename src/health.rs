@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use crate::store::Store;
 
-/// The store's availability as last checked. Starts up: tally only serves
-/// once the store has answered at start-up.
+/// The store's availability as last checked. Starts up, since tally is
+/// built only once the store has loaded the counts; the first check runs as
+/// the background tasks start.
 #[derive(Debug)]
 pub struct StoreHealth {
     up: AtomicBool,
@@ -77,8 +78,9 @@ pub async fn run(
     let mut ticks = tokio::time::interval(every);
     // A check slower than the interval is not followed by a burst of them.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate, and the store has just answered.
-    ticks.tick().await;
+    // The first tick is immediate: building tally proved the store could
+    // load the counts, not that it still answers (a host may hand in its
+    // own store).
     loop {
         ticks.tick().await;
         health.check(store.as_ref(), timeout).await;

@@ -187,7 +187,7 @@ impl Metrics {
         histogram(
             "tally_broadcast_fanout_seconds",
             Unit::Seconds,
-            "Time to hand one publication to every recipient's queue",
+            "Time to hand one publication to every recipient's queue, steps included",
         );
         histogram(
             "tally_flush_duration_seconds",

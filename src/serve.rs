@@ -15,7 +15,7 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
 use axum::serve::{ListenerExt, TapIo};
@@ -168,23 +168,27 @@ pub async fn serve(
     // workers joins the back of the shared queue. Under a broadcast to
     // thousands of sockets that queue holds one writer per socket, so every
     // new connection (a health check too) waited for the whole broadcast:
-    // 80 ms at 5,000 sockets. Spawned from a worker, it runs next.
-    let mut server = tokio::spawn(serve_http(
+    // 80 ms at 5,000 sockets. Spawned from a worker, it runs next. The
+    // handle aborts it when dropped, so a caller that drops this future
+    // (a host's `select!`, a test) still frees the port.
+    let mut server = AbortOnDropHandle::new(tokio::spawn(serve_http(
         listener,
         router,
         header_read_timeout,
         byte_counts,
         stop_http.clone(),
-    ));
+    )));
     let served = async {
-        tokio::select! {
-            _ = &mut server => {}
+        let ended = tokio::select! {
+            ended = &mut server => ended,
             () = async { stop_http.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
                 server.abort();
                 tracing::warn!("HTTP requests still open after {drain_timeout:?}; not waiting for them");
+                Ok(())
             }
-        }
+        };
         stop.cancel();
+        ended
     };
     let stopped = async {
         stop.cancelled().await;
@@ -192,8 +196,11 @@ pub async fn serve(
         stop_http.cancel();
         stopped
     };
-    let ((), stopped) = tokio::join!(served, stopped);
-    stopped
+    let (served, stopped) = tokio::join!(served, stopped);
+    // Clicks that could not be stored matter most; then an accept loop that
+    // panicked (after tally has shut down in order all the same).
+    stopped?;
+    served.map_err(RunError::Task)
 }
 
 /// The listen backlog asked for; the kernel caps it at

@@ -6,7 +6,8 @@
 //! is dropped (the last total is always published), and the publication rate
 //! is bounded by `1 / interval` however fast clicks arrive.
 //!
-//! The pause after a publication also grows with its audience ([`Pacing`]):
+//! The time from one publication's start to the next also grows with the
+//! audience ([`Pacing`]):
 //! a broadcast costs one frame, and one `send` system call, per connected
 //! socket, so a fixed rate of broadcasts that is free for a hundred sockets
 //! takes whole cores at ten thousand. Bounding frames per second instead of
@@ -32,8 +33,9 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    /// The pause after a publication that reached `recipients` sockets: the
-    /// longer of the interval and the audience's share of the frame budget.
+    /// The time from the start of a publication that reached `recipients`
+    /// sockets to the start of the next: the longer of the interval and the
+    /// audience's share of the frame budget.
     pub fn pause(&self, recipients: usize) -> Duration {
         let recipients = u32::try_from(recipients).unwrap_or(u32::MAX);
         self.interval

@@ -228,11 +228,13 @@ fn click_target(
     }
 }
 
-/// Publishes changes: the global total to everyone, a user's to that
-/// user's sockets, a conversation's total and occupancy to its members.
-/// Each payload is serialised once for all its recipients, except the
-/// global total to more than [`fanout::AT_ONCE`] sockets, which goes out in
-/// steps that take turns with other work.
+/// Publishes changes: a user's total to that user's sockets, a
+/// conversation's total and occupancy to its members, then the global total
+/// to everyone, last because to more than [`fanout::AT_ONCE`] sockets it
+/// goes out in steps that take turns with other work (unless every click is
+/// published by its handler, `--broadcast-interval 0`, which broadcasts at
+/// once). Each payload is serialised once for all its recipients, except in
+/// those steps.
 pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
     // The namespace is gone once the server has closed; nobody is left to tell.
     let Some(everyone) = io.of("/") else {
@@ -246,21 +248,12 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
             admin.packets_out(recipients as u64);
         }
     };
+    let mut global = None;
     for change in &changes.totals {
         let sent = match &change.key {
             CounterKey::Global => {
-                let count = Count {
-                    total: change.total,
-                };
-                let audience = state.connections.current();
-                addressed(COUNT, audience);
-                let sent = fanout::emit_to_all(&everyone, audience, COUNT, &count).await;
-                if sent.missed > 0 {
-                    // Closing sockets, or slow ones whose buffer is full:
-                    // the next update carries the newer total.
-                    tracing::debug!(missed = sent.missed, "count broadcast incomplete");
-                }
-                Ok(())
+                global = Some(change.total);
+                continue;
             }
             CounterKey::User(user) => {
                 // A user's sockets are few; they are not counted one by one.
@@ -307,6 +300,24 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
             .await
         {
             tracing::debug!(error = %err, room = %online.room, "presence broadcast incomplete");
+        }
+    }
+    if let Some(total) = global {
+        let count = Count { total };
+        let audience = state.connections.current();
+        addressed(COUNT, audience);
+        // A handler's broadcast is not awaited step by step: shutdown does
+        // not wait for handlers, and the click's frames should be queued
+        // before it returns, as they always were.
+        let sent = if state.broadcast_interval.is_zero() {
+            fanout::emit_at_once(&everyone, audience, COUNT, &count).await
+        } else {
+            fanout::emit_to_all(&everyone, audience, COUNT, &count).await
+        };
+        if sent.missed > 0 {
+            // Closing sockets, or slow ones whose buffer is full: the next
+            // update carries the newer total.
+            tracing::debug!(missed = sent.missed, "count broadcast incomplete");
         }
     }
     metrics.published(changes.waited, started.elapsed());
