@@ -42,8 +42,8 @@ impl StoreHealth {
     }
 
     /// Asks the store once, waiting at most `timeout`, and records the
-    /// outcome. Returns whether it answered.
-    pub async fn check(&self, store: &dyn Store, timeout: Duration) -> bool {
+    /// outcome.
+    pub async fn check(&self, store: &dyn Store, timeout: Duration) {
         let answer = match tokio::time::timeout(timeout, store.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(err.to_string()),
@@ -63,7 +63,6 @@ impl StoreHealth {
             }
             _ => {}
         }
-        up
     }
 }
 

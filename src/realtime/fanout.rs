@@ -31,42 +31,25 @@ pub const AT_ONCE: usize = 1024;
 /// publishes, a little less politely.
 const MOST_TURNS: usize = 16;
 
-/// What [`emit_to_all`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sent {
-    /// Sockets the event was queued for.
-    pub delivered: usize,
-    /// Sockets that missed it: closing, or their send buffer is full. They
-    /// get the next broadcast, which carries newer data.
-    pub missed: usize,
-}
-
 /// Emits `event` with `data` to every socket of this node that `everyone`
-/// addresses, in one broadcast, encoded once: socketioxide's own. An
-/// `audience` is the caller's count of those sockets, for [`Sent`].
+/// addresses, in one broadcast, encoded once: socketioxide's own. Returns
+/// how many of the `audience` (the caller's count of those sockets) missed
+/// it: closing sockets, or slow ones whose send buffer is full, which get
+/// the next broadcast with newer data.
 pub async fn emit_at_once<T: Serialize + ?Sized>(
     everyone: &BroadcastOperators,
     audience: usize,
     event: &str,
     data: &T,
-) -> Sent {
+) -> usize {
     // This node's sockets, as in steps (which can only reach local
     // sockets): with several nodes, each publishes its own.
     match everyone.clone().local().emit(event, data).await {
-        Ok(()) => Sent {
-            delivered: audience,
-            missed: 0,
-        },
-        Err(BroadcastError::Socket(missed)) => Sent {
-            delivered: audience.saturating_sub(missed.len()),
-            missed: missed.len(),
-        },
+        Ok(()) => 0,
+        Err(BroadcastError::Socket(missed)) => missed.len(),
         Err(err) => {
             tracing::warn!(error = %err, event, "broadcast failed");
-            Sent {
-                delivered: 0,
-                missed: audience,
-            }
+            audience
         }
     }
 }
@@ -76,30 +59,29 @@ pub async fn emit_at_once<T: Serialize + ?Sized>(
 /// [`AT_ONCE`] is one broadcast; a larger one is written [`STEP`] sockets at
 /// a time, and between steps this task yields until tokio's shared queue is
 /// empty, so the writers of earlier steps are through it or in the worker's
-/// own, bounded queue.
+/// own, bounded queue. Returns how many sockets missed it, as
+/// [`emit_at_once`] does.
 pub async fn emit_to_all<T: Serialize + ?Sized>(
     everyone: &BroadcastOperators,
     audience: usize,
     event: &str,
     data: &T,
-) -> Sent {
+) -> usize {
     if audience <= AT_ONCE {
         return emit_at_once(everyone, audience, event, data).await;
     }
     let sockets = everyone.clone().sockets();
-    let mut sent = Sent::default();
+    let mut missed = 0;
     for (i, step) in sockets.chunks(STEP).enumerate() {
         if i > 0 {
             settle().await;
         }
-        for socket in step {
-            match socket.emit(event, data) {
-                Ok(()) => sent.delivered += 1,
-                Err(_) => sent.missed += 1,
-            }
-        }
+        missed += step
+            .iter()
+            .filter(|socket| socket.emit(event, data).is_err())
+            .count();
     }
-    sent
+    missed
 }
 
 /// Yields until tokio's shared run queue is empty (or for [`MOST_TURNS`]

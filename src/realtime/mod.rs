@@ -309,15 +309,15 @@ pub async fn publish(io: &SocketIo, changes: &Changes, state: &AppState) {
         // A handler's broadcast is not awaited step by step: shutdown does
         // not wait for handlers, and the click's frames should be queued
         // before it returns, as they always were.
-        let sent = if state.broadcast_interval.is_zero() {
+        let missed = if state.broadcast_interval.is_zero() {
             fanout::emit_at_once(&everyone, audience, COUNT, &count).await
         } else {
             fanout::emit_to_all(&everyone, audience, COUNT, &count).await
         };
-        if sent.missed > 0 {
+        if missed > 0 {
             // Closing sockets, or slow ones whose buffer is full: the next
             // update carries the newer total.
-            tracing::debug!(missed = sent.missed, "count broadcast incomplete");
+            tracing::debug!(missed, "count broadcast incomplete");
         }
     }
     metrics.published(changes.waited, started.elapsed());
@@ -330,9 +330,9 @@ pub async fn publish_leaderboard(io: &SocketIo, top: &[Ranked], audience: usize)
     let Some(everyone) = io.of("/") else {
         return;
     };
-    let sent = fanout::emit_to_all(&everyone, audience, LEADERBOARD, top).await;
-    if sent.missed > 0 {
-        tracing::debug!(missed = sent.missed, "leaderboard broadcast incomplete");
+    let missed = fanout::emit_to_all(&everyone, audience, LEADERBOARD, top).await;
+    if missed > 0 {
+        tracing::debug!(missed, "leaderboard broadcast incomplete");
     }
 }
 
