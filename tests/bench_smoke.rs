@@ -192,6 +192,7 @@ async fn every_mode_runs_and_counts_exactly() {
             "each probe counts for one phase: {step:?}"
         );
         assert!(step.server_rss_kib.is_some(), "{step:?}");
+        assert!(step.server_rss_after_traffic_kib.is_some(), "{step:?}");
     }
     let scale_clicks: u64 = scale.steps.iter().map(|s| 2 + s.flood.clicks).sum();
 

@@ -64,6 +64,16 @@ pub struct ScaleStep {
     /// The server's RSS growth since before the first connection, per
     /// connection held.
     pub rss_per_connection_bytes: Option<u64>,
+    /// The server's RSS again after the step's clicks and flood, when every
+    /// held connection has been written to for a while, as a long-lived
+    /// connection always is (engine.io's heartbeat alone writes a ping every
+    /// 25 s). Per-connection queues grow on first use and keep what they
+    /// grew, so this, not the figure just after connecting, is what a
+    /// server holding connections for hours needs.
+    pub server_rss_after_traffic_kib: Option<u64>,
+    /// [`Self::server_rss_after_traffic_kib`]'s growth since before the
+    /// first connection, per connection held.
+    pub rss_per_connection_after_traffic_bytes: Option<u64>,
     /// A click sent → each held connection first sees its total (or a
     /// larger one): one sample per (click, connection).
     pub click_to_all: Latency,
@@ -183,15 +193,14 @@ impl Step<'_> {
             record(&mut handshake, micros);
         }
         let server_rss_kib = self.settings.server_pid.and_then(rss_kib);
-        let rss_per_connection_bytes = server_rss_kib
-            .zip(self.rss_before)
-            .map(|(after, before)| after.saturating_sub(before) * 1024 / held.len().max(1) as u64);
+        let rss_per_connection_bytes = self.per_connection(server_rss_kib, held.len());
 
         health.enter(Phase::Clicking);
         let (click_to_all, click_missed, click_short) =
             self.click_to_all(clicker, held, total).await?;
         health.enter(Phase::Flooding);
         let flood = self.flood(held, total).await?;
+        let server_rss_after_traffic_kib = self.settings.server_pid.and_then(rss_kib);
         let health = health.finish().await?;
         Ok(ScaleStep {
             connections: held.len(),
@@ -199,12 +208,23 @@ impl Step<'_> {
             handshake: summarize(&handshake),
             server_rss_kib,
             rss_per_connection_bytes,
+            server_rss_after_traffic_kib,
+            rss_per_connection_after_traffic_bytes: self
+                .per_connection(server_rss_after_traffic_kib, held.len()),
             click_to_all,
             click_missed,
             click_short,
             flood,
             health,
         })
+    }
+
+    /// The growth of the server's RSS since before the first connection, in
+    /// bytes per connection held.
+    fn per_connection(&self, rss_kib: Option<u64>, held: usize) -> Option<u64> {
+        rss_kib
+            .zip(self.rss_before)
+            .map(|(now, before)| now.saturating_sub(before) * 1024 / held.max(1) as u64)
     }
 
     /// `clicks` clicks from the clicker, each awaited; every held connection
