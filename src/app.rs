@@ -305,25 +305,26 @@ impl Tally {
             Some(admin_ui) => router.merge(admin_ui),
             None => router,
         };
-        router.fallback(http::not_found)
+        // The routes above carry the safety headers already; this gives them
+        // to the JSON 404 and to Socket.IO's long-polling answers too.
+        with_safety_headers(router.fallback(http::not_found))
     }
 
     /// `GET /metrics`: this instance's metrics in the Prometheus text format.
     pub fn metrics(&self) -> Router {
         let state = self.state.clone();
         let io = self.io.clone();
-        Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let (state, io) = (state.clone(), io.clone());
-                    async move { realtime::render_metrics(&state, &io) }
-                }),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                self.state.metrics.clone(),
-                http::track,
-            ))
+        let router = Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (state, io) = (state.clone(), io.clone());
+                async move { realtime::render_metrics(&state, &io) }
+            }),
+        );
+        with_safety_headers(router).layer(axum::middleware::from_fn_with_state(
+            self.state.metrics.clone(),
+            http::track,
+        ))
     }
 
     /// Where `--metrics-addr` asks `/metrics` to be served, if anywhere but
@@ -399,26 +400,18 @@ impl Tally {
     /// [`REQUEST_TIMEOUT`]) and the headers that keep browsers from guessing
     /// content types or leaking the page's address.
     fn compressed(&self, routes: Router<AppState>) -> Router {
-        routes
+        let routes = routes
             .with_state(self.state.clone())
             .layer(CompressionLayer::new())
             .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 REQUEST_TIMEOUT,
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.state.metrics.clone(),
-                http::track,
-            ))
+            ));
+        with_safety_headers(routes).layer(axum::middleware::from_fn_with_state(
+            self.state.metrics.clone(),
+            http::track,
+        ))
     }
 
     /// Socket.IO at `/socket.io/` (WebSocket and long-polling), behind the
@@ -779,4 +772,19 @@ fn socket_io_builder(config: &Config) -> socketioxide::SocketIoBuilder {
         (false, true) => builder.transports([TransportType::Polling]),
         _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
     }
+}
+
+/// The headers that keep browsers from guessing content types or leaking
+/// the page's address, on every answer of `router` that does not set its
+/// own.
+fn with_safety_headers(router: Router) -> Router {
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
 }

@@ -316,6 +316,28 @@ impl Config {
 
     /// Checks the rules that involve several options.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // The command line refuses these at zero already; a host that builds
+        // a `Config` in code gets the same answer instead of a background
+        // task that panics on a zero period.
+        let positive = [
+            ("--database-timeout", self.database_timeout),
+            ("--health-check-interval", self.health_check_interval),
+            ("--ping-interval", self.ping_interval),
+            ("--ping-timeout", self.ping_timeout),
+            ("--token-ttl", self.token_ttl),
+            ("--leaderboard-interval", self.leaderboard_interval),
+            ("--admin-session-ttl", self.admin_session_ttl),
+            ("--shutdown-timeout", self.shutdown_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+        ];
+        let retention = ("--message-retention", self.message_retention);
+        if let Some((option, _)) = positive
+            .into_iter()
+            .chain(retention.1.map(|every| (retention.0, every)))
+            .find(|(_, every)| every.is_zero())
+        {
+            return Err(ConfigError::ZeroDuration(option));
+        }
         match (&self.jwt_secret, self.auth) {
             (None, AuthMode::Token) => return Err(ConfigError::MissingSecret),
             (Some(secret), _) if secret.0.len() < MIN_SECRET_LEN => {
@@ -416,6 +438,8 @@ pub enum ConfigError {
          (like $2b$12$…, 60 characters); `tally hash-password` makes one"
     )]
     NotABcryptHash,
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
 }
 
 /// Shortest accepted `--api-key` and `--admin-token`.
@@ -646,6 +670,19 @@ mod tests {
         ]);
         assert_eq!(ok.validate(), Ok(()));
         assert!(!format!("{ok:?}").contains("s3cret"));
+        // A host's own `Config` is held to what the command line allows.
+        let mut zero = ok.clone();
+        zero.health_check_interval = Duration::ZERO;
+        assert_eq!(
+            zero.validate(),
+            Err(ConfigError::ZeroDuration("--health-check-interval"))
+        );
+        let mut zero = ok.clone();
+        zero.message_retention = Some(Duration::ZERO);
+        assert_eq!(
+            zero.validate(),
+            Err(ConfigError::ZeroDuration("--message-retention"))
+        );
         for args in [
             ["tally", "--message-webhook", "ftp://x/y"],
             ["tally", "--history-size", "0"],

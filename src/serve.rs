@@ -88,8 +88,9 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then shuts down without losing a
-    /// click: the HTTP server stops accepting while tally publishes the last
-    /// totals, closes every socket, stops counting and writes what is left.
+    /// click: tally stops counting, publishes the last totals, closes every
+    /// socket and writes what is left while HTTP is still served, and then
+    /// the HTTP server stops accepting.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

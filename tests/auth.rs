@@ -165,6 +165,33 @@ async fn token_mode_refuses_every_bad_handshake_with_its_reason() {
 }
 
 #[tokio::test]
+async fn claims_tally_does_not_read_do_not_refuse_a_token() {
+    // Another backend's tokens often name an audience, an issuer and an id
+    // for its own purposes; tally reads only `sub`, `exp`, `iat`, `nbf` and
+    // `conversations`.
+    let db = TempDb::new();
+    let server = TestServer::start(token_mode(&db)).await;
+    let claims = json!({
+        "sub": "ada",
+        "exp": unix_now() + 60,
+        "aud": "tally",
+        "iss": "https://backend.example",
+        "jti": "a1",
+    });
+    let ada = TestClient::connect_as(
+        &server.url(),
+        TransportType::Websocket,
+        json!({ "token": sign_with(claims, Algorithm::HS256, SECRET) }),
+    )
+    .await
+    .expect("a token with aud, iss and jti signs in");
+    let ack = ada.emit_json("click", json!({})).await;
+    assert_eq!(ack["you"], 1, "{ack}");
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn open_mode_accepts_names_and_tokens_but_not_bad_tokens() {
     let db = TempDb::new();
     let mut config = db.config();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{ChildServer, TempDb, TestClient, TestServer, WAIT};
 use hmac::{Hmac, Mac};
@@ -289,6 +290,79 @@ async fn every_stored_message_reaches_the_webhook_signed_even_after_failures() {
         .unwrap();
     let delivered: Value = serde_json::from_slice(&delivery.body).unwrap();
     assert_eq!(delivered["userId"], "bot");
+
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redirecting_webhook_is_not_followed() {
+    // `/old` redirects the first delivery to `/hook` (a followed 301 would
+    // arrive there as a GET without the message) and accepts the second.
+    // Deliveries go one at a time, so when the second reaches `/old`, the
+    // first is done with: nothing in between means it was not followed.
+    let (tx, mut requests) = mpsc::unbounded_channel::<(String, String)>();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let old = {
+        let tx = tx.clone();
+        move |method: axum::http::Method| {
+            let tx = tx.clone();
+            let seen = seen.clone();
+            async move {
+                tx.send(("/old".into(), method.to_string())).ok();
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (StatusCode::MOVED_PERMANENTLY, [("location", "/hook")]).into_response()
+                } else {
+                    StatusCode::OK.into_response()
+                }
+            }
+        }
+    };
+    let hook = move |method: axum::http::Method| {
+        let tx = tx.clone();
+        async move {
+            tx.send(("/hook".into(), method.to_string())).ok();
+            StatusCode::OK
+        }
+    };
+    let app = Router::new()
+        .route("/old", axum::routing::any(old))
+        .route("/hook", axum::routing::any(hook));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/old", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.message_webhook = Some(url.parse().unwrap());
+    config.webhook_secret = Some(Secret("webhook-secret".into()));
+    let server = TestServer::start(config).await;
+    let ada = TestClient::named(&server.url(), "ada").await;
+    ada.emit_json("join_conversation", json!({"conversationId": "c"}))
+        .await;
+    for content in ["first", "second"] {
+        ada.emit_json(
+            "message",
+            json!({"conversationId": "c", "content": content}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let request = tokio::time::timeout(WAIT, requests.recv())
+            .await
+            .expect("the webhook is called")
+            .unwrap();
+        seen.push(request);
+    }
+    assert_eq!(
+        seen,
+        [
+            ("/old".to_string(), "POST".to_string()),
+            ("/old".to_string(), "POST".to_string())
+        ],
+        "the redirect was neither followed nor retried"
+    );
 
     ada.disconnect().await;
     server.stop().await.unwrap();

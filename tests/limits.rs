@@ -207,6 +207,64 @@ async fn connections_over_a_cap_are_refused_before_engine_io_sees_them() {
     server.stop().await.unwrap();
 }
 
+/// Joins the namespace on an open polling session: the server's answer to
+/// the `40` connect packet (the first Socket.IO packet of the reply, which
+/// may also hold an engine.io ping and the greeting events).
+async fn join_namespace(url: &str, open: &str) -> String {
+    let open: Value = serde_json::from_str(open.trim_start_matches('0')).unwrap();
+    let session = format!(
+        "{url}/socket.io/?EIO=4&transport=polling&sid={}",
+        open["sid"].as_str().unwrap()
+    );
+    let http = reqwest::Client::new();
+    let posted = http.post(&session).body("40").send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    let reply = tokio::time::timeout(common::WAIT, async {
+        http.get(&session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the server answers the connect packet");
+    reply
+        .split('\u{1e}')
+        .find(|packet| packet.starts_with('4'))
+        .unwrap_or_else(|| panic!("no Socket.IO packet in {reply:?}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn sessions_opened_before_joining_cannot_pass_the_cap_together() {
+    // engine.io sessions are checked as they open but counted only when
+    // they join the namespace: three opened at once all pass the first
+    // check, and only two of them may join.
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.max_connections_per_ip = 2;
+    let server = TestServer::start(config).await;
+    let mut opened = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = open_session(&server.url(), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        opened.push(body);
+    }
+    let mut answers = Vec::new();
+    for open in &opened {
+        answers.push(join_namespace(&server.url(), open).await);
+    }
+    assert!(answers[0].starts_with("40{"), "{answers:?}");
+    assert!(answers[1].starts_with("40{"), "{answers:?}");
+    assert!(
+        answers[2].starts_with("44{") && answers[2].contains("too_many_connections"),
+        "the third is refused at the namespace: {answers:?}"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_proxies() {
     let db = TempDb::new();
@@ -263,6 +321,36 @@ async fn api_bodies_are_limited_and_answers_carry_the_safety_headers() {
         .unwrap();
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    // Every other kind of answer too: the JSON 404, the metrics and a
+    // Socket.IO long-polling handshake.
+    for path in [
+        "/no/such/page",
+        "/metrics",
+        "/socket.io/?EIO=4&transport=polling",
+    ] {
+        let response = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}: {:?}",
+            response.headers()
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("referrer-policy")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-referrer"),
+            "{path}"
+        );
+    }
     let page = http.get(format!("{}/", server.url())).send().await.unwrap();
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(

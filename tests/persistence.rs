@@ -1,4 +1,5 @@
-//! Counts survive restarts and store outages.
+//! Counts survive restarts and store outages, and outages refuse what they
+//! cannot do without leaving anything half done.
 
 mod common;
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 
 use async_trait::async_trait;
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
+use serde_json::json;
 use tally::counter::CounterKey;
 use tally::store::{Applied, Batch, SqliteStore, Store, StoreError};
 
@@ -48,6 +50,8 @@ struct FlakyStore {
     refuse_writes: AtomicBool,
     /// Pings never answer, like a database behind a dropped network link.
     hang: AtomicBool,
+    /// Reads of message history fail.
+    refuse_reads: AtomicBool,
     /// (failed writes, clicks stored so far in the global counter).
     attempts: watch::Sender<(u32, u64)>,
 }
@@ -61,6 +65,7 @@ impl FlakyStore {
             down: AtomicBool::new(down),
             refuse_writes: AtomicBool::new(false),
             hang: AtomicBool::new(false),
+            refuse_reads: AtomicBool::new(false),
             attempts: watch::Sender::new((0, 0)),
         })
     }
@@ -116,6 +121,9 @@ impl Store for FlakyStore {
         conversation: &tally::conversation::ConversationId,
         query: tally::conversation::HistoryQuery,
     ) -> Result<tally::conversation::History, StoreError> {
+        if self.refuse_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+        }
         self.inner.history(conversation, query).await
     }
     async fn prune_messages(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
@@ -312,6 +320,89 @@ async fn in_durable_mode_a_click_is_stored_before_it_is_acknowledged() {
     for client in clients {
         client.disconnect().await;
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_durable_mode_a_failing_store_refuses_clicks_and_frees_closed_sockets() {
+    let db = TempDb::new();
+    let store = FlakyStore::new(&db, false).await;
+    let mut config = db.config();
+    config.flush_interval = Duration::ZERO;
+    let server = TestServer::start_with_store(config, store.clone()).await;
+    let http = reqwest::Client::new();
+    let health = format!("{}/healthz", server.url());
+    let ada = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let bob = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    assert_eq!(ada.click_total().await, 1);
+
+    // Writes fail while pings answer: bob's click is counted and waits to
+    // be stored, and its failed write marks the store failing.
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    bob.client
+        .emit("click", rust_socketio::Payload::Text(vec![]))
+        .await
+        .unwrap();
+    let body = until_status(&http, &health, 503).await;
+    assert_eq!(body["pending"], 1, "{body}");
+
+    // From now on a click is refused at once, and not counted.
+    let ack = ada.click().await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+
+    // bob leaves while his click still waits: he no longer counts as
+    // connected, though the click's handler still holds his socket.
+    bob.disconnect().await;
+    tokio::time::timeout(WAIT, async {
+        while health_of(&http, &health).await.1["connections"] != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the closed socket stops counting");
+
+    // Back: bob's click is stored, and clicks are taken again.
+    store.refuse_writes.store(false, Ordering::SeqCst);
+    store
+        .until("bob's click stored", |_, stored| stored == 2)
+        .await;
+    until_status(&http, &health, 200).await;
+    assert_eq!(ada.click_total().await, 3);
+    ada.disconnect().await;
+    server.stop().await.unwrap();
+    assert_eq!(common::stored_total(&db).await, 3);
+}
+
+#[tokio::test]
+async fn a_join_whose_history_cannot_be_read_leaves_no_membership() {
+    let db = TempDb::new();
+    let store = FlakyStore::new(&db, false).await;
+    let server = TestServer::start_with_store(db.config(), store.clone()).await;
+    let ada = TestClient::named(&server.url(), "ada").await;
+    let join = json!({"conversationId": "c"});
+    let post = json!({"conversationId": "c", "content": "hello"});
+
+    store.refuse_reads.store(true, Ordering::SeqCst);
+    let ack = ada.emit_json("join_conversation", join.clone()).await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+    // Refused means not joined: ada may not post there.
+    let ack = ada.emit_json("message", post.clone()).await;
+    assert_eq!(ack["error"]["code"], "not_a_member", "{ack}");
+
+    store.refuse_reads.store(false, Ordering::SeqCst);
+    let ack = ada.emit_json("join_conversation", join.clone()).await;
+    assert_eq!(
+        (&ack["conversationId"], &ack["online"]),
+        (&json!("c"), &json!(1)),
+        "{ack}"
+    );
+    // A member whose repeated join fails stays a member.
+    store.refuse_reads.store(true, Ordering::SeqCst);
+    let ack = ada.emit_json("join_conversation", join).await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+    let ack = ada.emit_json("message", post).await;
+    assert!(ack["messageId"].is_string(), "{ack}");
+    ada.disconnect().await;
     server.stop().await.unwrap();
 }
 

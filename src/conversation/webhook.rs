@@ -108,6 +108,10 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 pub async fn deliver(config: WebhookConfig, Outbox(mut queue): Outbox) {
     let client = match reqwest::Client::builder()
         .timeout(config.timeout)
+        // A followed 301, 302 or 303 turns the POST into a GET without its
+        // body, whose 200 would count as delivered: a redirect is reported
+        // instead.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -143,6 +147,17 @@ pub async fn deliver(config: WebhookConfig, Outbox(mut queue): Outbox) {
                     let again = status.is_server_error()
                         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                         || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+                    if status.is_redirection() {
+                        // Every message would be redirected the same way.
+                        let to = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|to| to.to_str().ok())
+                            .unwrap_or("nowhere")
+                            .to_owned();
+                        tracing::warn!(message_id = %message.id, %status, location = %to, "webhook answered with a redirect; not followed or retried (set --message-webhook to the address it names)");
+                        break;
+                    }
                     if !again {
                         // The receiver refused this message for good (a 4xx):
                         // sending it again would be refused again.

@@ -15,16 +15,61 @@ pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiE
     let Some(expected) = expected else {
         return Err(ApiError::NotFound);
     };
+    // The scheme is case-insensitive (RFC 9110); the key is compared
+    // without surrounding whitespace on both sides, so a key read from a
+    // file with its newline still matches.
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| value.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key)
         .ok_or(ApiError::Unauthorized)?;
-    let expected = Sha256::digest(expected.as_bytes());
+    let expected = Sha256::digest(expected.trim().as_bytes());
     let presented = Sha256::digest(presented.trim().as_bytes());
     if bool::from(expected.ct_eq(&presented)) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_key_must_match() {
+        let key = Some("s3cret-key");
+        assert!(authorize(key, &with("Bearer s3cret-key")).is_ok());
+        assert!(authorize(key, &with("bearer s3cret-key")).is_ok());
+        assert!(authorize(key, &with("BEARER  s3cret-key ")).is_ok());
+        assert!(matches!(
+            authorize(key, &with("Bearer s3cret-kez")),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            authorize(key, &with("Basic s3cret-key")),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            authorize(key, &HeaderMap::new()),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            authorize(None, &with("Bearer s3cret-key")),
+            Err(ApiError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn a_configured_key_read_with_its_newline_still_matches() {
+        assert!(authorize(Some("s3cret-key\n"), &with("Bearer s3cret-key")).is_ok());
     }
 }

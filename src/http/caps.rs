@@ -5,7 +5,10 @@
 //! before engine.io spends any memory on it: over a cap the answer is
 //! `503` with a JSON reason. The client's address is the TCP peer's, or,
 //! when that peer is one of `--trusted-proxies`, the nearest address in
-//! `X-Forwarded-For` that is not a trusted proxy.
+//! `X-Forwarded-For` that is not a trusted proxy. Entries may carry a port
+//! (`203.0.113.7:51234`, `[2001:db8::1]:443`), as some proxies append them.
+//! An entry that is no address at all ends the walk at the last trusted
+//! proxy: what lies beyond it was not written by anyone trusted.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -37,17 +40,22 @@ impl Caps {
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
+            .map(|value| value.to_str().unwrap_or_default())
             .flat_map(|value| value.split(','))
-            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        Some(
-            forwarded
-                .into_iter()
-                .rev()
-                .find(|ip| !self.trusts(*ip))
-                .unwrap_or(peer),
-        )
+        let mut nearest = peer;
+        for entry in forwarded.into_iter().rev() {
+            let Some(ip) = forwarded_ip(entry) else {
+                // Skipping it would let an entry the client wrote further
+                // left stand for the client.
+                return Some(nearest);
+            };
+            if !self.trusts(ip) {
+                return Some(ip);
+            }
+            nearest = ip;
+        }
+        Some(nearest)
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -92,6 +100,19 @@ fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
     None
 }
 
+/// The address of one `X-Forwarded-For` entry, with or without a port.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .or_else(|| {
+            let bracketed = entry.strip_prefix('[')?.strip_suffix(']')?;
+            bracketed.parse::<IpAddr>().ok()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +144,39 @@ mod tests {
             caps.client_ip(Some(proxy), &HeaderMap::new()),
             Some(proxy.ip())
         );
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_name_the_client_and_garbage_ends_the_walk() {
+        let caps = Caps {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Caps::default()
+        };
+        let proxy: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let client = |header: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", header.parse().unwrap());
+            caps.client_ip(Some(proxy), &headers)
+        };
+        // A proxy that appends the port it saw.
+        assert_eq!(
+            client("198.51.100.9, 203.0.113.7:51234, 10.1.2.3:80"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            client("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            client("[2001:db8::2]"),
+            Some("2001:db8::2".parse().unwrap())
+        );
+        // What a client wrote left of an entry that is no address is not
+        // believed: the nearest trusted proxy stands for it.
+        assert_eq!(
+            client("198.51.100.9, unknown, 10.1.2.3"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(client("unknown"), Some(proxy.ip()));
     }
 }

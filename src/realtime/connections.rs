@@ -3,16 +3,20 @@
 //! socketioxide can list the sockets of a namespace, but only by collecting
 //! a handle to each of them; the coalescer asks for the audience size after
 //! every broadcast, so an atomic is the cheap answer. Each socket holds a
-//! [`Connection`] in its extensions, which are dropped with the socket: the
-//! count goes down however a socket ends, with no connect and disconnect
-//! handlers to keep in step. The same record keeps what the monitoring API
-//! shows: when the socket connected, when it last sent an event, and from
-//! where.
+//! [`Connection`] in its extensions, which are dropped with the socket (and
+//! the record is taken out at disconnect, since an event handler still
+//! running keeps the socket alive): the count goes down however a socket
+//! ends. The caps are checked and the socket counted in one step
+//! ([`Connection::admit`]) when it joins the namespace. The same record keeps what the monitoring API
+//! shows (when the socket connected, when it last sent an event, and from
+//! where) and the socket's rate-limit buckets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::limits::SocketLimits;
 
 use crate::conversation::now_ms;
 
@@ -54,6 +58,28 @@ impl Drop for Tracked {
     }
 }
 
+/// A connection over a cap, refused when the socket would join the
+/// namespace; the text is what the client receives in `connect_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Capped {
+    /// `--max-connections` are connected.
+    #[error("server_full")]
+    ServerFull,
+    /// `--max-connections-per-ip` are connected from this client address.
+    #[error("too_many_connections")]
+    TooManyFromIp,
+}
+
+impl Capped {
+    /// The reason, as the metric label and the HTTP refusal's code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Capped::ServerFull => "server_full",
+            Capped::TooManyFromIp => "too_many_connections",
+        }
+    }
+}
+
 /// One connected socket: counted while it lives (also per client address),
 /// with its monitoring data.
 #[derive(Debug)]
@@ -68,28 +94,53 @@ pub struct Connection {
     last_activity: AtomicI64,
     /// The peer's address, when the server knows it.
     pub remote: Option<SocketAddr>,
+    /// The socket's rate-limit buckets, made on its first limited event so
+    /// that idle sockets carry none; made once, however many events race
+    /// to be first.
+    limits: OnceLock<Box<SocketLimits>>,
 }
 
 impl Connection {
     /// Counts a new socket whose peer is `remote` and whose client (behind
-    /// any trusted proxy) is `client_ip`.
-    pub fn new(
+    /// any trusted proxy) is `client_ip`, unless that would pass `max_total` sockets in all or `max_per_ip` from `client_ip` (0:
+    /// no cap). The check and the count are one step, so sockets joining
+    /// together cannot all pass a cap that has room for only some of them.
+    pub fn admit(
         connections: &Connections,
         remote: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
-    ) -> Self {
+        (max_total, max_per_ip): (usize, usize),
+    ) -> Result<Self, Capped> {
         let now = now_ms();
-        if let Some(ip) = client_ip {
-            *connections.by_ip().entry(ip).or_default() += 1;
+        // Every admitted socket is counted under this lock, so what it reads
+        // cannot change until the count is taken.
+        let mut by_ip = connections.by_ip();
+        if max_total > 0 && connections.current() >= max_total {
+            return Err(Capped::ServerFull);
         }
-        Connection {
-            _tracked: connections.track(),
+        if let Some(ip) = client_ip {
+            let from_ip = by_ip.entry(ip).or_default();
+            if max_per_ip > 0 && *from_ip >= max_per_ip {
+                return Err(Capped::TooManyFromIp);
+            }
+            *from_ip += 1;
+        }
+        let tracked = connections.track();
+        drop(by_ip);
+        Ok(Connection {
+            _tracked: tracked,
             connections: connections.clone(),
             client_ip,
             connected_at: now,
             last_activity: AtomicI64::new(now),
             remote,
-        }
+            limits: OnceLock::new(),
+        })
+    }
+
+    /// The socket's rate-limit buckets.
+    pub fn limits(&self) -> &SocketLimits {
+        self.limits.get_or_init(Box::default)
     }
 
     /// Notes an event received now.
@@ -127,7 +178,7 @@ mod tests {
         let other = connections.clone();
         let first = connections.track();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let from_ip = Connection::new(&connections, None, Some(ip));
+        let from_ip = Connection::admit(&connections, None, Some(ip), (0, 0)).unwrap();
         assert_eq!(connections.from_ip(ip), 1);
         assert_eq!(connections.current(), 2);
         drop(from_ip);
@@ -138,5 +189,31 @@ mod tests {
         assert_eq!(other.current(), 1);
         drop(second);
         assert_eq!(connections.current(), 0);
+    }
+
+    #[test]
+    fn admission_stops_at_each_cap_and_frees_a_place_on_drop() {
+        let connections = Connections::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let caps = (3, 2);
+        let admit = |ip| Connection::admit(&connections, None, Some(ip), caps);
+        let first = admit(a).unwrap();
+        let _second = admit(a).unwrap();
+        assert_eq!(admit(a).unwrap_err(), Capped::TooManyFromIp);
+        let _third = admit(b).unwrap();
+        assert_eq!(admit(b).unwrap_err(), Capped::ServerFull);
+        assert_eq!((connections.current(), connections.from_ip(a)), (3, 2));
+        drop(first);
+        assert_eq!(connections.current(), 2);
+        let _again = admit(a).unwrap();
+        // A refused address keeps no entry; with no cap anything goes.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(
+            Connection::admit(&connections, None, Some(c), (1, 0)).unwrap_err(),
+            Capped::ServerFull
+        );
+        assert_eq!(connections.by_ip().get(&c), None);
+        assert!(Connection::admit(&connections, None, Some(c), (0, 0)).is_ok());
     }
 }

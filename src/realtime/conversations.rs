@@ -284,29 +284,36 @@ async fn join(
     // Joined before the history is read: a message stored in between
     // arrives live and may be in the history too (clients keep one copy per
     // messageId), but none falls in a gap between the two.
-    if memberships.enter(socket, &state.counters, &room)? {
+    let entered = memberships.enter(socket, &state.counters, &room)?;
+    if entered {
         if let Some(admin) = &state.admin {
             admin.room_joined(socket, room.as_str());
         }
         publish_presence_now(io, state).await;
     }
-    let history = state
-        .store
-        .history(
-            &room,
-            HistoryQuery {
-                since,
-                limit: state.history_size,
-            },
-        )
-        .await
-        .map_err(|err| {
+    let query = HistoryQuery {
+        since,
+        limit: state.history_size,
+    };
+    let history = match state.store.history(&room, query).await {
+        Ok(history) => history,
+        Err(err) => {
             tracing::warn!(error = %err, %room, "reading history failed");
-            Refused::new(
+            // A refused join leaves nothing behind: a socket this request
+            // made a member leaves again (one that was a member before
+            // stays one).
+            if entered && memberships.exit(socket, &state.counters, &room) {
+                if let Some(admin) = &state.admin {
+                    admin.room_left(socket, room.as_str());
+                }
+                publish_presence_now(io, state).await;
+            }
+            return Err(Refused::new(
                 "unavailable",
                 "the history could not be read; try joining again",
-            )
-        })?;
+            ));
+        }
+    };
     Ok(Joined {
         total: state.counters.room_total(&room),
         online: state.counters.online(&room),

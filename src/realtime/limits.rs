@@ -106,6 +106,12 @@ pub struct SocketLimits {
     judged: std::sync::atomic::AtomicBool,
 }
 
+impl std::fmt::Debug for SocketLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketLimits").finish_non_exhaustive()
+    }
+}
+
 /// Why an event was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {

@@ -52,7 +52,21 @@ pub fn register(io: &SocketIo) {
 async fn prepare(
     socket: SocketRef,
     State(state): State<AppState>,
-) -> Result<(), std::convert::Infallible> {
+) -> Result<(), connections::Capped> {
+    // The caps were checked when the engine.io session opened, but a
+    // client can open several sessions before joining the namespace with
+    // any of them; counting happens here, so the caps are enforced here.
+    // Extensions are dropped with the socket, and the count with them (or
+    // at disconnect, see below).
+    let peer = peer_addr(&socket);
+    let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
+    let caps = (state.caps.max_connections, state.caps.max_per_ip);
+    let connection = connections::Connection::admit(&state.connections, peer, client_ip, caps)
+        .inspect_err(|capped| {
+            state.metrics.connection_refused(capped.code());
+            tracing::debug!(sid = %socket.id, reason = capped.code(), "connection refused at namespace connect");
+        })?;
+    socket.extensions.insert(Arc::new(connection));
     socket.on(CLICK, on_click);
     socket.on(REFRESH, session::on_refresh);
     conversations::register(&socket);
@@ -67,20 +81,14 @@ async fn prepare(
                 admin.socket_disconnected(&socket, reason);
             }
             session::stop(&identity);
+            // A handler still running (a durable click waiting for the
+            // store) keeps the socket alive, but a closed socket must not
+            // count against the caps or the pacing.
+            socket.extensions.remove::<Arc<connections::Connection>>();
             conversations::disconnected(&socket, &io, &state).await;
             tracing::debug!(sid = %socket.id, "socket disconnected");
         },
     );
-    // Extensions are dropped with the socket, and the count with them.
-    let peer = peer_addr(&socket);
-    let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
-    socket
-        .extensions
-        .insert(Arc::new(connections::Connection::new(
-            &state.connections,
-            peer,
-            client_ip,
-        )));
     Ok(())
 }
 
@@ -139,6 +147,18 @@ async fn on_click(
             return;
         }
     };
+    if state.durable && (state.counters.flush_failing() || !state.store_health.is_up()) {
+        // A durable click is acknowledged once stored, so while the store
+        // is failing its handler would wait as long as the outage lasts; one
+        // waiting handler per click adds up. The client is told at once,
+        // and the click is not counted.
+        ack.send(&Ack::<ClickAck>::error(
+            "unavailable",
+            "the database is unavailable, so this click was not counted; try again later",
+        ))
+        .ok();
+        return;
+    }
     let click = match state
         .counters
         .click_in(identity.user.as_ref(), room.as_ref())
@@ -402,16 +422,19 @@ pub fn limit(
     kind: limits::Kind,
     event: &'static str,
 ) -> Result<(), Refused> {
-    let buckets = match socket.extensions.get::<Arc<limits::SocketLimits>>() {
-        Some(buckets) => buckets,
+    // Every socket of this namespace has its record from `prepare` until
+    // it disconnects, when no more events arrive; without one the event
+    // still goes through the per-user buckets.
+    let connection = socket.extensions.get::<Arc<connections::Connection>>();
+    let spare;
+    let buckets = match &connection {
+        Some(connection) => connection.limits(),
         None => {
-            // Made on the first limited event, so idle sockets carry none.
-            let buckets = Arc::new(limits::SocketLimits::default());
-            socket.extensions.insert(buckets.clone());
-            buckets
+            spare = limits::SocketLimits::default();
+            &spare
         }
     };
-    state.limits.check(&buckets, user, kind).map_err(|limited| {
+    state.limits.check(buckets, user, kind).map_err(|limited| {
         state.metrics.rate_limited(event, limited.abusive);
         let mut refused = Refused::new(
             "rate_limited",

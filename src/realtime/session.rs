@@ -171,6 +171,12 @@ fn identify(state: &AppState, handshake: Option<Handshake>) -> Result<Identity, 
 pub fn start(socket: &SocketRef, identity: &Identity) {
     if let Some(user) = &identity.user {
         socket.join(user_room(user));
+        // A socket that closed before this connect handler ran has had its
+        // rooms cleared already; nothing would take it out of this one.
+        // (One that closes after the check is cleared as usual.)
+        if !socket.connected() {
+            socket.leave(user_room(user));
+        }
     }
     if let Some(session) = &identity.session {
         tokio::spawn(expire(
