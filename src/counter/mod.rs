@@ -363,20 +363,24 @@ impl Counters {
             let room_total = room
                 .as_ref()
                 .map(|(id, counter)| self.rooms.add_one(id, counter));
-            Click {
+            let click = Click {
                 total: self.global.add_one().0,
                 you,
                 room: room_total,
+            };
+            // Still under the gate: once `close` returns, every counted
+            // click is also marked for publishing and flushing, so the last
+            // `me`, `room_count` and flush cannot miss one.
+            if let Some((name, counter)) = user {
+                self.user_clicks.fetch_add(1, Ordering::SeqCst);
+                self.users.mark_dirty(name, counter);
             }
+            if let Some((id, counter)) = room {
+                self.rooms.mark_dirty(id, counter);
+            }
+            self.note_change();
+            click
         };
-        if let Some((name, counter)) = user {
-            self.user_clicks.fetch_add(1, Ordering::SeqCst);
-            self.users.mark_dirty(name, counter);
-        }
-        if let Some((id, counter)) = room {
-            self.rooms.mark_dirty(id, counter);
-        }
-        self.note_change();
         self.pending_changed.notify_one();
         Ok(click)
     }
