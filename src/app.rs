@@ -724,7 +724,11 @@ impl Running {
             admin.detach();
         }
         stop_flushing.cancel();
-        let flushed = flusher.await?;
+        let flushed = flusher.await;
+        // Durable clicks still waiting to be stored will not be: they end
+        // now rather than wait on a store nobody writes to any more.
+        state.counters.finish();
+        let flushed = flushed?;
         // Checked until the last write, so `/healthz` told the truth during
         // the whole drain.
         health_check.abort();

@@ -245,6 +245,9 @@ pub struct Counters {
     /// The global total up to which every click is stored (durable mode's
     /// clicks wait for it to reach theirs).
     stored: tokio::sync::watch::Sender<u64>,
+    /// Set once shutdown's final flush is over: nothing more will be
+    /// stored, so no click waits for it any longer.
+    finished: AtomicBool,
     /// Raised on every click, for the durable-mode flusher.
     pending_changed: Notify,
     /// Shared by every click, exclusive while pending deltas are taken, so a
@@ -318,6 +321,7 @@ impl Counters {
             flush_failing: AtomicBool::new(false),
             flushed_at: Default::default(),
             stored: tokio::sync::watch::Sender::new(global),
+            finished: AtomicBool::new(false),
             pending_changed: Notify::new(),
             gate: RwLock::new(false),
             changed: Notify::new(),
@@ -523,10 +527,24 @@ impl Counters {
         });
     }
 
-    /// Resolves once the click that made the global total `total` is stored.
-    pub async fn stored(&self, total: u64) {
+    /// Resolves once the click that made the global total `total` is
+    /// stored (`true`), or once shutdown has written all it could without it
+    /// (`false`: the store failed to the end).
+    pub async fn stored(&self, total: u64) -> bool {
         let mut stored = self.stored.subscribe();
-        stored.wait_for(|stored| *stored >= total).await.ok();
+        let done = stored
+            .wait_for(|stored| *stored >= total || self.finished.load(Ordering::SeqCst))
+            .await
+            .map(|stored| *stored >= total);
+        // The sender lives as long as `self`, so the wait cannot end in error.
+        done.unwrap_or(false)
+    }
+
+    /// Shutdown's final flush is over: wakes every click still waiting to
+    /// be stored (see [`Counters::stored`]).
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.stored.send_modify(|_| {});
     }
 
     /// Resolves after the next click (or at once if one happened since the
@@ -631,6 +649,23 @@ mod tests {
 
     fn name(raw: &str) -> Username {
         Username::parse(raw).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_click_waits_until_stored_or_until_nothing_more_will_be() {
+        let counters = Counters::from_totals([(CounterKey::Global, 0)]);
+        let first = counters.click(None).unwrap().total;
+        let second = counters.click(None).unwrap().total;
+        counters.set_stored(first);
+        assert!(counters.stored(first).await);
+        let waiting = counters.stored(second);
+        tokio::pin!(waiting);
+        assert!(
+            futures_util::poll!(&mut waiting).is_pending(),
+            "not stored yet"
+        );
+        counters.finish();
+        assert!(!waiting.await, "the final flush did not store it");
     }
 
     #[test]

@@ -178,7 +178,15 @@ async fn on_click(
     if state.durable {
         // Acknowledged only once stored: the flusher writes what is pending
         // as soon as it can, this click with the others of its moment.
-        state.counters.stored(click.total).await;
+        if !state.counters.stored(click.total).await {
+            // Shutdown's last write failed: counted, never stored.
+            ack.send(&Ack::<ClickAck>::error(
+                "shutting_down",
+                "the server stopped before this click could be stored",
+            ))
+            .ok();
+            return;
+        }
     }
     let conversation = room.zip(click.room).map(|(room, total)| RoomCount {
         conversation_id: room,
