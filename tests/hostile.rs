@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
@@ -138,6 +140,19 @@ async fn polling_session(http: &reqwest::Client, url: &str) -> String {
 
 #[test]
 fn generated_garbage_never_crashes_counts_or_disturbs_others() {
+    // The server runs in this process, where a panic in one of its tasks
+    // ends only that task: count every panic, so that one in a handler
+    // fails the test even though the server goes on serving. (This is the
+    // only test of this binary, so no other test's panics are counted.)
+    let panics = Arc::new(AtomicUsize::new(0));
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new({
+        let panics = panics.clone();
+        move |info| {
+            panics.fetch_add(1, Ordering::SeqCst);
+            default_hook(info);
+        }
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -191,4 +206,9 @@ fn generated_garbage_never_crashes_counts_or_disturbs_others() {
         bystander.disconnect().await;
         server.stop().await.unwrap();
     });
+    assert_eq!(
+        panics.load(Ordering::SeqCst),
+        0,
+        "something panicked (above)"
+    );
 }

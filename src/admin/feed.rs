@@ -3,7 +3,9 @@
 //!
 //! The UI's socket shape is the Node server's, with two differences that
 //! keep secrets out of it: request headers that carry credentials
-//! (`authorization`, `cookie`, …) and query parameters other than
+//! (`authorization`, `cookie`, and any whose name says token, secret, key,
+//! session, password or auth, since a host's identity hook may read its
+//! own) and query parameters other than
 //! Socket.IO's own are shown as `[redacted]`, and the handshake's `auth`
 //! is never included (as in Node).
 
@@ -18,15 +20,20 @@ use crate::realtime::conversations::Memberships;
 use crate::realtime::session::Identity;
 
 /// Headers whose values are credentials.
-const SECRET_HEADERS: [&str; 4] = [
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    "x-api-key",
-];
+const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+/// Words in a header's name that say its value may be a credential: hosts
+/// sign users in with headers of their own (`X-Auth-Token`, `X-Api-Key`,
+/// `X-Session-Id`, …).
+const SECRET_WORDS: [&str; 6] = ["auth", "token", "secret", "key", "session", "password"];
 /// Query parameters of the Socket.IO protocol itself; others may be tokens.
 const PROTOCOL_QUERY: [&str; 4] = ["EIO", "transport", "t", "sid"];
 const REDACTED: &str = "[redacted]";
+
+/// Whether a header's value is kept from the UI. Header names arrive in
+/// lower case.
+fn secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name) || SECRET_WORDS.iter().any(|word| name.contains(word))
+}
 
 /// Sends `event` with `payload` (a tuple sends several arguments) to each
 /// admin socket.
@@ -74,7 +81,7 @@ pub fn serialize(socket: &SocketRef) -> Value {
         .headers
         .iter()
         .map(|(name, value)| {
-            let shown = if SECRET_HEADERS.contains(&name.as_str()) {
+            let shown = if secret_header(name.as_str()) {
                 REDACTED.to_string()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -179,4 +186,33 @@ pub fn event_received(admins: &[SocketRef], socket: &SocketRef, event: &str) {
 
 pub fn room(admins: &[SocketRef], event: &str, socket: &SocketRef, room: &str) {
     send(admins, event, &("/", room, socket.id.to_string(), now()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_kept_from_the_ui() {
+        for name in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "x-api-key",
+            "x-auth-token",
+            "x-session-id",
+            "x-forwarded-user-token",
+        ] {
+            assert!(secret_header(name), "{name}");
+        }
+        for name in [
+            "user-agent",
+            "accept-language",
+            "origin",
+            "host",
+            "x-forwarded-for",
+        ] {
+            assert!(!secret_header(name), "{name}");
+        }
+    }
 }

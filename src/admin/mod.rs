@@ -73,6 +73,10 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone)]
 pub struct Admin(Arc<Inner>);
 
+/// Client addresses whose login allowance is tracked before the ones that
+/// are back to a full allowance are dropped.
+const LOGIN_ADDRESSES_KEPT: usize = 10_000;
+
 #[derive(Debug)]
 struct Inner {
     options: AdminOptions,
@@ -143,6 +147,12 @@ impl Admin {
     /// Whether a password from `client` may be checked now (1 a second per
     /// address after a burst of 5, at most 8 a second in all).
     fn may_try_login(&self, client: Option<std::net::IpAddr>) -> bool {
+        // Each address that tries keeps a small entry; addresses whose
+        // allowance is back to full are forgotten, so a guesser rotating
+        // through many addresses does not grow this for ever.
+        if self.0.logins_per_ip.len() > LOGIN_ADDRESSES_KEPT {
+            self.0.logins_per_ip.retain_recent();
+        }
         let address_ok = client.is_none_or(|ip| self.0.logins_per_ip.check_key(&ip).is_ok());
         address_ok && self.0.logins.check().is_ok()
     }

@@ -279,14 +279,15 @@ describe('Socket.IO Admin UI namespace', () => {
       timeout: WAIT_MS,
       env: { PATH: process.env.PATH },
     });
-    assert.notEqual(started.status, 0);
+    // Exit code 1 (refused), not null (still running when the wait ran out).
+    assert.equal(started.status, 1, started.stderr);
     assert.match(started.stderr, /--admin-password-hash/);
-    const bad = spawnSync(TALLY_BIN, ['serve', '--admin', '--admin-password-hash', 'hunter2'], {
+    const bad = spawnSync(TALLY_BIN, ['serve', '--admin', '--admin-password-hash', 'hunter2', '--addr', '127.0.0.1:0', '--database-url', 'sqlite::memory:'], {
       encoding: 'utf8',
       timeout: WAIT_MS,
       env: { PATH: process.env.PATH },
     });
-    assert.notEqual(bad.status, 0);
+    assert.equal(bad.status, 1, bad.stderr);
     assert.match(bad.stderr, /not a bcrypt hash/);
     assert.ok(!bad.stderr.includes('hunter2'), 'the value is not echoed');
   });

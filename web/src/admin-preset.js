@@ -7,7 +7,7 @@
 try {
   if (!localStorage.getItem('server_url')) {
     localStorage.setItem('server_url', location.origin);
-    localStorage.setItem('path', location.pathname.replace(/admin\/.*$/, 'socket.io'));
+    localStorage.setItem('path', location.pathname.replace(/admin\/[^/]*$/, 'socket.io'));
   }
 } catch (_) {
   // Storage disabled: the UI then asks for the URL itself.

@@ -35,7 +35,14 @@ function setSession(next) {
 
 // ---- Messages ------------------------------------------------------------
 const seen = new Set();
-let lastId = null;
+// The id up to which this page has every message: the catch-up after a
+// reconnect asks for what came after it. History pages move it forward, and
+// live messages only while the page is caught up (`synced`): one that
+// arrives in the middle of a catch-up is newer than messages the next page
+// still has to bring.
+let caughtUpTo = null;
+let synced = false;
+let newest = null;
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 
 function addMessage(message) {
@@ -59,7 +66,8 @@ function addMessage(message) {
   const list = $('messages');
   const after = [...list.children].find((other) => other.dataset.messageId > message.messageId);
   list.insertBefore(li, after ?? null);
-  if (!lastId || message.messageId > lastId) lastId = message.messageId;
+  if (!newest || message.messageId > newest) newest = message.messageId;
+  if (synced) caughtUpTo = newest;
   list.scrollTop = list.scrollHeight;
   clearTyping(message.userId);
 }
@@ -88,22 +96,51 @@ const socket = io({
   auth: (send) => send(session ? { token: session.token } : {}),
 });
 
+// Refusals of a join that are worth asking again: the database was not
+// there, or the join limit (a long catch-up, several tabs at once).
+const JOIN_AGAIN = new Set(['unavailable', 'rate_limited']);
+let joining = 0;
+
 /** Joins (or re-joins after a reconnect) and catches up on what was missed, a page at a time. */
 async function join() {
-  for (;;) {
-    const ack = await socket.emitWithAck('join_conversation', lastId ? { conversationId, since: lastId } : { conversationId });
+  const attempt = ++joining;
+  synced = false;
+  let wait = 500;
+  // A newer join (after another reconnect) or a lost connection ends this one.
+  const current = () => attempt === joining && socket.connected;
+  while (current()) {
+    let ack;
+    try {
+      ack = await socket
+        .timeout(10_000)
+        .emitWithAck('join_conversation', caughtUpTo ? { conversationId, since: caughtUpTo } : { conversationId });
+    } catch {
+      continue; // no answer: the connection dropped or the server is busy; try again while connected
+    }
+    if (!current()) return;
     if (ack?.error) {
       setStatus(ack.error.message);
-      return;
+      if (!JOIN_AGAIN.has(ack.error.code)) return;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(Number(ack.error.retryAfterMs) || 0, wait)));
+      wait = Math.min(wait * 2, 10_000);
+      continue;
     }
     show('room', ack.total);
     $('online').textContent = format.format(ack.online);
-    const firstPage = !lastId;
+    const firstPage = !caughtUpTo;
     ack.history.forEach(addMessage);
+    const last = ack.history.at(-1)?.messageId;
+    if (last && (!caughtUpTo || last > caughtUpTo)) caughtUpTo = last;
     if (firstPage) $('history-more').hidden = !ack.more;
-    if (firstPage || !ack.more) break;
+    if (firstPage || !ack.more) {
+      // Everything stored before the last page was read is here, and what
+      // was stored since came live (the socket joined before the read).
+      synced = true;
+      if (newest && (!caughtUpTo || newest > caughtUpTo)) caughtUpTo = newest;
+      setStatus('connected');
+      return;
+    }
   }
-  setStatus('connected');
 }
 
 // Set by `server_shutdown`: the server is restarting and asked for a pause.
@@ -114,6 +151,7 @@ socket.on('server_shutdown', (msg) => {
   setStatus('server restarting');
 });
 socket.on('disconnect', (reason) => {
+  synced = false;
   if (!comeBackAfterMs) setStatus('reconnecting');
   // The server's disconnect is final for socket.io-client: come back by
   // hand, after the pause a restarting server asked for plus a random share.
@@ -174,17 +212,31 @@ $('content').addEventListener('keydown', (event) => {
     $('compose').requestSubmit();
   }
 });
+let sending = false;
 $('compose').addEventListener('submit', async (event) => {
   event.preventDefault();
+  // One message at a time: a second Enter while the first waits for its
+  // answer would post it twice.
+  if (sending) return;
   const error = $('compose-error');
   error.textContent = '';
   const content = $('content').value;
-  const ack = await socket.emitWithAck('message', { conversationId, content });
-  if (ack?.error) {
-    error.textContent = ack.error.message;
-    return;
+  sending = true;
+  try {
+    const ack = await socket.timeout(10_000).emitWithAck('message', { conversationId, content });
+    if (ack?.error) {
+      error.textContent = ack.error.message;
+      return;
+    }
+    // Cleared only if nothing new was typed while it was being sent.
+    if ($('content').value === content) $('content').value = '';
+  } catch {
+    // No answer: the connection dropped or the server is slow. The message
+    // may have been stored; its copy in the list will tell.
+    error.textContent = 'Not confirmed (connection lost): check the list before sending again.';
+  } finally {
+    sending = false;
   }
-  $('content').value = '';
 });
 
 // ---- Sign in / out -------------------------------------------------------

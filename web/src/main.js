@@ -8,6 +8,8 @@ const $ = (id) => document.getElementById(id);
 const format = new Intl.NumberFormat();
 // Renew a token this long before it expires, so the session never lapses.
 const RENEW_BEFORE_MS = 60_000;
+// How long a click waits for its answer before its +1 is taken back.
+const CLICK_ANSWER_MS = 10_000;
 
 // ---- Counts -------------------------------------------------------------
 // Totals only grow, but acks and broadcasts can arrive in any order, so each
@@ -33,6 +35,14 @@ function confirm(counter, value) {
 function bump(counter) {
   if (counter.confirmed < 0) return;
   counter.optimistic = Math.max(counter.confirmed, counter.optimistic) + 1;
+  render(counter);
+}
+
+// Takes back one optimistic +1 that the server did not count. Once the
+// confirmed total has passed it, there is nothing left to take back.
+function unbump(counter) {
+  if (counter.optimistic <= counter.confirmed) return;
+  counter.optimistic -= 1;
   render(counter);
 }
 
@@ -185,17 +195,20 @@ button.addEventListener('click', () => {
   bump(total);
   if (session || hostUser) bump(you);
   // socket.io-client buffers the emit while disconnected, so a click made
-  // during a reconnect is sent once the connection is back.
-  socket.emit('click', (ack) => {
-    if (ack?.error) {
-      // Not counted: take back the optimistic +1, and if it was the rate
-      // limit, say so politely until clicking is allowed again.
-      total.optimistic = total.confirmed;
-      you.optimistic = you.confirmed;
-      render(total);
-      render(you);
-      if (ack.error.code === 'rate_limited') slowDown(ack.error.retryAfterMs);
-      else console.warn('click refused:', ack.error.message);
+  // during a reconnect is sent once the connection is back. With a timeout
+  // the callback also hears of a click whose answer will never come (the
+  // connection dropped after it was sent): a plain emit would forget it,
+  // and its +1 would stay on the page for good.
+  socket.timeout(CLICK_ANSWER_MS).emit('click', (lost, ack) => {
+    if (lost || ack?.error) {
+      // Not counted (or not known to be): take back this click's +1 only;
+      // other clicks on their way keep theirs. If it was the rate limit,
+      // say so politely until clicking is allowed again. A lost click that
+      // was counted after all shows up in the next total.
+      unbump(total);
+      unbump(you);
+      if (ack?.error?.code === 'rate_limited') slowDown(ack.error.retryAfterMs);
+      else console.warn('click not counted:', lost?.message ?? ack.error.message);
       return;
     }
     confirm(total, ack?.total);
