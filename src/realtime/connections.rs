@@ -7,9 +7,10 @@
 //! the record is taken out at disconnect, since an event handler still
 //! running keeps the socket alive): the count goes down however a socket
 //! ends. The caps are checked and the socket counted in one step
-//! ([`Connection::admit`]) when it joins the namespace. The same record keeps what the monitoring API
-//! shows (when the socket connected, when it last sent an event, and from
-//! where) and the socket's rate-limit buckets.
+//! ([`Connection::admit`]) when it joins the namespace. The same record
+//! keeps what the monitoring API shows (when the socket connected, when it
+//! last sent an event, and from where) and the socket's rate-limit
+//! buckets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -102,9 +103,10 @@ pub struct Connection {
 
 impl Connection {
     /// Counts a new socket whose peer is `remote` and whose client (behind
-    /// any trusted proxy) is `client_ip`, unless that would pass `max_total` sockets in all or `max_per_ip` from `client_ip` (0:
-    /// no cap). The check and the count are one step, so sockets joining
-    /// together cannot all pass a cap that has room for only some of them.
+    /// any trusted proxy) is `client_ip`, unless that would pass `max_total`
+    /// sockets in all or `max_per_ip` from `client_ip` (0: no cap). The
+    /// check and the count are one step, so sockets joining together cannot
+    /// all pass a cap that has room for only some of them.
     pub fn admit(
         connections: &Connections,
         remote: Option<SocketAddr>,
