@@ -55,3 +55,12 @@ pub struct AppState {
     /// The Admin UI's server side, with `--admin`.
     pub admin: Option<crate::admin::Admin>,
 }
+
+impl AppState {
+    /// Whether the store answered its last health check and the last write
+    /// of counts succeeded: what `/healthz` reports, and what durable clicks
+    /// need.
+    pub fn store_writable(&self) -> bool {
+        self.store_health.is_up() && !self.counters.flush_failing()
+    }
+}

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use super::ApiError;
+use crate::realtime::connections::Capped;
 use crate::state::AppState;
 
 /// The caps of a server (0: no cap) and the proxies it trusts.
@@ -75,29 +76,32 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
 
 fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
     let caps = &state.caps;
-    if caps.max_connections > 0 && state.connections.current() >= caps.max_connections {
-        return Some(ApiError::Unavailable {
-            code: "server_full",
-            message: format!(
-                "the server holds its maximum of {} connections; try again later",
-                caps.max_connections
-            ),
-        });
-    }
-    if caps.max_per_ip > 0 {
+    // The client's address is only worked out when a per-address cap needs it.
+    let client_ip = if caps.max_per_ip > 0 {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        let ip = caps.client_ip(peer, request.headers())?;
-        if state.connections.from_ip(ip) >= caps.max_per_ip {
-            return Some(ApiError::Unavailable {
-                code: "too_many_connections",
-                message: format!("at most {} connections from one address", caps.max_per_ip),
-            });
+        caps.client_ip(peer, request.headers())
+    } else {
+        None
+    };
+    let capped = state
+        .connections
+        .capped(client_ip, (caps.max_connections, caps.max_per_ip))?;
+    let message = match capped {
+        Capped::ServerFull => format!(
+            "the server holds its maximum of {} connections; try again later",
+            caps.max_connections
+        ),
+        Capped::TooManyFromIp => {
+            format!("at most {} connections from one address", caps.max_per_ip)
         }
-    }
-    None
+    };
+    Some(ApiError::Unavailable {
+        code: capped.code(),
+        message,
+    })
 }
 
 /// The address of one `X-Forwarded-For` entry, with or without a port.

@@ -129,7 +129,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let connections = state.connections.current();
     // Answering pings is not enough: a database that refuses writes (a full
     // disk, a lock) is unavailable too. The flusher logs its failures.
-    if state.store_health.is_up() && !state.counters.flush_failing() {
+    if state.store_writable() {
         return Json(json!({
             "status": "ok",
             "store": state.store.backend(),

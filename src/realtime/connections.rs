@@ -48,6 +48,14 @@ impl Connections {
         self.by_ip().get(&ip).copied().unwrap_or(0)
     }
 
+    /// Which cap one more socket from `client_ip` would pass now, if any:
+    /// the early check, before engine.io opens a session (the count is
+    /// taken later, by [`Connection::admit`], which checks again).
+    pub fn capped(&self, client_ip: Option<IpAddr>, caps: (usize, usize)) -> Option<Capped> {
+        let from_ip = client_ip.map_or(0, |ip| self.from_ip(ip));
+        over_cap(self.current(), from_ip, caps)
+    }
+
     fn by_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.1.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -59,25 +67,47 @@ impl Drop for Tracked {
     }
 }
 
-/// A connection over a cap, refused when the socket would join the
-/// namespace; the text is what the client receives in `connect_error`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A connection over a cap; its code is what the client receives, in
+/// `connect_error` at the namespace or in a `503` before engine.io.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capped {
     /// `--max-connections` are connected.
-    #[error("server_full")]
     ServerFull,
     /// `--max-connections-per-ip` are connected from this client address.
-    #[error("too_many_connections")]
     TooManyFromIp,
 }
 
 impl Capped {
-    /// The reason, as the metric label and the HTTP refusal's code.
+    /// The reason, as the metric label and the refusal's code.
     pub fn code(self) -> &'static str {
         match self {
             Capped::ServerFull => "server_full",
             Capped::TooManyFromIp => "too_many_connections",
         }
+    }
+}
+
+impl std::fmt::Display for Capped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for Capped {}
+
+/// The cap rule, on the counts as they stand: `max_total` sockets in all,
+/// `max_per_ip` from one client address (0: no cap).
+fn over_cap(
+    current: usize,
+    from_ip: usize,
+    (max_total, max_per_ip): (usize, usize),
+) -> Option<Capped> {
+    if max_total > 0 && current >= max_total {
+        Some(Capped::ServerFull)
+    } else if max_per_ip > 0 && from_ip >= max_per_ip {
+        Some(Capped::TooManyFromIp)
+    } else {
+        None
     }
 }
 
@@ -111,21 +141,18 @@ impl Connection {
         connections: &Connections,
         remote: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
-        (max_total, max_per_ip): (usize, usize),
+        caps: (usize, usize),
     ) -> Result<Self, Capped> {
         let now = now_ms();
         // Every admitted socket is counted under this lock, so what it reads
         // cannot change until the count is taken.
         let mut by_ip = connections.by_ip();
-        if max_total > 0 && connections.current() >= max_total {
-            return Err(Capped::ServerFull);
+        let from_ip = client_ip.and_then(|ip| by_ip.get(&ip).copied());
+        if let Some(capped) = over_cap(connections.current(), from_ip.unwrap_or(0), caps) {
+            return Err(capped);
         }
         if let Some(ip) = client_ip {
-            let from_ip = by_ip.entry(ip).or_default();
-            if max_per_ip > 0 && *from_ip >= max_per_ip {
-                return Err(Capped::TooManyFromIp);
-            }
-            *from_ip += 1;
+            *by_ip.entry(ip).or_default() += 1;
         }
         let tracked = connections.track();
         drop(by_ip);

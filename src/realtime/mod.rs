@@ -147,7 +147,7 @@ async fn on_click(
             return;
         }
     };
-    if state.durable && (state.counters.flush_failing() || !state.store_health.is_up()) {
+    if state.durable && !state.store_writable() {
         // A durable click is acknowledged once stored, so while the store
         // is failing its handler would wait as long as the outage lasts; one
         // waiting handler per click adds up. The client is told at once,
