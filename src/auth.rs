@@ -7,13 +7,17 @@
 //! a username, or nothing at all (anonymous).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
+pub use crate::config::AuthMode;
+use crate::config::MIN_SECRET_LEN;
 use crate::conversation::ConversationId;
+use crate::refusal::{Code, Refusal};
 use crate::user::Username;
 
 /// Clock skew tolerated on `nbf` and `iat`, in seconds. None is allowed on
@@ -25,19 +29,6 @@ pub const LEEWAY_SECS: u64 = 5;
 /// Longest token accepted. Real tokens are a few hundred bytes; the limit
 /// keeps a client from making the server verify megabytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// Shortest accepted `--jwt-secret`: HS256 keys shorter than the hash output
-/// (32 bytes) weaken the signature.
-pub const MIN_SECRET_LEN: usize = 32;
-
-/// How Socket.IO clients must identify themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthMode {
-    /// A token, a bare `username`, or nothing (anonymous).
-    Open,
-    /// A valid token on every connection.
-    Token,
-}
 
 /// The authentication policy of a running server.
 #[derive(Debug)]
@@ -65,6 +56,20 @@ pub enum AuthError {
     /// An open-mode handshake named an invalid username.
     #[error("invalid username")]
     InvalidUsername,
+}
+
+impl From<AuthError> for Refusal {
+    /// A refused handshake or `refresh`: the message is the error's short
+    /// text, the code says which rule refused it.
+    fn from(err: AuthError) -> Self {
+        let code = match err {
+            AuthError::Missing | AuthError::Invalid => Code::Unauthorized,
+            AuthError::Expired => Code::TokenExpired,
+            AuthError::NotYetValid => Code::TokenNotYetValid,
+            AuthError::InvalidUsername => Code::InvalidUsername,
+        };
+        code.with(err.to_string())
+    }
 }
 
 /// The claims tally reads and writes.
@@ -210,21 +215,6 @@ impl Tokens {
             conversations,
         })
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Time left until `expires_at` (seconds since the epoch), zero if past.
-pub fn time_until(expires_at: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(expires_at))
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

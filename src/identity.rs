@@ -52,17 +52,10 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// A handshake the provider refuses; the message reaches the client as the
-/// `connect_error` message, so keep it short and free of internals.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
-
-impl Refusal {
-    pub fn new(message: impl Into<String>) -> Self {
-        Refusal(message.into())
-    }
-}
+/// A handshake the provider refuses: [`Refusal::new`] with a message the
+/// client receives as the `connect_error` message (code `host_refused`), so
+/// keep it short and free of internals.
+pub use crate::refusal::Refusal;
 
 /// Turns a host's session into a tally user during the Socket.IO handshake.
 ///

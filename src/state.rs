@@ -1,16 +1,25 @@
-//! The shared application state handed to every handler.
+//! The shared application state handed to every handler: [`AppState`], one
+//! cheap-to-clone bundle of handles.
+//!
+//! It depends only on the modules below it (counters, the store and its
+//! tasks' handles, the socket records, the Admin UI, metrics, limits); the
+//! handlers that use it (`crate::realtime`, `crate::http`) sit above.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::admin::Admin;
 use crate::auth::Auth;
-use crate::conversation::log::MessageLog;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
-use crate::health::StoreHealth;
+use crate::counter::rate::Rate;
 use crate::identity::DynIdentityProvider;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::realtime::connections::Connections;
+use crate::persist::health::StoreHealth;
+use crate::persist::message_log::MessageLog;
+use crate::sockets::{Caps, Connections};
 use crate::store::Store;
 
 /// Cheap to clone: every field is a handle or a copyable value.
@@ -39,7 +48,7 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Set when shutdown begins: `/readyz` answers 503 and handshakes are
     /// refused.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub draining: Arc<AtomicBool>,
     /// Most messages in one page of history.
     pub history_size: usize,
     /// The key of `/api/conversations/…`; `None` turns those endpoints off.
@@ -47,13 +56,13 @@ pub struct AppState {
     /// The token of `/api/admin/…`; `None` turns those endpoints off.
     pub(crate) admin_token: Option<Arc<str>>,
     /// The rate limits of client events, with the per-user buckets.
-    pub limits: Arc<crate::realtime::limits::Limits>,
+    pub limits: Arc<Limits>,
     /// Caps on connections (0: none) and whose `X-Forwarded-For` to trust.
-    pub caps: Arc<crate::http::Caps>,
+    pub caps: Arc<Caps>,
     /// Clicks per second, sampled once a second.
-    pub rate: Arc<crate::counter::rate::Rate>,
+    pub rate: Arc<Rate>,
     /// The Admin UI's server side, with `--admin`.
-    pub admin: Option<crate::admin::Admin>,
+    pub admin: Option<Admin>,
 }
 
 impl AppState {
@@ -61,6 +70,11 @@ impl AppState {
     /// of counts succeeded: what `/healthz` reports, and what durable clicks
     /// need.
     pub fn store_writable(&self) -> bool {
-        self.store_health.is_up() && !self.counters.flush_failing()
+        self.store_health.is_up() && !self.counters.flushes().failing()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }

@@ -9,15 +9,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event (colours on a terminal).
-    #[default]
-    Human,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
+pub use crate::config::LogFormat;
 
 /// Crates whose debug logs would print secrets.
 const CAPPED: [&str; 2] = ["socketioxide", "engineioxide"];

@@ -7,15 +7,15 @@ use std::time::Duration;
 use common::{TempDb, TestClient, TestServer, TransportType};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tally::auth::{AuthMode, unix_now};
+use tally::{auth::AuthMode, clock::unix_now};
 use tally::config::Secret;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 
 fn token_mode(db: &TempDb) -> tally::Config {
     let mut config = db.config();
-    config.auth = AuthMode::Token;
-    config.jwt_secret = Some(Secret(SECRET.into()));
+    config.auth.mode = AuthMode::Token;
+    config.auth.jwt_secret = Some(Secret(SECRET.into()));
     config
 }
 
@@ -195,7 +195,7 @@ async fn claims_tally_does_not_read_do_not_refuse_a_token() {
 async fn open_mode_accepts_names_and_tokens_but_not_bad_tokens() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.jwt_secret = Some(Secret(SECRET.into()));
+    config.auth.jwt_secret = Some(Secret(SECRET.into()));
     let server = TestServer::start(config).await;
     let err = refused(&server, json!({"token": "garbage", "username": "ada"})).await;
     assert!(
@@ -261,7 +261,7 @@ async fn a_refreshed_session_outlives_its_first_token() {
     );
 
     // Until a second past the first token's expiry, the session stays up.
-    let past_first_expiry = tally::auth::time_until(first_exp) + Duration::from_secs(1);
+    let past_first_expiry = tally::clock::time_until(first_exp) + Duration::from_secs(1);
     assert!(
         client
             .wait_for_event_within("session_expired", past_first_expiry, |_| true)

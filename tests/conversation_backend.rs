@@ -54,7 +54,7 @@ async fn without_an_api_key_the_backend_endpoints_do_not_exist() {
 async fn a_backend_posts_and_reads_with_the_right_key_only() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.api_key = Some(Secret(KEY.into()));
+    config.conversations.api_key = Some(Secret(KEY.into()));
     let server = TestServer::start(config).await;
     let mut ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "coach:ada"}))
@@ -238,9 +238,9 @@ async fn every_stored_message_reaches_the_webhook_signed_even_after_failures() {
     let (url, mut deliveries) = receiver(2).await;
     let db = TempDb::new();
     let mut config = db.config();
-    config.message_webhook = Some(url.parse().unwrap());
-    config.webhook_secret = Some(Secret("webhook-secret".into()));
-    config.api_key = Some(Secret(KEY.into()));
+    config.conversations.message_webhook = Some(url.parse().unwrap());
+    config.conversations.webhook_secret = Some(Secret("webhook-secret".into()));
+    config.conversations.api_key = Some(Secret(KEY.into()));
     let server = TestServer::start(config).await;
     let ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "c"}))
@@ -334,8 +334,8 @@ async fn a_redirecting_webhook_is_not_followed() {
 
     let db = TempDb::new();
     let mut config = db.config();
-    config.message_webhook = Some(url.parse().unwrap());
-    config.webhook_secret = Some(Secret("webhook-secret".into()));
+    config.conversations.message_webhook = Some(url.parse().unwrap());
+    config.conversations.webhook_secret = Some(Secret("webhook-secret".into()));
     let server = TestServer::start(config).await;
     let ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "c"}))
@@ -381,8 +381,8 @@ async fn a_webhook_that_never_answers_does_not_slow_the_chat() {
     });
     let db = TempDb::new();
     let mut config = db.config();
-    config.message_webhook = Some(url.parse().unwrap());
-    config.webhook_secret = Some(Secret("s".into()));
+    config.conversations.message_webhook = Some(url.parse().unwrap());
+    config.conversations.webhook_secret = Some(Secret("s".into()));
     let server = TestServer::start(config).await;
     let mut ada = TestClient::named(&server.url(), "ada").await;
     ada.emit_json("join_conversation", json!({"conversationId": "c"}))
@@ -515,8 +515,8 @@ async fn retention_deletes_old_messages_and_keeps_the_rest() {
     drop(store);
 
     let mut config = db.config();
-    config.message_retention = Some(Duration::from_secs(3600));
-    config.api_key = Some(Secret(KEY.into()));
+    config.conversations.message_retention = Some(Duration::from_secs(3600));
+    config.conversations.api_key = Some(Secret(KEY.into()));
     let server = TestServer::start(config).await;
     let read = || async {
         reqwest::Client::new()

@@ -14,7 +14,7 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 fn config(db: &TempDb) -> tally::Config {
     let mut config = db.config();
-    config.jwt_secret = Some(Secret(SECRET.into()));
+    config.auth.jwt_secret = Some(Secret(SECRET.into()));
     config
 }
 
@@ -377,7 +377,7 @@ fn token(claims: Value) -> String {
 async fn the_conversations_claim_limits_what_a_token_may_join() {
     let db = TempDb::new();
     let server = TestServer::start(config(&db)).await;
-    let exp = tally::auth::unix_now() + 600;
+    let exp = tally::clock::unix_now() + 600;
     let limited = TestClient::connect_as(
         &server.url(),
         TransportType::Websocket,
@@ -431,7 +431,7 @@ async fn the_conversations_claim_limits_what_a_token_may_join() {
 async fn a_reconnecting_client_catches_up_on_exactly_what_it_missed() {
     let db = TempDb::new();
     let mut config = config(&db);
-    config.history_size = 3;
+    config.conversations.history_size = 3;
     let server = TestServer::start(config).await;
     let ada = connect_as(&server, "ada").await;
     join(&ada, "c").await;
@@ -509,7 +509,7 @@ async fn room_totals_and_history_survive_a_restart_exactly() {
 async fn with_broadcast_interval_zero_presence_and_room_counts_are_sent_at_once() {
     let db = TempDb::new();
     let mut config = config(&db);
-    config.broadcast_interval = Duration::ZERO;
+    config.broadcast.interval = Duration::ZERO;
     let server = TestServer::start(config).await;
     let mut ada = connect_as(&server, "ada").await;
     let bob = connect_as(&server, "bob").await;

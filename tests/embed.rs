@@ -153,7 +153,7 @@ async fn the_hosts_shutdown_writes_every_click() {
     let db = TempDb::new();
     let mut config = db.config();
     // Long enough that only the final flush can have written the clicks.
-    config.flush_interval = std::time::Duration::from_secs(3600);
+    config.database.flush_interval = std::time::Duration::from_secs(3600);
     let tally = Tally::builder(config).build().await.unwrap();
     let app = Router::new().nest_service("/tally", tally.router());
     let running: Running = tally.start();

@@ -31,7 +31,7 @@ fn limited(acks: &[Value]) -> usize {
 async fn clicks_over_the_limit_are_refused_with_a_retry_time_and_not_counted() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.click_limit = limit("2:5");
+    config.limits.click = limit("2:5");
     let server = TestServer::start(config).await;
     let ada = TestClient::named(&server.url(), "ada").await;
 
@@ -65,7 +65,7 @@ async fn clicks_over_the_limit_are_refused_with_a_retry_time_and_not_counted() {
 async fn a_user_gets_one_budget_however_many_tabs_they_open() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.click_limit = limit("1:6");
+    config.limits.click = limit("1:6");
     let server = TestServer::start(config).await;
     let tabs = [
         TestClient::named(&server.url(), "ada").await,
@@ -105,7 +105,7 @@ async fn a_user_gets_one_budget_however_many_tabs_they_open() {
 async fn a_socket_that_will_not_stop_is_disconnected() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.click_limit = limit("1:2");
+    config.limits.click = limit("1:2");
     let server = TestServer::start(config).await;
     let mut script = TestClient::connect(&server.url(), TransportType::Websocket).await;
     // Fire and forget, far over the limit: 2 pass, 20 refusals are
@@ -146,8 +146,8 @@ async fn a_socket_that_will_not_stop_is_disconnected() {
 async fn conversation_events_share_the_limiter() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.message_limit = limit("1:2");
-    config.join_limit = limit("1:3");
+    config.limits.message = limit("1:2");
+    config.limits.join = limit("1:3");
     let server = TestServer::start(config).await;
     let ada = TestClient::named(&server.url(), "ada").await;
     // Bob is in c0 first and watches what reaches it.
@@ -250,7 +250,7 @@ async fn open_session(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
 async fn connections_over_a_cap_are_refused_before_engine_io_sees_them() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.max_connections = 2;
+    config.caps.max_connections = 2;
     let server = TestServer::start(config).await;
     let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
     let second = TestClient::connect(&server.url(), TransportType::Polling).await;
@@ -301,7 +301,7 @@ async fn sessions_opened_before_joining_cannot_pass_the_cap_together() {
     // check, and only two of them may join.
     let db = TempDb::new();
     let mut config = db.config();
-    config.max_connections_per_ip = 2;
+    config.caps.max_connections_per_ip = 2;
     let server = TestServer::start(config).await;
     let mut opened = Vec::new();
     for _ in 0..3 {
@@ -326,7 +326,7 @@ async fn sessions_opened_before_joining_cannot_pass_the_cap_together() {
 async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_proxies() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.max_connections_per_ip = 1;
+    config.caps.max_connections_per_ip = 1;
     let server = TestServer::start(config.clone()).await;
     let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
     let (status, body) = open_session(&server.url(), &[]).await;
@@ -340,7 +340,7 @@ async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_p
 
     // Behind a trusted proxy (here, this machine), each forwarded client
     // has its own allowance.
-    config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    config.caps.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let server = TestServer::start(config).await;
     let a = TestClient::connect_with_headers(
         &server.url(),
@@ -422,7 +422,7 @@ async fn a_client_that_sends_its_headers_slowly_is_cut_off_and_others_are_not() 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let db = TempDb::new();
     let mut config = db.config();
-    config.header_read_timeout = std::time::Duration::from_secs(1);
+    config.serving.header_read_timeout = std::time::Duration::from_secs(1);
     let server = TestServer::start(config).await;
     // Connected before the slow client, and quiet for longer than the
     // header timeout by the time it clicks: upgraded connections are not

@@ -55,7 +55,7 @@ fn promtool_check(metrics: &str) {
 async fn metrics_count_a_known_workload_and_pass_promtool() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.flush_interval = Duration::from_millis(50);
+    config.database.flush_interval = Duration::from_millis(50);
     let server = TestServer::start(config).await;
     let url = server.url();
 
@@ -182,7 +182,7 @@ fn dashboard_uses_only(metrics: &str) {
 async fn metrics_addr_serves_metrics_apart_from_the_public_port() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.serving.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = tally::App::build(config).await.unwrap();
     let public = format!("http://{}", app.local_addr());
     let private = format!("http://{}", app.metrics_addr().unwrap());
@@ -353,8 +353,8 @@ async fn the_monitoring_api_lists_connections_and_stats_for_the_token_only() {
     const TOKEN: &str = "admin-token-0123456789";
     let db = TempDb::new();
     let mut config = db.config();
-    config.admin_token = Some(tally::config::Secret(TOKEN.into()));
-    config.flush_interval = Duration::from_millis(50);
+    config.admin.token = Some(tally::config::Secret(TOKEN.into()));
+    config.database.flush_interval = Duration::from_millis(50);
     let server = TestServer::start(config).await;
     let url = server.url();
     let http = reqwest::Client::new();

@@ -21,7 +21,7 @@ async fn counts_survive_a_graceful_restart() {
     let db = TempDb::new();
     let mut config = db.config();
     // Nothing is flushed while running: only the shutdown flush can save the clicks.
-    config.flush_interval = Duration::from_secs(3600);
+    config.database.flush_interval = Duration::from_secs(3600);
 
     let server = TestServer::start(config.clone()).await;
     let client = TestClient::connect(&server.url(), TransportType::Websocket).await;
@@ -148,7 +148,7 @@ impl Store for FlakyStore {
 /// sees an outage at once.
 fn checked_often(db: &TempDb) -> tally::Config {
     let mut config = db.config();
-    config.health_check_interval = Duration::from_millis(20);
+    config.database.health_check_interval = Duration::from_millis(20);
     config
 }
 
@@ -234,7 +234,7 @@ async fn a_database_that_never_answers_is_unhealthy_after_the_timeout() {
     let db = TempDb::new();
     let store = FlakyStore::new(&db, false).await;
     let mut config = checked_often(&db);
-    config.database_timeout = Duration::from_millis(100);
+    config.database.timeout = Duration::from_millis(100);
     let server = TestServer::start_with_store(config, store.clone()).await;
     let http = reqwest::Client::new();
     let health = format!("{}/healthz", server.url());
@@ -292,7 +292,7 @@ async fn until_status(http: &reqwest::Client, url: &str, status: u16) -> serde_j
 async fn in_durable_mode_a_click_is_stored_before_it_is_acknowledged() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.flush_interval = Duration::ZERO;
+    config.database.flush_interval = Duration::ZERO;
     let server = TestServer::start(config).await;
     let clients = [
         TestClient::named(&server.url(), "ada").await,
@@ -328,7 +328,7 @@ async fn in_durable_mode_a_failing_store_refuses_clicks_and_frees_closed_sockets
     let db = TempDb::new();
     let store = FlakyStore::new(&db, false).await;
     let mut config = db.config();
-    config.flush_interval = Duration::ZERO;
+    config.database.flush_interval = Duration::ZERO;
     let server = TestServer::start_with_store(config, store.clone()).await;
     let http = reqwest::Client::new();
     let health = format!("{}/healthz", server.url());

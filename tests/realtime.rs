@@ -56,7 +56,7 @@ async fn clients_converge(broadcast_interval: Duration) {
     const CLICKS: u64 = 25;
     let db = TempDb::new();
     let mut config = db.config();
-    config.broadcast_interval = broadcast_interval;
+    config.broadcast.interval = broadcast_interval;
     let server = TestServer::start(config).await;
 
     let mut clients = Vec::new();
@@ -113,7 +113,7 @@ async fn a_zero_interval_broadcasts_every_click_on_its_own() {
     const CLICKS: u64 = 30;
     let db = TempDb::new();
     let mut config = db.config();
-    config.broadcast_interval = Duration::ZERO;
+    config.broadcast.interval = Duration::ZERO;
     let server = TestServer::start(config).await;
     let mut watcher = raw::websocket(&server.url(), None).await.unwrap();
     raw::ws_connect(&mut watcher).await;
@@ -153,7 +153,7 @@ async fn a_lone_click_is_broadcast_without_waiting_for_the_interval() {
     let mut config = db.config();
     // A long interval: if the first click after a quiet period waited for it,
     // this test would time out.
-    config.broadcast_interval = Duration::from_secs(60);
+    config.broadcast.interval = Duration::from_secs(60);
     let server = TestServer::start(config).await;
     let mut watcher = TestClient::connect(&server.url(), TransportType::Websocket).await;
     let clicker = TestClient::connect(&server.url(), TransportType::Websocket).await;
@@ -207,7 +207,7 @@ async fn garbage_clicks_are_refused_and_not_counted() {
 async fn oversized_packets_close_only_the_sender() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.max_payload = 2_000;
+    config.socket.max_payload = 2_000;
     let server = TestServer::start(config).await;
     let bystander = TestClient::connect(&server.url(), TransportType::Websocket).await;
     bystander.click_total().await;
@@ -373,7 +373,7 @@ async fn foreign_origins_are_refused_unless_allowed() {
 
     let db = TempDb::new();
     let mut config = db.config();
-    config.allowed_origins = vec![tally::config::AllowedOrigin::Exact(
+    config.socket.allowed_origins = vec![tally::config::AllowedOrigin::Exact(
         "https://app.example".into(),
     )];
     let server = TestServer::start(config).await;
@@ -396,7 +396,7 @@ async fn foreign_origins_are_refused_unless_allowed() {
 async fn polling_only_servers_refuse_websocket_clients() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.transports = vec![tally::config::Transport::Polling];
+    config.socket.transports = vec![tally::config::Transport::Polling];
     let server = TestServer::start(config).await;
     let ws = rust_socketio::asynchronous::ClientBuilder::new(server.url())
         .transport_type(TransportType::Websocket)

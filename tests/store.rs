@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use common::{Backend, TempDb, TestClient, TestServer, TransportType, WAIT};
 use serde_json::json;
 use tally::conversation::{Content, ConversationId, HistoryQuery, Message, MessageId};
-use tally::counter::flush::Flusher;
+use tally::persist::flush::Flusher;
 use tally::counter::{CounterKey, Counters, Delta};
 use tally::store::{self, Applied, Batch, Store, StoreError};
 use tally::user::Username;
@@ -316,7 +316,7 @@ async fn a_restart_loads_exactly_what_was_counted(backend: Backend) {
     };
     let mut config = db.config();
     // Only the shutdown flush can save these clicks.
-    config.flush_interval = std::time::Duration::from_secs(3600);
+    config.database.flush_interval = std::time::Duration::from_secs(3600);
     let server = TestServer::start(config.clone()).await;
     let client = TestClient::connect_as(
         &server.url(),

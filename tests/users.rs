@@ -10,7 +10,7 @@ use tally::counter::CounterKey;
 
 fn fast(db: &TempDb) -> tally::Config {
     let mut config = db.config();
-    config.leaderboard_interval = Duration::from_millis(50);
+    config.broadcast.leaderboard_interval = Duration::from_millis(50);
     config
 }
 

@@ -14,10 +14,8 @@ use serde_json::{Map, Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
-use crate::conversation::{iso_millis, now_ms};
-use crate::realtime::connections::Connection;
-use crate::realtime::conversations::Memberships;
-use crate::realtime::session::Identity;
+use crate::clock::{iso_millis, now_ms};
+use crate::sockets::{Identity, Memberships, Snapshot, user_room};
 
 /// Headers whose values are credentials.
 const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
@@ -65,15 +63,13 @@ fn now() -> String {
 
 /// A socket of namespace `/` as the UI shows it.
 pub fn serialize(socket: &SocketRef) -> Value {
-    let id = socket.id.to_string();
-    let connection = socket.extensions.get::<std::sync::Arc<Connection>>();
-    let user = socket.extensions.get::<Identity>().and_then(|i| i.user);
-    let mut conversations = socket
-        .extensions
-        .get::<std::sync::Arc<Memberships>>()
-        .map(|m| m.list())
-        .unwrap_or_default();
-    conversations.sort();
+    let Snapshot {
+        id,
+        user,
+        conversations,
+        transport,
+        connection,
+    } = Snapshot::of(socket);
     // The UI marks the room named after the socket as its private room.
     let rooms: Vec<String> = std::iter::once(id.clone()).chain(rooms(socket)).collect();
     let parts = socket.req_parts();
@@ -125,10 +121,7 @@ pub fn serialize(socket: &SocketRef) -> Value {
         // One client per socket: tally's sockets each have their own
         // engine.io connection.
         "clientId": id.chars().take(12).collect::<String>(),
-        "transport": match socket.transport_type() {
-            socketioxide::TransportType::Websocket => "websocket",
-            socketioxide::TransportType::Polling => "polling",
-        },
+        "transport": transport,
         "nsp": "/",
         "data": { "user": user, "conversations": conversations },
         "rooms": rooms,
@@ -151,7 +144,7 @@ pub fn serialize(socket: &SocketRef) -> Value {
 fn rooms(socket: &SocketRef) -> Vec<String> {
     let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
     if let Some(user) = socket.extensions.get::<Identity>().and_then(|i| i.user) {
-        rooms.push(crate::realtime::session::user_room(&user));
+        rooms.push(user_room(&user));
     }
     if let Some(memberships) = socket.extensions.get::<std::sync::Arc<Memberships>>() {
         rooms.extend(memberships.list().iter().map(|room| room.to_string()));

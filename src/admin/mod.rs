@@ -9,9 +9,8 @@
 //! and events (each call is an atomic add in aggregated mode, and does
 //! nothing more while no admin is watching).
 
-pub mod bytes;
 mod feed;
-mod namespace;
+pub mod namespace;
 pub mod sessions;
 pub mod stats;
 
@@ -23,8 +22,15 @@ use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
+pub use crate::config::AdminMode;
+pub use namespace::{AdminContext, Conversations};
 use sessions::Sessions;
 use stats::{Aggregated, NamespaceStats, ServerStats};
+
+use crate::clock::now_ms;
+use crate::events::ClientEvent;
+use crate::server::bytes::ByteCounts;
+use crate::sync::lock;
 
 /// The namespace the UI connects to.
 pub const NAMESPACE: &str = "/admin";
@@ -32,16 +38,6 @@ pub const NAMESPACE: &str = "/admin";
 /// How often `server_stats` is sent; the UI marks a server unhealthy after
 /// 10 s without one.
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
-
-/// What the UI is sent (`--admin-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AdminMode {
-    /// Totals every 2 s: connections, disconnections by reason, packets.
-    #[default]
-    Aggregated,
-    /// Also every socket, room and event as it happens.
-    Development,
-}
 
 /// The Admin UI's settings, from `--admin-*`.
 #[derive(Debug, Clone)]
@@ -88,7 +84,7 @@ struct Inner {
     logins_per_ip: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     logins: governor::DefaultDirectRateLimiter,
     events: Aggregated,
-    bytes: bytes::ByteCounts,
+    bytes: ByteCounts,
     started: Instant,
     hostname: String,
     /// Admin sockets connected: with none, development mode's stream is
@@ -112,7 +108,7 @@ impl Admin {
             logins_per_ip: governor::RateLimiter::keyed(quota(1, 5)),
             logins: governor::RateLimiter::direct(quota(8, 20)),
             events: Aggregated::default(),
-            bytes: bytes::ByteCounts::default(),
+            bytes: ByteCounts::default(),
             started: Instant::now(),
             hostname: hostname(),
             watching: AtomicUsize::new(0),
@@ -121,11 +117,12 @@ impl Admin {
     }
 
     /// Where [`crate::serve()`] adds up the bytes of each connection.
-    pub fn byte_counts(&self) -> bytes::ByteCounts {
+    pub fn byte_counts(&self) -> ByteCounts {
         self.0.bytes.clone()
     }
 
-    /// Registers the namespace `/admin` on `io`.
+    /// Registers the namespace `/admin` on `io`, whose builder was given
+    /// this admin's [`AdminContext`] as a state.
     pub fn register(&self, io: &SocketIo) {
         *self.io_slot() = Some(io.clone());
         namespace::register(io);
@@ -137,7 +134,7 @@ impl Admin {
     }
 
     fn io_slot(&self) -> std::sync::MutexGuard<'_, Option<SocketIo>> {
-        self.0.io.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0.io)
     }
 
     fn io(&self) -> Option<SocketIo> {
@@ -188,10 +185,10 @@ impl Admin {
     }
 
     /// A socket of namespace `/` sent `event`.
-    pub fn event_received(&self, socket: &SocketRef, event: &'static str) {
+    pub fn event_received(&self, socket: &SocketRef, event: ClientEvent) {
         self.0.events.packet_in();
         if let Some(admins) = self.audience() {
-            feed::event_received(&admins, socket, event);
+            feed::event_received(&admins, socket, event.name());
         }
     }
 
@@ -227,7 +224,7 @@ impl Admin {
         let Some(admins) = io.of(NAMESPACE) else {
             return;
         };
-        let now = crate::conversation::now_ms();
+        let now = now_ms();
         let mut events = self.0.events.take(now);
         let (bytes_in, bytes_out) = self.0.bytes.take();
         events.extend(stats::bytes(now, bytes_in, bytes_out));
@@ -240,7 +237,7 @@ impl Admin {
         let sockets = io.of("/").map(|ns| ns.sockets()).unwrap_or_default();
         let polling = sockets
             .iter()
-            .filter(|s| s.transport_type() == socketioxide::TransportType::Polling)
+            .filter(|socket| socket.transport_type() == socketioxide::TransportType::Polling)
             .count();
         let admins = self.0.watching.load(Ordering::Relaxed);
         ServerStats {

@@ -6,6 +6,8 @@
 //! the session id is sent from the connect handler, after the client knows
 //! it is connected (Node's server sends it earlier and the UI loses it).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -19,17 +21,39 @@ use socketioxide::socket::Sid;
 
 use super::{Admin, AdminMode, NAMESPACE, feed};
 use crate::conversation::ConversationId;
-use crate::state::AppState;
+use crate::refusal::{Code, Refusal};
+use crate::sockets::{Caps, USER_ROOM_PREFIX, peer_addr};
 
-/// The refusal the UI recognises (it compares the message).
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("invalid credentials")]
-    InvalidCredentials,
-    #[error("too many login attempts; try again in a few seconds")]
-    TooManyAttempts,
-    #[error("the Admin UI is off")]
-    Off,
+/// What the namespace's handlers are given, as a socketioxide state beside
+/// the app's own: the Admin UI, the client-address rule its login limit
+/// keys on, and the conversations the UI's `join` and `leave` commands
+/// move sockets in and out of. The app supplies it, so this module needs
+/// nothing of the handlers of namespace `/`.
+#[derive(Clone)]
+pub struct AdminContext {
+    pub admin: Admin,
+    pub caps: Arc<Caps>,
+    pub conversations: Arc<dyn Conversations>,
+}
+
+/// Moves a socket of namespace `/` into or out of a conversation on an
+/// operator's command, as its own `join_conversation` or
+/// `leave_conversation` would; `true` if something changed.
+pub trait Conversations: Send + Sync + 'static {
+    fn move_socket<'a>(
+        &'a self,
+        socket: &'a SocketRef,
+        io: &'a SocketIo,
+        room: &'a ConversationId,
+        join: bool,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
+
+/// The message the UI recognises (it compares it).
+const INVALID_CREDENTIALS: &str = "invalid credentials";
+
+fn invalid_credentials() -> Refusal {
+    Code::InvalidCredentials.with(INVALID_CREDENTIALS)
 }
 
 /// The handshake's `auth`, in either of the UI's two shapes. No `Debug`:
@@ -67,16 +91,12 @@ pub fn register(io: &SocketIo) {
     io.ns(NAMESPACE, on_connect.with(authenticate));
 }
 
-fn admin(state: &AppState) -> Result<&Admin, Refused> {
-    state.admin.as_ref().ok_or(Refused::Off)
-}
-
 async fn authenticate(
     socket: SocketRef,
     TryData(login): TryData<Login>,
-    State(state): State<AppState>,
-) -> Result<(), Refused> {
-    let admin = admin(&state)?;
+    State(context): State<AdminContext>,
+) -> Result<(), Refusal> {
+    let admin = &context.admin;
     let Some(credentials) = &admin.0.options.credentials else {
         return Ok(());
     };
@@ -88,12 +108,13 @@ async fn authenticate(
         return Ok(());
     }
     let (Some(user), Some(password)) = (login.username, login.password) else {
-        return Err(Refused::InvalidCredentials);
+        return Err(invalid_credentials());
     };
-    let peer = crate::realtime::peer_addr(&socket);
-    let client = state.caps.client_ip(peer, &socket.req_parts().headers);
+    let client = context
+        .caps
+        .client_ip(peer_addr(&socket), &socket.req_parts().headers);
     if !admin.may_try_login(client) {
-        return Err(Refused::TooManyAttempts);
+        return Err(Code::RateLimited.with("too many login attempts; try again in a few seconds"));
     }
     let hash = credentials.password_hash.clone();
     // bcrypt is slow on purpose: off the runtime's threads. The hash is
@@ -106,7 +127,7 @@ async fn authenticate(
         subtle::ConstantTimeEq::ct_eq(user.as_bytes(), credentials.user.as_bytes()).into();
     if !(password_ok && user_ok) {
         tracing::info!("Admin UI login refused");
-        return Err(Refused::InvalidCredentials);
+        return Err(invalid_credentials());
     }
     socket
         .extensions
@@ -114,8 +135,8 @@ async fn authenticate(
     Ok(())
 }
 
-async fn on_connect(socket: SocketRef, State(state): State<AppState>, io: SocketIo) {
-    let Ok(admin) = admin(&state) else { return };
+async fn on_connect(socket: SocketRef, State(context): State<AdminContext>, io: SocketIo) {
+    let admin = &context.admin;
     // Dropped with the socket's extensions, however the socket ends.
     socket.extensions.insert(Arc::new(Watching::new(admin)));
     if let Some(NewSession(id)) = socket.extensions.get::<NewSession>() {
@@ -234,12 +255,20 @@ impl<'de> Deserialize<'de> for Command {
     }
 }
 
-async fn on_join(io: SocketIo, TryData(command): TryData<Command>, State(state): State<AppState>) {
-    move_sockets(&io, command, &state, true).await;
+async fn on_join(
+    io: SocketIo,
+    TryData(command): TryData<Command>,
+    State(context): State<AdminContext>,
+) {
+    move_sockets(&io, command, &context, true).await;
 }
 
-async fn on_leave(io: SocketIo, TryData(command): TryData<Command>, State(state): State<AppState>) {
-    move_sockets(&io, command, &state, false).await;
+async fn on_leave(
+    io: SocketIo,
+    TryData(command): TryData<Command>,
+    State(context): State<AdminContext>,
+) {
+    move_sockets(&io, command, &context, false).await;
 }
 
 /// `join(nsp, room, filter?)` and `leave(nsp, room, filter?)`. A room named
@@ -247,7 +276,12 @@ async fn on_leave(io: SocketIo, TryData(command): TryData<Command>, State(state)
 /// (or stop being members) as if they had joined it themselves, presence
 /// included. Any other name is a plain Socket.IO room, except a user's
 /// room, which stays as tally keeps it.
-async fn move_sockets<E>(io: &SocketIo, command: Result<Command, E>, state: &AppState, join: bool) {
+async fn move_sockets<E>(
+    io: &SocketIo,
+    command: Result<Command, E>,
+    context: &AdminContext,
+    join: bool,
+) {
     let Ok(Command {
         nsp,
         second: Value::String(room),
@@ -256,14 +290,17 @@ async fn move_sockets<E>(io: &SocketIo, command: Result<Command, E>, state: &App
     else {
         return;
     };
-    if room.starts_with(crate::realtime::session::USER_ROOM_PREFIX) {
+    if room.starts_with(USER_ROOM_PREFIX) {
         return;
     }
     let conversation = ConversationId::parse(&room).ok();
     for socket in targets(io, &nsp, filter.as_deref()) {
         let moved = match &conversation {
             Some(id) => {
-                crate::realtime::conversations::move_by_operator(&socket, io, state, id, join).await
+                context
+                    .conversations
+                    .move_socket(&socket, io, id, join)
+                    .await
             }
             None => {
                 let inside = socket.rooms().iter().any(|r| *r == room);
@@ -275,12 +312,10 @@ async fn move_sockets<E>(io: &SocketIo, command: Result<Command, E>, state: &App
                 true
             }
         };
-        if let (true, Some(admin)) = (moved, &state.admin) {
-            if join {
-                admin.room_joined(&socket, &room);
-            } else {
-                admin.room_left(&socket, &room);
-            }
+        if moved && join {
+            context.admin.room_joined(&socket, &room);
+        } else if moved {
+            context.admin.room_left(&socket, &room);
         }
     }
 }

@@ -70,12 +70,12 @@ impl LiveLeaderboard {
     }
 
     pub fn get(&self) -> Arc<Vec<Ranked>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::read(&self.0).clone()
     }
 
     /// Stores `latest`; returns whether it differs from what was there.
     fn replace(&self, latest: Vec<Ranked>) -> Option<Arc<Vec<Ranked>>> {
-        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = crate::sync::write(&self.0);
         if **current == latest {
             return None;
         }

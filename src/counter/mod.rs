@@ -1,30 +1,42 @@
 //! In-memory counters: the only place where counts change.
 //!
-//! Every click lands here first. A [`Counter`] keeps the authoritative total
-//! (what clients see) and the part of it not yet written to the store
-//! (`pending`). The write-behind task in [`flush`] drains `pending` into the
-//! store; the coalescing task in [`coalesce`] turns bursts of changes into
-//! bounded broadcasts; [`leaderboard`] ranks users. Counters are addressed by
-//! [`CounterKey`]: the global total, one counter per user and one per
-//! conversation, all flushed and published by the same mechanism. The number
-//! of sockets in each conversation (presence) lives here too, published by
-//! the same coalescer but never stored.
+//! Every click lands here first, in [`Counters::click_in`]: the global
+//! total, the user's count and the conversation's counter move together
+//! under a shared gate, so a flush (which takes the gate exclusively) holds
+//! both halves of a click or neither. Around that core, one file per
+//! concern: one counter and its family ([`family`]), sockets per room
+//! ([`presence`]), what changed since the last publication ([`changes`]),
+//! what the flusher reports back ([`flushes`]) and durable mode's wait for
+//! a click to be stored ([`durable`]); the order of users ([`ranking`],
+//! [`leaderboard`]), the throttle that turns changes into broadcasts
+//! ([`coalesce`]) and the click rate ([`rate`]). Writing counts to the
+//! store is [`crate::persist::flush`]'s job: nothing here knows the store.
 
+pub mod changes;
 pub mod coalesce;
-pub mod flush;
+pub mod durable;
+mod family;
+pub mod flushes;
 pub mod leaderboard;
+pub mod presence;
 pub mod ranking;
 pub mod rate;
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Notify;
+pub use changes::{Changed, Changes};
+use changes::ChangeSignal;
+use durable::Stored;
+pub use family::Counter;
+use family::Family;
+use flushes::FlushBook;
+pub use presence::{Online, Presence};
 
 use crate::conversation::ConversationId;
+use crate::sync::{lock, read, write};
 use crate::user::Username;
 
 /// Names one counter.
@@ -55,13 +67,6 @@ pub struct Delta {
     pub amount: u64,
 }
 
-/// A total that changed since it was last published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changed {
-    pub key: CounterKey,
-    pub total: u64,
-}
-
 /// A click refused because counting has stopped (the server is shutting
 /// down and its final flush is under way or done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -79,145 +84,16 @@ pub struct Click {
     pub room: Option<u64>,
 }
 
-/// One counter. All fields are atomics so that a click never waits on I/O.
-#[derive(Debug, Default)]
-pub struct Counter {
-    /// What clients are told: the stored value plus every accepted increment.
-    total: AtomicU64,
-    /// Increments accepted but not yet written to the store.
-    pending: AtomicU64,
-    /// Set while the counter sits in the dirty list, so it is queued once per
-    /// tick. A user in the list has clicked, so their total has changed.
-    dirty: AtomicBool,
-}
-
-impl Counter {
-    fn starting_at(total: u64) -> Self {
-        Counter {
-            total: AtomicU64::new(total),
-            ..Counter::default()
-        }
-    }
-
-    /// The current total.
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::SeqCst)
-    }
-
-    /// Adds one; returns the total including it, and whether this is the
-    /// first increment since the last flush took this counter's pending.
-    fn add_one(&self) -> (u64, bool) {
-        let first = self.pending.fetch_add(1, Ordering::SeqCst) == 0;
-        (self.total.fetch_add(1, Ordering::SeqCst) + 1, first)
-    }
-}
-
-/// Counters of one kind (users, conversations), each created on first use.
-///
-/// Besides the map, two lists hold the counters that need attention, so
-/// neither a publication nor a flush ever scans every known counter: `dirty`
-/// (total moved since the coalescer last looked) and `unflushed` (pending
-/// left zero since the last flush).
-#[derive(Debug)]
-struct Family<K> {
-    counters: RwLock<HashMap<K, Arc<Counter>>>,
-    dirty: Mutex<Vec<(K, Arc<Counter>)>>,
-    unflushed: Mutex<Vec<(K, Arc<Counter>)>>,
-}
-
-impl<K: Clone + Eq + std::hash::Hash> Family<K> {
-    fn new(counters: HashMap<K, Arc<Counter>>) -> Self {
-        Family {
-            counters: RwLock::new(counters),
-            dirty: Mutex::new(Vec::new()),
-            unflushed: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<K, Arc<Counter>>> {
-        // Counters are atomics, so a panic elsewhere cannot leave one
-        // half-updated: a poisoned lock is still safe to use.
-        self.counters.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The counter of `key`, created at zero if new. The returned key is the
-    /// one first stored (for users: the spelling first seen).
-    fn get_or_create(&self, key: &K) -> (K, Arc<Counter>) {
-        if let Some((known, counter)) = self.read().get_key_value(key) {
-            return (known.clone(), counter.clone());
-        }
-        let mut counters = self.counters.write().unwrap_or_else(|p| p.into_inner());
-        match counters.entry(key.clone()) {
-            Entry::Occupied(known) => (known.key().clone(), known.get().clone()),
-            Entry::Vacant(new) => {
-                let counter = new.insert(Arc::new(Counter::default())).clone();
-                (key.clone(), counter)
-            }
-        }
-    }
-
-    /// Adds one to a counter found by [`Family::get_or_create`]. Call under
-    /// the shared gate, so a flush takes both halves of a click or neither.
-    fn add_one(&self, key: &K, counter: &Arc<Counter>) -> u64 {
-        let (total, first) = counter.add_one();
-        if first {
-            lock(&self.unflushed).push((key.clone(), counter.clone()));
-        }
-        total
-    }
-
-    /// Queues a counter for the coalescer, once until it is published.
-    fn mark_dirty(&self, key: K, counter: Arc<Counter>) {
-        if !counter.dirty.swap(true, Ordering::SeqCst) {
-            lock(&self.dirty).push((key, counter));
-        }
-    }
-
-    fn total(&self, key: &K) -> Option<u64> {
-        let total = self.read().get(key)?.total();
-        (total > 0).then_some(total)
-    }
-
-    /// Moves every pending amount into `deltas`. Call under the exclusive gate.
-    fn take_pending(&self, deltas: &mut Vec<Delta>, to_key: impl Fn(K) -> CounterKey) {
-        for (key, counter) in std::mem::take(&mut *lock(&self.unflushed)) {
-            let amount = counter.pending.swap(0, Ordering::SeqCst);
-            if amount > 0 {
-                deltas.push(Delta {
-                    key: to_key(key),
-                    amount,
-                });
-            }
-        }
-    }
-
-    /// Moves every dirty counter's latest total into `changed`.
-    fn take_changed(&self, changed: &mut Vec<Changed>, to_key: impl Fn(K) -> CounterKey) {
-        for (key, counter) in std::mem::take(&mut *lock(&self.dirty)) {
-            // Cleared before reading the total: a click after this line
-            // queues the counter again, a click before it is in the total read.
-            counter.dirty.store(false, Ordering::SeqCst);
-            changed.push(Changed {
-                key: to_key(key),
-                total: counter.total(),
-            });
-        }
-    }
-}
-
-/// How many sockets are in each conversation's room, and which of those
-/// numbers changed since they were last published.
-#[derive(Debug, Default)]
-struct Presence {
-    online: HashMap<ConversationId, u64>,
-    /// Rooms whose number changed since the last publication (a set: a
-    /// mass reconnect touches thousands of rooms).
-    changed: std::collections::HashSet<ConversationId>,
-}
-
-/// Every counter of the process, plus a signal raised on each change.
+/// Every counter of the process, with what is published and flushed of
+/// them.
 #[derive(Debug)]
 pub struct Counters {
+    /// Shared by every click, exclusive while pending deltas are taken, so a
+    /// flush never stores a click in the global total but not in its user's
+    /// or its room's (or the reverse). Never held across an `.await`. It
+    /// guards the `closed` flag too: once [`Counters::close`] has set it
+    /// under the exclusive gate, no click can slip in before the final flush.
+    gate: RwLock<bool>,
     /// The global counter, outside the maps because every click touches it.
     global: Counter,
     /// The last global total handed to the coalescer, so an unchanged total
@@ -228,64 +104,15 @@ pub struct Counters {
     users: Family<Username>,
     /// One counter per conversation clicked in (or loaded from the store).
     rooms: Family<ConversationId>,
-    /// Sockets per conversation room: not stored, published as `presence`.
-    presence: Mutex<Presence>,
+    /// Every user's place by count; updated with each identified click.
+    ranking: Mutex<ranking::Ranking>,
     /// Clicks made by identified users since start; the leaderboard task
     /// compares it between ticks to skip work when no user clicked.
     user_clicks: AtomicU64,
-    /// Every user's place by count; updated with each identified click.
-    ranking: Mutex<ranking::Ranking>,
-    /// Clicks taken by the flusher in a batch whose write failed; the
-    /// flusher retries that batch and clears this once it is stored.
-    unconfirmed: AtomicU64,
-    /// Set while the last write to the store failed.
-    flush_failing: AtomicBool,
-    /// When the last write of counts succeeded, ms since the epoch (0: never).
-    flushed_at: std::sync::atomic::AtomicI64,
-    /// The global total up to which every click is stored (durable mode's
-    /// clicks wait for it to reach theirs).
-    stored: tokio::sync::watch::Sender<u64>,
-    /// Set once shutdown's final flush is over: nothing more will be
-    /// stored, so no click waits for it any longer.
-    finished: AtomicBool,
-    /// Raised on every click, for the durable-mode flusher.
-    pending_changed: Notify,
-    /// Shared by every click, exclusive while pending deltas are taken, so a
-    /// flush never stores a click in the global total but not in its user's
-    /// or its room's (or the reverse). Never held across an `.await`. It
-    /// guards the `closed` flag too: once [`Counters::close`] has set it
-    /// under the exclusive gate, no click can slip in before the final flush.
-    gate: RwLock<bool>,
-    changed: Notify,
-    /// When the oldest change not yet taken by [`Counters::take_changes`]
-    /// happened, in nanoseconds since `epoch` plus one (0: none pending).
-    first_change: AtomicU64,
-    epoch: std::time::Instant,
-}
-
-/// A conversation's number of connected sockets that changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Online {
-    pub room: ConversationId,
-    pub online: u64,
-}
-
-/// Everything the coalescer publishes in one go.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// Totals that moved (global, users, conversations).
-    pub totals: Vec<Changed>,
-    /// Conversations whose number of connected sockets moved.
-    pub presence: Vec<Online>,
-    /// How long the oldest of these changes waited to be taken (the
-    /// coalescing delay `tally_click_to_broadcast_seconds` reports).
-    pub waited: Option<std::time::Duration>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.totals.is_empty() && self.presence.is_empty()
-    }
+    presence: Presence,
+    changes: ChangeSignal,
+    flushes: FlushBook,
+    stored: Stored,
 }
 
 impl Counters {
@@ -305,34 +132,40 @@ impl Counters {
                 }
             }
         }
-        let ranking =
-            ranking::Ranking::new(users.iter().map(
-                |(name, counter): (&Username, &Arc<Counter>)| (name.clone(), counter.total()),
-            ));
+        let ranking = ranking::Ranking::new(
+            users
+                .iter()
+                .map(|(name, counter): (&Username, &Arc<Counter>)| (name.clone(), counter.total())),
+        );
         Counters {
+            gate: RwLock::new(false),
             global: Counter::starting_at(global),
             global_published: AtomicU64::new(global),
             users: Family::new(users),
             rooms: Family::new(rooms),
-            presence: Mutex::new(Presence::default()),
             ranking: Mutex::new(ranking),
             user_clicks: AtomicU64::new(0),
-            unconfirmed: AtomicU64::new(0),
-            flush_failing: AtomicBool::new(false),
-            flushed_at: Default::default(),
-            stored: tokio::sync::watch::Sender::new(global),
-            finished: AtomicBool::new(false),
-            pending_changed: Notify::new(),
-            gate: RwLock::new(false),
-            changed: Notify::new(),
-            first_change: AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
+            presence: Presence::default(),
+            changes: ChangeSignal::new(),
+            flushes: FlushBook::default(),
+            stored: Stored::new(global),
         }
     }
 
     /// The global counter.
     pub fn global(&self) -> &Counter {
         &self.global
+    }
+
+    /// What the flusher reports: unconfirmed clicks, failing writes, the
+    /// last success, and the durable flusher's wake-up.
+    pub fn flushes(&self) -> &FlushBook {
+        &self.flushes
+    }
+
+    /// Durable mode's wait for a click to be stored.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
     }
 
     /// Counts one click, attributed to `user` if given. Refused once
@@ -352,7 +185,7 @@ impl Counters {
         let user = user.map(|name| self.users.get_or_create(name));
         let room = room.map(|id| self.rooms.get_or_create(id));
         let click = {
-            let closed = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let closed = read(&self.gate);
             if *closed {
                 return Err(Closed);
             }
@@ -382,10 +215,10 @@ impl Counters {
             if let Some((id, counter)) = room {
                 self.rooms.mark_dirty(id, counter);
             }
-            self.note_change();
+            self.changes.note();
             click
         };
-        self.pending_changed.notify_one();
+        self.flushes.clicked();
         Ok(click)
     }
 
@@ -393,7 +226,7 @@ impl Counters {
     /// calls it before the final flush, so that flush sees every click that
     /// was acknowledged, whatever state the sockets are in.
     pub fn close(&self) {
-        *self.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
+        *write(&self.gate) = true;
     }
 
     /// A user's total, if the user has ever clicked.
@@ -418,52 +251,27 @@ impl Counters {
     /// Records a socket entering a conversation's room; returns how many
     /// sockets are in it now.
     pub fn enter(&self, room: &ConversationId) -> u64 {
-        self.move_presence(room, |online| *online += 1)
+        let online = self.presence.enter(room);
+        self.changes.note();
+        online
     }
 
     /// Records a socket leaving a conversation's room (or disconnecting);
     /// returns how many sockets are left in it.
     pub fn leave(&self, room: &ConversationId) -> u64 {
-        self.move_presence(room, |online| *online = online.saturating_sub(1))
-    }
-
-    fn move_presence(&self, room: &ConversationId, change: impl FnOnce(&mut u64)) -> u64 {
-        let online = {
-            let mut presence = lock(&self.presence);
-            let online = presence.online.entry(room.clone()).or_default();
-            change(online);
-            let online = *online;
-            if online == 0 {
-                // An empty room keeps no entry, so rooms people left cost nothing.
-                presence.online.remove(room);
-            }
-            presence.changed.insert(room.clone());
-            online
-        };
-        self.note_change();
+        let online = self.presence.leave(room);
+        self.changes.note();
         online
-    }
-
-    /// Wakes the coalescer, remembering when the first unpublished change
-    /// happened (one clock read per window, not per click).
-    fn note_change(&self) {
-        if self.first_change.load(Ordering::Relaxed) == 0 {
-            let now = self.epoch.elapsed().as_nanos() as u64 + 1;
-            self.first_change
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
-                .ok();
-        }
-        self.changed.notify_one();
     }
 
     /// Sockets in a conversation's room now.
     pub fn online(&self, room: &ConversationId) -> u64 {
-        lock(&self.presence).online.get(room).copied().unwrap_or(0)
+        self.presence.online(room)
     }
 
     /// Conversations that have sockets in them now.
     pub fn occupied_rooms(&self) -> usize {
-        lock(&self.presence).online.len()
+        self.presence.occupied()
     }
 
     /// Clicks by identified users since start (only ever grows).
@@ -483,14 +291,16 @@ impl Counters {
     }
 
     /// Takes every pending increment, leaving zero behind. The caller must
-    /// store the deltas, retrying until it can (see [`flush`]).
+    /// store the deltas, retrying until it can (see
+    /// [`crate::persist::flush`]).
     pub fn take_pending(&self) -> Vec<Delta> {
-        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.take_pending_gated()
+        self.take_pending_with_total().0
     }
 
-    /// [`Counters::take_pending`], for a caller holding the gate exclusively.
-    fn take_pending_gated(&self) -> Vec<Delta> {
+    /// Like [`Counters::take_pending`], and the global total at that moment:
+    /// every click up to it is in these deltas or stored before.
+    pub fn take_pending_with_total(&self) -> (Vec<Delta>, u64) {
+        let _exclusive = write(&self.gate);
         let mut deltas = Vec::new();
         let global = self.global.pending.swap(0, Ordering::SeqCst);
         if global > 0 {
@@ -504,89 +314,16 @@ impl Counters {
         // hold up every click for the whole scan.
         self.users.take_pending(&mut deltas, CounterKey::User);
         self.rooms.take_pending(&mut deltas, CounterKey::Room);
-        deltas
-    }
-
-    /// Like [`Counters::take_pending`], and the global total at that moment:
-    /// every click up to it is in these deltas or stored before.
-    pub fn take_pending_with_total(&self) -> (Vec<Delta>, u64) {
-        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         // Under the exclusive gate no click is half-made: the total read
         // here is exactly what the taken deltas bring the store up to.
-        (self.take_pending_gated(), self.global.total())
-    }
-
-    /// Records that every click up to the global total `total` is stored.
-    pub fn set_stored(&self, total: u64) {
-        self.stored.send_if_modified(|stored| {
-            let newer = total > *stored;
-            if newer {
-                *stored = total;
-            }
-            newer
-        });
-    }
-
-    /// Resolves once the click that made the global total `total` is
-    /// stored (`true`), or once shutdown has written all it could without it
-    /// (`false`: the store failed to the end).
-    pub async fn stored(&self, total: u64) -> bool {
-        let mut stored = self.stored.subscribe();
-        let done = stored
-            .wait_for(|stored| *stored >= total || self.finished.load(Ordering::SeqCst))
-            .await
-            .map(|stored| *stored >= total);
-        // The sender lives as long as `self`, so the wait cannot end in error.
-        done.unwrap_or(false)
-    }
-
-    /// Shutdown's final flush is over: wakes every click still waiting to
-    /// be stored (see [`Counters::stored`]).
-    pub fn finish(&self) {
-        self.finished.store(true, Ordering::SeqCst);
-        self.stored.send_modify(|_| {});
-    }
-
-    /// Resolves after the next click (or at once if one happened since the
-    /// last wake-up): the durable-mode flusher's signal.
-    pub async fn wait_for_pending(&self) {
-        self.pending_changed.notified().await;
-    }
-
-    /// Records how many clicks sit in a batch being written or retried
-    /// (see [`flush`]); they count as pending until stored.
-    pub fn set_unconfirmed(&self, clicks: u64) {
-        self.unconfirmed.store(clicks, Ordering::SeqCst);
-    }
-
-    /// Records whether the last write to the store failed.
-    pub fn set_flush_failing(&self, failing: bool) {
-        self.flush_failing.store(failing, Ordering::SeqCst);
-    }
-
-    /// Records a successful write of counts, now.
-    pub fn set_flushed_now(&self) {
-        self.flushed_at
-            .store(crate::conversation::now_ms(), Ordering::SeqCst);
-    }
-
-    /// When counts were last written, ms since the epoch; `None` before
-    /// the first write.
-    pub fn flushed_at(&self) -> Option<i64> {
-        Some(self.flushed_at.load(Ordering::SeqCst)).filter(|at| *at > 0)
-    }
-
-    /// Whether the last write to the store failed (it is being retried):
-    /// the database may answer pings and still refuse writes.
-    pub fn flush_failing(&self) -> bool {
-        self.flush_failing.load(Ordering::SeqCst)
+        (deltas, self.global.total())
     }
 
     /// Clicks not yet stored: those since the last flush, plus those in a
     /// batch whose write failed and is being retried. Every click raises the
     /// global counter, so its pending amount is the number of clicks.
     pub fn pending_clicks(&self) -> u64 {
-        self.unconfirmed.load(Ordering::SeqCst) + self.global.pending.load(Ordering::SeqCst)
+        self.flushes.unconfirmed() + self.global.pending.load(Ordering::SeqCst)
     }
 
     /// Totals that moved since the last call, each reported once with its
@@ -607,23 +344,8 @@ impl Counters {
 
     /// Totals and room occupancies that moved since the last call.
     pub fn take_changes(&self) -> Changes {
-        let presence = {
-            let mut presence = lock(&self.presence);
-            let rooms = std::mem::take(&mut presence.changed);
-            rooms
-                .into_iter()
-                .map(|room| Online {
-                    online: presence.online.get(&room).copied().unwrap_or(0),
-                    room,
-                })
-                .collect()
-        };
-        let first = self.first_change.swap(0, Ordering::Relaxed);
-        let waited = (first > 0).then(|| {
-            self.epoch
-                .elapsed()
-                .saturating_sub(std::time::Duration::from_nanos(first - 1))
-        });
+        let presence = self.presence.take_changed();
+        let waited = self.changes.take_waited();
         Changes {
             totals: self.take_changed(),
             presence,
@@ -635,12 +357,8 @@ impl Counters {
     /// last wake-up). Many changes between two waits wake the waiter once,
     /// which is what makes coalescing cheap.
     pub async fn wait_for_change(&self) {
-        self.changed.notified().await;
+        self.changes.wait().await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -656,15 +374,15 @@ mod tests {
         let counters = Counters::from_totals([(CounterKey::Global, 0)]);
         let first = counters.click(None).unwrap().total;
         let second = counters.click(None).unwrap().total;
-        counters.set_stored(first);
-        assert!(counters.stored(first).await);
-        let waiting = counters.stored(second);
+        counters.stored().set(first);
+        assert!(counters.stored().reached(first).await);
+        let waiting = counters.stored().reached(second);
         tokio::pin!(waiting);
         assert!(
             futures_util::poll!(&mut waiting).is_pending(),
             "not stored yet"
         );
-        counters.finish();
+        counters.stored().finish();
         assert!(!waiting.await, "the final flush did not store it");
     }
 
@@ -743,13 +461,13 @@ mod tests {
         assert!(counters.take_pending().is_empty());
 
         counters.click(None).unwrap();
-        counters.set_unconfirmed(3);
+        counters.flushes().set_unconfirmed(3);
         assert_eq!(
             counters.pending_clicks(),
             4,
             "the failed batch and the new click"
         );
-        counters.set_unconfirmed(0);
+        counters.flushes().set_unconfirmed(0);
         assert_eq!(
             counters.take_pending(),
             [Delta {

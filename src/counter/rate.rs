@@ -19,7 +19,7 @@ pub struct Rate {
 impl Rate {
     /// Records the total at `at`.
     pub fn sample(&self, at: Instant, total: u64) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = crate::sync::lock(&self.samples);
         if samples.len() == KEPT {
             samples.pop_front();
         }
@@ -29,7 +29,7 @@ impl Rate {
     /// Clicks per second over about the last `window` (or over what has
     /// been sampled, if less); 0 before two samples exist.
     pub fn per_second(&self, window: Duration) -> f64 {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = crate::sync::lock(&self.samples);
         let Some(&(newest_at, newest)) = samples.back() else {
             return 0.0;
         };

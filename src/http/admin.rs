@@ -2,7 +2,7 @@
 //! lists the live sockets a page at a time, `GET /api/admin/stats` gives
 //! the totals an operator watches. Without the token both answer 404.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use socketioxide::SocketIo;
 
 use super::ApiError;
-use crate::conversation::{ConversationId, iso_millis};
-use crate::realtime::connections::Connection;
-use crate::realtime::conversations::Memberships;
-use crate::realtime::session::Identity;
+use crate::clock::iso_millis;
+use crate::conversation::ConversationId;
+use crate::refusal::Code;
+use crate::sockets::{Identity, Snapshot};
 use crate::state::AppState;
 use crate::user::Username;
 
@@ -80,30 +80,7 @@ pub async fn connections(
         .iter()
         .filter(|socket| socket.id.to_string() > after)
         .take(limit + 1)
-        .map(|socket| {
-            let connection = socket.extensions.get::<Arc<Connection>>();
-            let mut conversation_ids = socket
-                .extensions
-                .get::<Arc<Memberships>>()
-                .map(|memberships| memberships.list())
-                .unwrap_or_default();
-            conversation_ids.sort();
-            ConnectionView {
-                socket_id: socket.id.to_string(),
-                user_id: socket.extensions.get::<Identity>().and_then(|id| id.user),
-                conversation_ids,
-                transport: match socket.transport_type() {
-                    socketioxide::TransportType::Websocket => "websocket",
-                    socketioxide::TransportType::Polling => "polling",
-                },
-                connection_time: iso_millis(connection.as_ref().map_or(0, |c| c.connected_at)),
-                last_activity: iso_millis(connection.as_ref().map_or(0, |c| c.last_activity())),
-                remote_addr: connection
-                    .as_ref()
-                    .and_then(|c| c.remote)
-                    .map(|addr| addr.to_string()),
-            }
-        })
+        .map(|socket| ConnectionView::from(Snapshot::of(socket)))
         .collect();
     let next = (connections.len() > limit).then(|| {
         connections.truncate(limit);
@@ -119,11 +96,27 @@ pub async fn connections(
     }))
 }
 
-fn invalid_limit() -> ApiError {
-    ApiError::Invalid {
-        code: "invalid_query",
-        message: format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+impl From<Snapshot> for ConnectionView {
+    fn from(socket: Snapshot) -> Self {
+        let connection = socket.connection.as_ref();
+        ConnectionView {
+            socket_id: socket.id,
+            user_id: socket.user,
+            conversation_ids: socket.conversations,
+            transport: socket.transport,
+            connection_time: iso_millis(connection.map_or(0, |c| c.connected_at)),
+            last_activity: iso_millis(connection.map_or(0, |c| c.last_activity())),
+            remote_addr: connection
+                .and_then(|c| c.remote)
+                .map(|addr| addr.to_string()),
+        }
     }
+}
+
+fn invalid_limit() -> ApiError {
+    Code::InvalidQuery
+        .with(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+        .into()
 }
 
 #[derive(Debug, Serialize)]
@@ -159,7 +152,7 @@ pub async fn stats(
 ) -> Result<Json<Stats>, ApiError> {
     authorize(&state, &headers)?;
     let sockets = io.of("/").map(|ns| ns.sockets()).unwrap_or_default();
-    let users: std::collections::HashSet<Username> = sockets
+    let users: HashSet<Username> = sockets
         .iter()
         .filter_map(|socket| socket.extensions.get::<Identity>().and_then(|id| id.user))
         .collect();
@@ -172,7 +165,7 @@ pub async fn stats(
             last_60s: state.rate.per_second(Duration::from_secs(60)),
         },
         pending: state.counters.pending_clicks(),
-        last_flush_at: state.counters.flushed_at().map(iso_millis),
+        last_flush_at: state.counters.flushes().flushed_at().map(iso_millis),
         total: state.counters.global().total(),
     }))
 }

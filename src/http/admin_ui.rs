@@ -56,6 +56,6 @@ async fn index(OriginalUri(uri): OriginalUri, request: HeaderMap) -> Response {
 async fn file(Path(path): Path<String>, request: HeaderMap) -> Response {
     match ASSETS.get(path.as_str()) {
         Some(asset) => asset.respond(&request),
-        None => ApiError::NotFound.into_response(),
+        None => ApiError::not_found().into_response(),
     }
 }

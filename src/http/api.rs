@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::ApiError;
+use crate::refusal::Code;
 use crate::auth::IssuedToken;
 use crate::counter::leaderboard::{self, Ranked};
 use crate::state::AppState;
@@ -29,9 +30,9 @@ pub async fn leaderboard(
         Ok(Query(LeaderboardQuery { limit: None })) => DEFAULT_LIMIT,
         Ok(Query(LeaderboardQuery { limit: Some(n) })) if (1..=MAX_LIMIT).contains(&n) => n,
         _ => {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be a whole number from 1 to {MAX_LIMIT}"
-            )));
+            return Err(Code::BadRequest
+                .with(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
+                .into());
         }
     };
     Ok(Json(leaderboard::top(&state.counters, limit)))
@@ -42,10 +43,10 @@ pub async fn user(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Ranked>, ApiError> {
-    let name = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
+    let name = Username::parse(&name).map_err(|_| ApiError::invalid_username())?;
     leaderboard::rank_of(&state.counters, &name)
         .map(Json)
-        .ok_or(ApiError::UnknownUser)
+        .ok_or_else(|| Code::UnknownUser.with("no such user").into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,18 +61,23 @@ pub async fn session(
     body: Result<Json<SessionRequest>, JsonRejection>,
 ) -> Result<Json<IssuedToken>, ApiError> {
     if !state.auth.guest_login {
-        return Err(ApiError::GuestLoginDisabled);
+        return Err(Code::GuestLoginDisabled
+            .with("guest login is disabled on this server")
+            .into());
     }
     let Json(request) = body.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::TooLarge;
+            return ApiError::too_large();
         }
-        ApiError::BadRequest(format!(
-            "expected a JSON body {{\"username\": \"...\"}}: {}",
-            rejection.body_text()
-        ))
+        Code::BadRequest
+            .with(format!(
+                "expected a JSON body {{\"username\": \"...\"}}: {}",
+                rejection.body_text()
+            ))
+            .into()
     })?;
-    let username = Username::parse(&request.username).map_err(|_| ApiError::InvalidUsername)?;
+    let username =
+        Username::parse(&request.username).map_err(|_| ApiError::invalid_username())?;
     state
         .auth
         .tokens

@@ -130,7 +130,7 @@ pub async fn conversation(
     request: HeaderMap,
 ) -> Response {
     if crate::conversation::ConversationId::parse(&id).is_err() {
-        return super::ApiError::NotFound.into_response();
+        return super::ApiError::not_found().into_response();
     }
     CONVERSATION_HTML.respond(&request)
 }

@@ -13,7 +13,7 @@ use super::ApiError;
 /// and however much of it a guess gets right.
 pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = expected else {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::not_found());
     };
     // The scheme is case-insensitive (RFC 9110); the key is compared
     // without surrounding whitespace on both sides, so a key read from a
@@ -24,19 +24,25 @@ pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiE
         .and_then(|value| value.trim_start().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key)
-        .ok_or(ApiError::Unauthorized)?;
+        .ok_or_else(ApiError::unauthorized)?;
     let expected = Sha256::digest(expected.trim().as_bytes());
     let presented = Sha256::digest(presented.trim().as_bytes());
     if bool::from(expected.ct_eq(&presented)) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized)
+        Err(ApiError::unauthorized())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refusal::Code;
+
+    /// The code `authorize` answers with, or `None` when it lets through.
+    fn refused(expected: Option<&str>, headers: &HeaderMap) -> Option<Code> {
+        authorize(expected, headers).err().map(|err| err.code())
+    }
 
     fn with(authorization: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -50,22 +56,10 @@ mod tests {
         assert!(authorize(key, &with("Bearer s3cret-key")).is_ok());
         assert!(authorize(key, &with("bearer s3cret-key")).is_ok());
         assert!(authorize(key, &with("BEARER  s3cret-key ")).is_ok());
-        assert!(matches!(
-            authorize(key, &with("Bearer s3cret-kez")),
-            Err(ApiError::Unauthorized)
-        ));
-        assert!(matches!(
-            authorize(key, &with("Basic s3cret-key")),
-            Err(ApiError::Unauthorized)
-        ));
-        assert!(matches!(
-            authorize(key, &HeaderMap::new()),
-            Err(ApiError::Unauthorized)
-        ));
-        assert!(matches!(
-            authorize(None, &with("Bearer s3cret-key")),
-            Err(ApiError::NotFound)
-        ));
+        assert_eq!(refused(key, &with("Bearer s3cret-kez")), Some(Code::Unauthorized));
+        assert_eq!(refused(key, &with("Basic s3cret-key")), Some(Code::Unauthorized));
+        assert_eq!(refused(key, &HeaderMap::new()), Some(Code::Unauthorized));
+        assert_eq!(refused(None, &with("Bearer s3cret-key")), Some(Code::NotFound));
     }
 
     #[test]

@@ -11,9 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use crate::conversation::log::Draft;
-use crate::conversation::{ConversationId, HistoryQuery, Message, MessageId};
-use crate::realtime::conversations::{Refused, content, deliver};
+use crate::conversation::{Content, ConversationId, Draft, HistoryQuery, Message, MessageId};
+use crate::refusal::{Code, Refusal};
 use crate::state::AppState;
 use crate::user::Username;
 
@@ -22,10 +21,8 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn conversation(raw: &str) -> Result<ConversationId, ApiError> {
-    ConversationId::parse(raw).map_err(|err| ApiError::Invalid {
-        code: "invalid_conversation",
-        message: err.to_string(),
-    })
+    ConversationId::parse(raw)
+        .map_err(|err| Code::InvalidConversation.with(err.to_string()).into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,31 +54,26 @@ pub async fn read(
 ) -> Result<Json<ConversationView>, ApiError> {
     authorize(&state, &headers)?;
     let room = conversation(&id)?;
-    let Query(query) = query.map_err(|_| ApiError::Invalid {
-        code: "invalid_query",
-        message: format!(
+    let Query(query) = query.map_err(|_| {
+        Code::InvalidQuery.with(format!(
             "limit must be a whole number from 1 to {}",
             state.history_size
-        ),
+        ))
     })?;
     let limit = match query.limit {
         None => state.history_size,
         Some(limit) if (1..=state.history_size).contains(&limit) => limit,
         Some(_) => {
-            return Err(ApiError::Invalid {
-                code: "invalid_query",
-                message: format!("limit must be from 1 to {}", state.history_size),
-            });
+            return Err(Code::InvalidQuery
+                .with(format!("limit must be from 1 to {}", state.history_size))
+                .into());
         }
     };
     let since = query
         .since
         .map(|raw| MessageId::parse(&raw))
         .transpose()
-        .map_err(|err| ApiError::Invalid {
-            code: "invalid_query",
-            message: err.to_string(),
-        })?;
+        .map_err(|err| Code::InvalidQuery.with(err.to_string()))?;
     let history = state
         .store
         .history(&room, HistoryQuery { since, limit })
@@ -114,36 +106,22 @@ pub async fn post(
     authorize(&state, &headers)?;
     let room = conversation(&id)?;
     let Json(request) = body.map_err(|rejection| match rejection.status() {
-        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
-        _ => ApiError::Invalid {
-            code: "invalid_payload",
-            message: format!(
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
+        _ => Code::InvalidPayload
+            .with(format!(
                 "expected a JSON body {{\"userId\": \"…\", \"content\": \"…\"}}: {}",
                 rejection.body_text()
-            ),
-        },
+            ))
+            .into(),
     })?;
-    let user = Username::parse(&request.user_id).map_err(|_| ApiError::InvalidUsername)?;
-    let content = content(&request.content).map_err(refused)?;
+    let user = Username::parse(&request.user_id).map_err(|_| ApiError::invalid_username())?;
+    let content = Content::parse(&request.content).map_err(Refusal::from)?;
     let draft = Draft {
         conversation: room,
         user,
         content,
     };
-    let message = deliver(&state, draft).await.map_err(refused)?;
+    // Stored, then sent to the conversation's sockets, as a socket's is.
+    let message = state.messages.append(draft).await.map_err(Refusal::from)?;
     Ok((StatusCode::CREATED, Json(message)))
-}
-
-/// The HTTP form of a refusal shared with the socket events.
-fn refused(refused: Refused) -> ApiError {
-    match refused.code {
-        "shutting_down" | "unavailable" => ApiError::Unavailable {
-            code: refused.code,
-            message: refused.message,
-        },
-        code => ApiError::Invalid {
-            code,
-            message: refused.message,
-        },
-    }
 }

@@ -1,109 +1,104 @@
 //! The one error type HTTP handlers return.
 //!
-//! Each variant maps to a status code and a JSON body
-//! `{"error": {"code", "message"}}`. Internal details are logged, never sent.
+//! An [`ApiError`] is a [`Refusal`] (whose [`Code`] decides the status, in
+//! [`Code::status`]), a store failure or an internal fault; every answer's
+//! body is `{"error": {"code", "message"}}`. Internal details are logged,
+//! never sent.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use crate::refusal::{Code, Refusal};
 use crate::store::StoreError;
 use crate::user::USERNAME_RULE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("origin not allowed")]
-    ForbiddenOrigin,
-    #[error("not found")]
-    NotFound,
-    #[error("no such user")]
-    UnknownUser,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{USERNAME_RULE}")]
-    InvalidUsername,
-    #[error("guest login is disabled on this server")]
-    GuestLoginDisabled,
-    #[error("missing or wrong API key")]
-    Unauthorized,
-    #[error("the request body is too large (at most {} bytes)", super::MAX_BODY)]
-    TooLarge,
-    /// Input that parsed but breaks a rule (422), with its own code.
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-    /// A temporary refusal (503) with its own code: shutting down, a write
-    /// that failed.
-    #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    /// The request was refused; the refusal is the answer.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed: `store_unavailable`, with the detail logged.
     #[error("the database is unavailable")]
-    StoreUnavailable(#[from] StoreError),
+    Store(#[from] StoreError),
+    /// A server fault: `internal`, with the detail logged.
     #[error("internal error")]
     Internal(String),
 }
 
 impl ApiError {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> StatusCode {
+    /// `not_found`: no such route, or one switched off.
+    pub fn not_found() -> Self {
+        Code::NotFound.with("not found").into()
+    }
+
+    /// `unauthorized`: a missing or wrong bearer key.
+    pub fn unauthorized() -> Self {
+        Code::Unauthorized.with("missing or wrong API key").into()
+    }
+
+    /// `invalid_username`, saying the rule.
+    pub fn invalid_username() -> Self {
+        Code::InvalidUsername.with(USERNAME_RULE).into()
+    }
+
+    /// `too_large`: a body over [`super::MAX_BODY`].
+    pub fn too_large() -> Self {
+        Code::TooLarge
+            .with(format!(
+                "the request body is too large (at most {} bytes)",
+                super::MAX_BODY
+            ))
+            .into()
+    }
+
+    /// The answer as a refusal: what the client is told.
+    pub fn refusal(&self) -> Refusal {
         match self {
-            ApiError::ForbiddenOrigin | ApiError::GuestLoginDisabled => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::UnknownUser => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidUsername | ApiError::Invalid { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::StoreUnavailable(_) | ApiError::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused(refusal) => refusal.clone(),
+            ApiError::Store(_) => Code::StoreUnavailable.with(self.to_string()),
+            ApiError::Internal(_) => Code::Internal.with(self.to_string()),
         }
     }
 
     /// The stable machine-readable code in the body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::ForbiddenOrigin => "forbidden_origin",
-            ApiError::NotFound => "not_found",
-            ApiError::UnknownUser => "unknown_user",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidUsername => "invalid_username",
-            ApiError::GuestLoginDisabled => "guest_login_disabled",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::TooLarge => "too_large",
-            ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } => code,
-            ApiError::StoreUnavailable(_) => "store_unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::Refused(refusal) => refusal.code,
+            ApiError::Store(_) => Code::StoreUnavailable,
+            ApiError::Internal(_) => Code::Internal,
         }
     }
-}
 
-impl ApiError {
-    /// The JSON body: `{"error": {"code", "message"}}`. The message never
-    /// carries internal details.
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.code().status()
+    }
+
+    /// The JSON body: `{"error": {"code", "message"}}`.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code(), "message": self.to_string()}})
+        self.refusal().body()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::StoreUnavailable(source) => {
+            ApiError::Store(source) => {
                 tracing::warn!(error = %source, "request failed: store unavailable");
             }
             ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
-            _ => {}
+            ApiError::Refused(_) => {}
         }
-        if matches!(self, ApiError::Unauthorized) {
+        let body = Json(self.body());
+        if self.code() == Code::Unauthorized {
             return (
                 self.status(),
-                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-                Json(self.body()),
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                body,
             )
                 .into_response();
         }
-        (self.status(), Json(self.body())).into_response()
+        (self.status(), body).into_response()
     }
 }

@@ -1,24 +1,29 @@
 //! HTTP side of tally: the page, its assets, the JSON API (with the
-//! backend's conversation endpoints), the health check, and the origin
-//! policy in front of Socket.IO.
+//! backend's conversation endpoints and the monitoring API), the health
+//! checks, `/metrics`, and what stands in front of Socket.IO (the origin
+//! policy, the early cap check, the request-head copy and the WebSocket
+//! switch).
 
 mod admin;
 pub mod admin_ui;
+mod admit;
 mod api;
 pub(crate) mod assets;
 mod bearer;
-mod caps;
 mod conversations;
+pub mod detach;
 mod error;
+mod health;
+pub mod metrics;
 mod origin;
+pub mod upgrades;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 
-pub use caps::{Caps, admit};
+pub use admit::admit;
 pub use error::ApiError;
 pub use origin::{OriginPolicy, check as origin_check};
 
@@ -64,36 +69,8 @@ pub fn api() -> Router<AppState> {
 /// `GET /healthz` (liveness) and `GET /readyz` (readiness).
 pub fn health() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-}
-
-/// 200 while this server should get traffic: the store answered its last
-/// health check and shutdown has not begun. A load balancer stops sending
-/// new clients here when it turns 503, while `/healthz` still says the
-/// process is alive.
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        let error = ApiError::Unavailable {
-            code: "shutting_down",
-            message: "the server is shutting down".into(),
-        };
-        return (error.status(), Json(error.body())).into_response();
-    }
-    if !state.store_health.is_up() {
-        let error = store_unavailable();
-        return (error.status(), Json(error.body())).into_response();
-    }
-    Json(json!({"status": "ready"})).into_response()
-}
-
-/// The answer while the store is down. The health check has logged why,
-/// once; a probe every second does not repeat it.
-fn store_unavailable() -> ApiError {
-    ApiError::Unavailable {
-        code: "store_unavailable",
-        message: "the database is unavailable".into(),
-    }
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
 }
 
 /// Counts every request by matched route and status in `tally_http_requests_total`.
@@ -115,33 +92,5 @@ pub async fn track(
 
 /// The answer to any path tally does not serve: `404 {"error": …}`.
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound
-}
-
-/// 200 when the store answered its last health check and the last write of
-/// counts succeeded, 503 otherwise. Load balancers use it to stop sending
-/// clicks to a node whose database is gone. Both answers tell how many
-/// clicks wait for the next flush and how many sockets are connected: during
-/// an outage, `pending` is what a crash would lose. It answers from memory
-/// (see [`crate::health`]), so it stays fast however busy the server is.
-async fn healthz(State(state): State<AppState>) -> Response {
-    let pending = state.counters.pending_clicks();
-    let connections = state.connections.current();
-    // Answering pings is not enough: a database that refuses writes (a full
-    // disk, a lock) is unavailable too. The flusher logs its failures.
-    if state.store_writable() {
-        return Json(json!({
-            "status": "ok",
-            "store": state.store.backend(),
-            "pending": pending,
-            "connections": connections,
-        }))
-        .into_response();
-    }
-    let error = store_unavailable();
-    let mut body = error.body();
-    body["store"] = json!(state.store.backend());
-    body["pending"] = json!(pending);
-    body["connections"] = json!(connections);
-    (error.status(), Json(body)).into_response()
+    ApiError::not_found()
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiError;
+use crate::refusal::Code;
 use crate::config::AllowedOrigin;
 
 /// The `--allowed-origins` policy.
@@ -88,7 +89,7 @@ pub async fn check(
 ) -> Response {
     if !policy.allows(request.headers()) {
         tracing::debug!(origin = ?request.headers().get(header::ORIGIN), "socket.io request from a foreign origin refused");
-        return ApiError::ForbiddenOrigin.into_response();
+        return ApiError::from(Code::ForbiddenOrigin.with("origin not allowed")).into_response();
     }
     next.run(request).await
 }

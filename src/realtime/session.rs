@@ -6,18 +6,19 @@
 //! disconnected when it expires, after a `session_expired` event, unless the
 //! client sent `refresh` with a newer token for the same user in time.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{Ack, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
-use crate::auth::{AuthError, AuthMode, time_until};
-use crate::conversation::ConversationId;
-use crate::identity::{HandshakeRequest, Refusal};
+use super::guard;
+use crate::auth::{AuthError, AuthMode};
+use crate::clock::time_until;
+use crate::events::{Ack, ClientEvent, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
+use crate::identity::HandshakeRequest;
+use crate::refusal::{Code, Refusal};
+use crate::sockets::{Identity, TokenSession, user_room};
 use crate::state::AppState;
 use crate::user::Username;
 
@@ -28,75 +29,15 @@ pub struct Handshake {
     username: Option<String>,
 }
 
-/// What the server knows about a connected socket, kept in its extensions.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// `None` for anonymous sockets.
-    pub user: Option<Username>,
-    /// The token's `conversations` claim: when present, the only
-    /// conversations this socket may join.
-    pub conversations: Option<Arc<[ConversationId]>>,
-    /// Present when the socket authenticated with a token.
-    session: Option<TokenSession>,
-}
-
-#[derive(Debug, Clone)]
-struct TokenSession {
-    /// Current expiry (seconds since the epoch); `refresh` moves it.
-    expires_at: watch::Sender<u64>,
-    /// Fired on disconnect so the expiry timer stops with the socket.
-    closed: CancellationToken,
-}
-
-/// What every user's room name starts with; no conversation id contains
-/// a `/`, so the two never meet.
-pub const USER_ROOM_PREFIX: &str = "user/";
-
-/// The room every socket of one user joins, for `me` updates. The `/` can
-/// not appear in a conversation id, so no conversation shares this room.
-pub fn user_room(user: &Username) -> String {
-    format!("{USER_ROOM_PREFIX}{}", user.folded())
-}
-
-/// Why a handshake was refused; the text is what the client receives in
-/// `connect_error`.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// tally's own rule refused it.
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    /// The host's identity provider refused it.
-    #[error(transparent)]
-    Host(#[from] Refusal),
-    /// The server is shutting down and takes no new connection.
-    #[error("server shutting down")]
-    ShuttingDown,
-}
-
-impl HandshakeError {
-    /// The reason as a metric label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            HandshakeError::Auth(AuthError::Missing | AuthError::Invalid) => "unauthorized",
-            HandshakeError::Auth(AuthError::Expired) => "token_expired",
-            HandshakeError::Auth(AuthError::NotYetValid) => "token_not_yet_valid",
-            HandshakeError::Auth(AuthError::InvalidUsername) => "invalid_username",
-            HandshakeError::Host(_) => "host_refused",
-            HandshakeError::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
 /// Connect middleware: accepts or refuses the handshake, by the host's
 /// identity provider when one is installed, by tally's rule otherwise.
 pub async fn authenticate(
     socket: SocketRef,
     State(state): State<AppState>,
     TryData(auth): TryData<Value>,
-) -> Result<(), HandshakeError> {
-    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+) -> Result<(), Refusal> {
     let result = match &state.identity {
-        _ if draining => Err(HandshakeError::ShuttingDown),
+        _ if state.draining() => Err(Code::ShuttingDown.with("server shutting down")),
         Some(provider) => {
             let parts = socket.req_parts();
             let request = HandshakeRequest {
@@ -107,12 +48,13 @@ pub async fn authenticate(
             provider
                 .identify_boxed(request)
                 .await
-                .map(|user| Identity {
-                    user,
-                    conversations: None,
-                    session: None,
+                .map(Identity::named)
+                // Whatever code the host chose, the metrics count a
+                // refusal by the host as one.
+                .map_err(|refusal| Refusal {
+                    code: Code::HostRefused,
+                    ..refusal
                 })
-                .map_err(HandshakeError::from)
         }
         None => {
             // socketioxide hands over `null` when the client sent no `auth`.
@@ -121,7 +63,7 @@ pub async fn authenticate(
                 Ok(auth) => serde_json::from_value(auth).ok(),
                 Err(_) => None,
             };
-            identify(&state, handshake).map_err(HandshakeError::from)
+            identify(&state, handshake).map_err(Refusal::from)
         }
     };
     match &result {
@@ -129,7 +71,7 @@ pub async fn authenticate(
             socket.extensions.insert(identity.clone());
         }
         Err(reason) => {
-            state.metrics.handshake_refused(reason.label());
+            state.metrics.handshake_refused(reason.code.as_str());
             tracing::debug!(sid = %socket.id, %reason, "handshake refused");
         }
     }
@@ -145,24 +87,15 @@ fn identify(state: &AppState, handshake: Option<Handshake>) -> Result<Identity, 
         return Ok(Identity {
             user: Some(session.username),
             conversations: session.conversations,
-            session: Some(TokenSession {
-                expires_at: watch::Sender::new(session.expires_at),
-                closed: CancellationToken::new(),
-            }),
+            session: Some(TokenSession::new(session.expires_at)),
         });
     }
     match (state.auth.mode, handshake.username) {
         (AuthMode::Token, _) => Err(AuthError::Missing),
-        (AuthMode::Open, Some(name)) => Ok(Identity {
-            user: Some(Username::parse(&name).map_err(|_| AuthError::InvalidUsername)?),
-            conversations: None,
-            session: None,
-        }),
-        (AuthMode::Open, None) => Ok(Identity {
-            user: None,
-            conversations: None,
-            session: None,
-        }),
+        (AuthMode::Open, Some(name)) => Ok(Identity::named(Some(
+            Username::parse(&name).map_err(|_| AuthError::InvalidUsername)?,
+        ))),
+        (AuthMode::Open, None) => Ok(Identity::named(None)),
     }
 }
 
@@ -179,18 +112,14 @@ pub fn start(socket: &SocketRef, identity: &Identity) {
         }
     }
     if let Some(session) = &identity.session {
-        tokio::spawn(expire(
-            socket.clone(),
-            session.expires_at.subscribe(),
-            session.closed.clone(),
-        ));
+        tokio::spawn(expire(socket.clone(), session.expiry(), session.closed()));
     }
 }
 
 /// Stops the expiry timer of a disconnected socket.
 pub fn stop(identity: &Identity) {
     if let Some(session) = &identity.session {
-        session.closed.cancel();
+        session.close();
     }
 }
 
@@ -226,56 +155,46 @@ pub async fn on_refresh(
     State(state): State<AppState>,
     TryData(refresh): TryData<Refresh>,
 ) {
-    super::activity(&socket, &state, super::events::REFRESH);
     let user = socket
         .extensions
         .get::<Identity>()
         .and_then(|identity| identity.user);
-    if let Err(refused) = super::limit(
-        &socket,
-        &state,
-        user.as_ref(),
-        super::limits::Kind::Refresh,
-        super::events::REFRESH,
-    ) {
-        return refused.answer::<Refreshed>(&socket, ack);
-    }
+    let Some(ack) = guard::enter(&socket, &state, user.as_ref(), ClientEvent::Refresh, ack) else {
+        return;
+    };
     // `Data` would skip the handler on a bad payload and leave the client's
     // ack unanswered; every refused event gets an error ack instead.
     let answer = match refresh {
         Ok(refresh) => refresh_session(&socket, &state, &refresh.token),
-        Err(_) => Ack::error("bad_request", r#"refresh takes {"token": "<JWT>"}"#),
+        Err(_) => Err(Code::BadRequest.with(r#"refresh takes {"token": "<JWT>"}"#)),
     };
-    ack.send(&answer).ok();
+    ack.send(&Ack::from(answer)).ok();
 }
 
-fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Ack<Refreshed> {
+fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Result<Refreshed, Refusal> {
     let Some(identity) = socket.extensions.get::<Identity>() else {
-        return Ack::error("unauthorized", "no session");
+        return Err(Code::Unauthorized.with("no session"));
     };
     let (Some(user), Some(session)) = (identity.user, identity.session) else {
-        return Ack::error(
-            "no_session",
-            "this connection did not authenticate with a token",
-        );
+        return Err(Code::NoSession.with("this connection did not authenticate with a token"));
     };
     match state.auth.tokens.verify(token) {
         // The conversations a socket may be in are fixed when it connects:
         // a token that changes them needs a new connection.
         Ok(fresh) if fresh.username == user && fresh.conversations != identity.conversations => {
-            Ack::error(
-                "conversations_changed",
-                "the new token allows other conversations: reconnect with it",
-            )
+            Err(Code::ConversationsChanged
+                .with("the new token allows other conversations: reconnect with it"))
         }
         Ok(fresh) if fresh.username == user => {
-            session.expires_at.send_replace(fresh.expires_at);
-            Ack::Ok(Refreshed {
+            session.extend(fresh.expires_at);
+            Ok(Refreshed {
                 expires_at: fresh.expires_at,
             })
         }
-        Ok(_) => Ack::error("wrong_user", "the new token is for another user"),
-        Err(AuthError::Expired) => Ack::error("token_expired", "token expired"),
-        Err(reason) => Ack::error("unauthorized", reason.to_string()),
+        Ok(_) => Err(Code::WrongUser.with("the new token is for another user")),
+        Err(AuthError::Expired) => Err(Code::TokenExpired.with("token expired")),
+        // A `refresh` that fails for any other reason is `unauthorized`,
+        // as it has always been (a handshake says more).
+        Err(reason) => Err(Code::Unauthorized.with(reason.to_string())),
     }
 }

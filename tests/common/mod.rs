@@ -108,14 +108,10 @@ impl TempDb {
     /// them.
     pub fn config(&self) -> Config {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), self.url());
-        config.flush_interval = Duration::from_millis(50);
-        let none: tally::config::Limit = "0".parse().unwrap();
-        config.click_limit = none;
-        config.message_limit = none;
-        config.typing_limit = none;
-        config.join_limit = none;
-        config.refresh_limit = none;
-        config.max_connections_per_ip = 0;
+        config.database.flush_interval = Duration::from_millis(50);
+        // Every event limit at once: a new one is off here too.
+        config.limits = tally::config::EventLimits::NONE;
+        config.caps.max_connections_per_ip = 0;
         config
     }
 }

@@ -6,8 +6,8 @@
 //! [`Connection`] in its extensions, which are dropped with the socket (and
 //! the record is taken out at disconnect, since an event handler still
 //! running keeps the socket alive): the count goes down however a socket
-//! ends. The caps are checked and the socket counted in one step
-//! ([`Connection::admit`]) when it joins the namespace. The same record
+//! ends. The caps ([`super::Caps`]) are checked and the socket counted in
+//! one step ([`Connection::admit`]) when it joins the namespace. The same record
 //! keeps what the monitoring API shows (when the socket connected, when it
 //! last sent an event, and from where) and the socket's rate-limit
 //! buckets.
@@ -15,15 +15,22 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::limits::SocketLimits;
-
-use crate::conversation::now_ms;
+use super::caps::{Caps, Capped};
+use crate::clock::now_ms;
+use crate::limits::SocketLimits;
+use crate::sync::lock;
 
 /// Cheap to clone; every clone counts the same sockets.
 #[derive(Debug, Clone, Default)]
-pub struct Connections(Arc<AtomicUsize>, Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub struct Connections {
+    /// Sockets connected now.
+    total: Arc<AtomicUsize>,
+    /// Sockets connected now per client address; an address with none
+    /// keeps no entry.
+    by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
 
 /// Counts one socket until it is dropped.
 #[derive(Debug)]
@@ -34,13 +41,13 @@ impl Connections {
     pub fn track(&self) -> Tracked {
         // Relaxed is enough: the number is a gauge read for pacing and
         // monitoring, never used to synchronise other memory.
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Tracked(self.0.clone())
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Tracked(self.total.clone())
     }
 
     /// Sockets connected now.
     pub fn current(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Sockets connected now from `ip`.
@@ -51,63 +58,19 @@ impl Connections {
     /// Which cap one more socket from `client_ip` would pass now, if any:
     /// the early check, before engine.io opens a session (the count is
     /// taken later, by [`Connection::admit`], which checks again).
-    pub fn capped(&self, client_ip: Option<IpAddr>, caps: (usize, usize)) -> Option<Capped> {
+    pub fn capped(&self, client_ip: Option<IpAddr>, caps: &Caps) -> Option<Capped> {
         let from_ip = client_ip.map_or(0, |ip| self.from_ip(ip));
-        over_cap(self.current(), from_ip, caps)
+        caps.over(self.current(), from_ip)
     }
 
-    fn by_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.1.lock().unwrap_or_else(|p| p.into_inner())
+    fn by_ip(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        lock(&self.by_ip)
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A connection over a cap; its code is what the client receives, in
-/// `connect_error` at the namespace or in a `503` before engine.io.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capped {
-    /// `--max-connections` are connected.
-    ServerFull,
-    /// `--max-connections-per-ip` are connected from this client address.
-    TooManyFromIp,
-}
-
-impl Capped {
-    /// The reason, as the metric label and the refusal's code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Capped::ServerFull => "server_full",
-            Capped::TooManyFromIp => "too_many_connections",
-        }
-    }
-}
-
-impl std::fmt::Display for Capped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-impl std::error::Error for Capped {}
-
-/// The cap rule, on the counts as they stand: `max_total` sockets in all,
-/// `max_per_ip` from one client address (0: no cap).
-fn over_cap(
-    current: usize,
-    from_ip: usize,
-    (max_total, max_per_ip): (usize, usize),
-) -> Option<Capped> {
-    if max_total > 0 && current >= max_total {
-        Some(Capped::ServerFull)
-    } else if max_per_ip > 0 && from_ip >= max_per_ip {
-        Some(Capped::TooManyFromIp)
-    } else {
-        None
     }
 }
 
@@ -133,22 +96,21 @@ pub struct Connection {
 
 impl Connection {
     /// Counts a new socket whose peer is `remote` and whose client (behind
-    /// any trusted proxy) is `client_ip`, unless that would pass `max_total`
-    /// sockets in all or `max_per_ip` from `client_ip` (0: no cap). The
-    /// check and the count are one step, so sockets joining together cannot
-    /// all pass a cap that has room for only some of them.
+    /// any trusted proxy) is `client_ip`, unless that would pass one of
+    /// `caps`. The check and the count are one step, so sockets joining
+    /// together cannot all pass a cap that has room for only some of them.
     pub fn admit(
         connections: &Connections,
         remote: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
-        caps: (usize, usize),
+        caps: &Caps,
     ) -> Result<Self, Capped> {
         let now = now_ms();
         // Every admitted socket is counted under this lock, so what it reads
         // cannot change until the count is taken.
         let mut by_ip = connections.by_ip();
         let from_ip = client_ip.and_then(|ip| by_ip.get(&ip).copied());
-        if let Some(capped) = over_cap(connections.current(), from_ip.unwrap_or(0), caps) {
+        if let Some(capped) = caps.over(connections.current(), from_ip.unwrap_or(0)) {
             return Err(capped);
         }
         if let Some(ip) = client_ip {
@@ -201,13 +163,21 @@ impl Drop for Connection {
 mod tests {
     use super::*;
 
+    fn capped_at(max_connections: usize, max_per_ip: usize) -> Caps {
+        Caps {
+            max_connections,
+            max_per_ip,
+            ..Caps::default()
+        }
+    }
+
     #[test]
     fn a_socket_counts_while_its_guard_lives() {
         let connections = Connections::default();
         let other = connections.clone();
         let first = connections.track();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let from_ip = Connection::admit(&connections, None, Some(ip), (0, 0)).unwrap();
+        let from_ip = Connection::admit(&connections, None, Some(ip), &capped_at(0, 0)).unwrap();
         assert_eq!(connections.from_ip(ip), 1);
         assert_eq!(connections.current(), 2);
         drop(from_ip);
@@ -225,8 +195,8 @@ mod tests {
         let connections = Connections::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let caps = (3, 2);
-        let admit = |ip| Connection::admit(&connections, None, Some(ip), caps);
+        let caps = capped_at(3, 2);
+        let admit = |ip| Connection::admit(&connections, None, Some(ip), &caps);
         let first = admit(a).unwrap();
         let _second = admit(a).unwrap();
         assert_eq!(admit(a).unwrap_err(), Capped::TooManyFromIp);
@@ -239,10 +209,10 @@ mod tests {
         // A refused address keeps no entry; with no cap anything goes.
         let c: IpAddr = "192.0.2.3".parse().unwrap();
         assert_eq!(
-            Connection::admit(&connections, None, Some(c), (1, 0)).unwrap_err(),
+            Connection::admit(&connections, None, Some(c), &capped_at(1, 0)).unwrap_err(),
             Capped::ServerFull
         );
         assert_eq!(connections.by_ip().get(&c), None);
-        assert!(Connection::admit(&connections, None, Some(c), (0, 0)).is_ok());
+        assert!(Connection::admit(&connections, None, Some(c), &capped_at(0, 0)).is_ok());
     }
 }

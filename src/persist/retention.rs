@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::now_ms;
+use crate::clock::now_ms;
 use crate::store::Store;
 
 /// Longest pause between two prunings, however long the retention.

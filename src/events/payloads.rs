@@ -1,4 +1,6 @@
-//! Typed payloads of the Socket.IO contract.
+//! Typed payloads of the Socket.IO contract: what the server sends (and
+//! what client events carry where a type reads them), serialised as the
+//! README documents them.
 //!
 //! | direction | event | payload |
 //! |---|---|---|
@@ -11,12 +13,6 @@
 //! | server → client | `room_count` | [`RoomCount`] (members) |
 //! | server → client | `presence` | [`Presence`] (members) |
 //! | server → client | `typing` | [`Typing`] (the other members) |
-//! | client → server | `click` | none (or `{}`), or `{"conversationId"}`; ack → [`ClickAck`] or [`AckError`] |
-//! | client → server | `refresh` | [`Refresh`], ack → [`Refreshed`] or [`AckError`] |
-//! | client → server | `join_conversation` | `{"conversationId", "since"?}`, ack → [`Joined`] or [`AckError`] |
-//! | client → server | `leave_conversation` | `{"conversationId"}`, ack → [`Done`] or [`AckError`] |
-//! | client → server | `message` | `{"conversationId", "content"}`, ack → [`Posted`] or [`AckError`] |
-//! | client → server | `typing` | `{"conversationId"}`, ack (if asked) → [`Done`] or [`AckError`] |
 
 use std::fmt;
 
@@ -25,21 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conversation::{ConversationId, Message, MessageId};
+use crate::refusal::Refusal;
 use crate::user::Username;
-
-pub const COUNT: &str = "count";
-pub const ME: &str = "me";
-pub const LEADERBOARD: &str = "leaderboard";
-pub const SESSION_EXPIRED: &str = "session_expired";
-pub const CLICK: &str = "click";
-pub const REFRESH: &str = "refresh";
-pub const SERVER_SHUTDOWN: &str = "server_shutdown";
-pub const JOIN_CONVERSATION: &str = "join_conversation";
-pub const LEAVE_CONVERSATION: &str = "leave_conversation";
-pub const MESSAGE: &str = "message";
-pub const TYPING: &str = "typing";
-pub const ROOM_COUNT: &str = "room_count";
-pub const PRESENCE: &str = "presence";
 
 /// The global total. Totals only grow; a client keeps the largest it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,41 +130,33 @@ pub struct Refreshed {
     pub expires_at: u64,
 }
 
-/// An ack answer: the data on success, `{"error": {...}}` on failure. Clients
-/// tell them apart by the presence of the `error` key.
+/// An ack answer: the data on success, `{"error": {...}}` on failure.
+/// Clients tell them apart by the presence of the `error` key.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Ack<T> {
     Ok(T),
-    Err(AckError),
+    Err(Refused),
 }
 
-/// Why a client event was refused.
+/// A refused event's ack: `{"error": {"code", "message", "retryAfterMs"?}}`.
 #[derive(Debug, Serialize)]
-pub struct AckError {
-    pub error: ErrorBody,
+pub struct Refused {
+    pub error: Refusal,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    /// Stable, machine-readable reason, e.g. `bad_request`.
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-    /// For `rate_limited`: when a retry would pass, in milliseconds.
-    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
+impl<T> From<Refusal> for Ack<T> {
+    fn from(error: Refusal) -> Self {
+        Ack::Err(Refused { error })
+    }
 }
 
-impl<T> Ack<T> {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        Ack::Err(AckError {
-            error: ErrorBody {
-                code,
-                message: message.into(),
-                retry_after_ms: None,
-            },
-        })
+impl<T> From<Result<T, Refusal>> for Ack<T> {
+    fn from(result: Result<T, Refusal>) -> Self {
+        match result {
+            Ok(data) => Ack::Ok(data),
+            Err(error) => error.into(),
+        }
     }
 }
 
@@ -230,7 +205,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(ok, json!({"total": 3, "you": null}));
-        let err = serde_json::to_value(Ack::<Count>::error("bad_request", "nope")).unwrap();
+        let err = serde_json::to_value(Ack::<Count>::from(
+            crate::refusal::Code::BadRequest.with("nope"),
+        ))
+        .unwrap();
         assert_eq!(
             err,
             json!({"error": {"code": "bad_request", "message": "nope"}})

@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use super::Message;
+use crate::conversation::Message;
 
 /// Messages waiting for delivery; beyond this, new ones are skipped.
 const QUEUE: usize = 10_000;

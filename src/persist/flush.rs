@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::{CounterKey, Counters};
+use crate::counter::{CounterKey, Counters};
 use crate::metrics::Metrics;
 use crate::store::{Applied, Batch, Store, StoreError};
 
@@ -35,6 +35,13 @@ pub struct FinalFlushError {
     pub source: StoreError,
 }
 
+/// A batch written without an answer, and the global total its clicks
+/// reach (see [`crate::counter::durable::Stored::set`]).
+struct Unconfirmed {
+    batch: Batch,
+    covered: u64,
+}
+
 /// Turns pending deltas into numbered batches and writes them.
 pub struct Flusher {
     counters: Arc<Counters>,
@@ -42,9 +49,8 @@ pub struct Flusher {
     node: i64,
     next_seq: i64,
     /// A batch whose write failed: it may or may not have been applied, so
-    /// it is retried as it is before anything newer. With it, the global
-    /// total its clicks reach (see [`Counters::set_stored`]).
-    unconfirmed: Option<(Batch, u64)>,
+    /// it is retried as it is before anything newer.
+    unconfirmed: Option<Unconfirmed>,
     /// Longest a write may take before it counts as failed (a query stuck
     /// on a half-open connection would otherwise stop every later flush).
     write_timeout: Duration,
@@ -85,7 +91,7 @@ impl Flusher {
     /// Returns how many clicks were stored by this call.
     pub async fn flush(&mut self) -> Result<u64, StoreError> {
         let mut stored = 0;
-        if let Some((batch, covered)) = self.unconfirmed.take() {
+        if let Some(Unconfirmed { batch, covered }) = self.unconfirmed.take() {
             if let Some(metrics) = &self.metrics {
                 metrics.flush_retried();
             }
@@ -94,8 +100,8 @@ impl Flusher {
         let (deltas, covered) = self.counters.take_pending_with_total();
         if deltas.is_empty() {
             // Nothing waited: everything counted so far is stored as of now.
-            self.counters.set_flushed_now();
-            self.counters.set_stored(covered);
+            self.counters.flushes().set_flushed_now();
+            self.counters.stored().set(covered);
             return Ok(stored);
         }
         let batch = Batch {
@@ -120,7 +126,7 @@ impl Flusher {
             .sum();
         // Pending until confirmed, in flight included: `/healthz` and the
         // final error count them.
-        self.counters.set_unconfirmed(clicks);
+        self.counters.flushes().set_unconfirmed(clicks);
         let written = tokio::time::timeout(self.write_timeout, self.store.add(&batch))
             .await
             .unwrap_or_else(|_| {
@@ -144,10 +150,10 @@ impl Flusher {
                         "a retried flush had already been applied; not counted again"
                     );
                 }
-                self.counters.set_unconfirmed(0);
-                self.counters.set_flush_failing(false);
-                self.counters.set_flushed_now();
-                self.counters.set_stored(covered);
+                self.counters.flushes().set_unconfirmed(0);
+                self.counters.flushes().set_failing(false);
+                self.counters.flushes().set_flushed_now();
+                self.counters.stored().set(covered);
                 if let Some(metrics) = &self.metrics {
                     metrics.flushed(batch.deltas.len(), started.elapsed());
                 }
@@ -157,8 +163,8 @@ impl Flusher {
                 if let Some(metrics) = &self.metrics {
                     metrics.flush_failed();
                 }
-                self.counters.set_flush_failing(true);
-                self.unconfirmed = Some((batch, covered));
+                self.counters.flushes().set_failing(true);
+                self.unconfirmed = Some(Unconfirmed { batch, covered });
                 Err(err)
             }
         }
@@ -195,7 +201,7 @@ impl Flusher {
                     () = cancel.cancelled() => break,
                     // A failing write is retried after a pause, not in a
                     // tight loop.
-                    () = self.counters.wait_for_pending(), if !failing => {}
+                    () = self.counters.flushes().wait_for_pending(), if !failing => {}
                     () = tokio::time::sleep(DURABLE_RETRY), if failing => {}
                 },
             }

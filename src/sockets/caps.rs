@@ -1,26 +1,23 @@
 //! Connection caps, and who the client is behind a proxy.
 //!
-//! `--max-connections` and `--max-connections-per-ip` are checked on the
-//! request that would open a new engine.io session (one without a `sid`),
-//! before engine.io spends any memory on it: over a cap the answer is
-//! `503` with a JSON reason. The client's address is the TCP peer's, or,
-//! when that peer is one of `--trusted-proxies`, the nearest address in
-//! `X-Forwarded-For` that is not a trusted proxy. Entries may carry a port
-//! (`203.0.113.7:51234`, `[2001:db8::1]:443`), as some proxies append them.
-//! An entry that is no address at all ends the walk at the last trusted
-//! proxy: what lies beyond it was not written by anyone trusted.
+//! `--max-connections` and `--max-connections-per-ip` are checked twice: by
+//! `crate::http`'s early check on the request that would open a new
+//! engine.io session (before engine.io spends any memory on it), and when
+//! the socket joins the namespace, in the same step as it is counted
+//! ([`super::Connection::admit`]). Both apply [`Caps::over`]. The client's
+//! address is the TCP peer's, or, when that peer is one of
+//! `--trusted-proxies`, the nearest address in `X-Forwarded-For` that is
+//! not a trusted proxy. Entries may carry a port (`203.0.113.7:51234`,
+//! `[2001:db8::1]:443`), as some proxies append them. An entry that is no
+//! address at all ends the walk at the last trusted proxy: what lies beyond
+//! it was not written by anyone trusted.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use super::ApiError;
-use crate::realtime::connections::Capped;
-use crate::state::AppState;
+use crate::refusal::{Code, Refusal};
 
 /// The caps of a server (0: no cap) and the proxies it trusts.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +28,33 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// Which cap one more socket would pass, with `current` sockets in all
+    /// and `from_ip` from its client's address, if any.
+    pub fn over(&self, current: usize, from_ip: usize) -> Option<Capped> {
+        if self.max_connections > 0 && current >= self.max_connections {
+            Some(Capped::ServerFull)
+        } else if self.max_per_ip > 0 && from_ip >= self.max_per_ip {
+            Some(Capped::TooManyFromIp)
+        } else {
+            None
+        }
+    }
+
+    /// The refusal of an HTTP request over a cap: its code and a message
+    /// saying which cap.
+    pub fn refusal(&self, capped: Capped) -> Refusal {
+        match capped {
+            Capped::ServerFull => capped.code().with(format!(
+                "the server holds its maximum of {} connections; try again later",
+                self.max_connections
+            )),
+            Capped::TooManyFromIp => capped.code().with(format!(
+                "at most {} connections from one address",
+                self.max_per_ip
+            )),
+        }
+    }
+
     /// The client's address: see the module's documentation.
     pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?.ip();
@@ -64,46 +88,6 @@ impl Caps {
     }
 }
 
-/// Refuses a new Socket.IO connection over a cap, before engine.io sees it.
-pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let opens_session = crate::realtime::detach::opens_session(request.uri());
-    if opens_session && let Some(refusal) = refusal(&state, &request) {
-        state.metrics.connection_refused(refusal.code());
-        return refusal.into_response();
-    }
-    next.run(request).await
-}
-
-fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
-    let caps = &state.caps;
-    // The client's address is only worked out when a per-address cap needs it.
-    let client_ip = if caps.max_per_ip > 0 {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        caps.client_ip(peer, request.headers())
-    } else {
-        None
-    };
-    let capped = state
-        .connections
-        .capped(client_ip, (caps.max_connections, caps.max_per_ip))?;
-    let message = match capped {
-        Capped::ServerFull => format!(
-            "the server holds its maximum of {} connections; try again later",
-            caps.max_connections
-        ),
-        Capped::TooManyFromIp => {
-            format!("at most {} connections from one address", caps.max_per_ip)
-        }
-    };
-    Some(ApiError::Unavailable {
-        code: capped.code(),
-        message,
-    })
-}
-
 /// The address of one `X-Forwarded-For` entry, with or without a port.
 fn forwarded_ip(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
@@ -115,6 +99,35 @@ fn forwarded_ip(entry: &str) -> Option<IpAddr> {
             let bracketed = entry.strip_prefix('[')?.strip_suffix(']')?;
             bracketed.parse::<IpAddr>().ok()
         })
+}
+
+/// A connection over a cap; its code is what the client receives, in
+/// `connect_error` at the namespace (where the code is the message too) or
+/// in a `503` before engine.io.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capped {
+    /// `--max-connections` are connected.
+    ServerFull,
+    /// `--max-connections-per-ip` are connected from this client address.
+    TooManyFromIp,
+}
+
+impl Capped {
+    /// The reason, as the metric label and the refusal's code.
+    pub fn code(self) -> Code {
+        match self {
+            Capped::ServerFull => Code::ServerFull,
+            Capped::TooManyFromIp => Code::TooManyConnections,
+        }
+    }
+}
+
+impl From<Capped> for Refusal {
+    /// The refusal of a socket joining the namespace over a cap: the
+    /// message is the code, as `connect_error` has always said it.
+    fn from(capped: Capped) -> Self {
+        capped.code().with(capped.code().as_str())
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::config::{EventLimits, Limit};
+use crate::events::ClientEvent;
+use crate::sync::lock;
 use crate::user::Username;
 
 /// How long refusals are added up to judge a socket abusive.
@@ -25,85 +28,37 @@ pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// socket disconnected.
 pub const ABUSE_FACTOR: u32 = 10;
 
-/// The limited events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Click = 0,
-    Message = 1,
-    Typing = 2,
-    Join = 3,
-    Refresh = 4,
-}
-
-const KINDS: usize = 5;
-
-/// A rate and a burst, as `--click-limit 20:40` gives them; a rate of 0 is
-/// no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-impl Limit {
-    fn quota(self) -> Option<Quota> {
-        let rate = NonZeroU32::new(self.per_second)?;
-        let burst = NonZeroU32::new(self.burst.max(1))?;
-        Some(Quota::per_second(rate).allow_burst(burst))
-    }
-}
-
-impl std::str::FromStr for Limit {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "`{raw}`: expected RATE:BURST (events per second and burst, e.g. 20:40), or 0 for no limit"
-            )
-        };
-        let raw = raw.trim();
-        if raw == "0" {
-            return Ok(Limit {
-                per_second: 0,
-                burst: 0,
-            });
-        }
-        let (rate, burst) = raw.split_once(':').ok_or_else(bad)?;
-        let per_second: u32 = rate.trim().parse().map_err(|_| bad())?;
-        let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
-        if per_second > 0 && burst == 0 {
-            return Err(bad());
-        }
-        Ok(Limit { per_second, burst })
-    }
-}
-
-impl std::fmt::Display for Limit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.per_second == 0 {
-            f.write_str("0")
-        } else {
-            write!(f, "{}:{}", self.per_second, self.burst)
-        }
-    }
+/// The token bucket of a limit, or `None` for no limit.
+fn quota(limit: Limit) -> Option<Quota> {
+    let rate = NonZeroU32::new(limit.per_second)?;
+    let burst = NonZeroU32::new(limit.burst.max(1))?;
+    Some(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// The limits of the server, with the per-user buckets.
 pub struct Limits {
-    limits: [Limit; KINDS],
-    per_user: [Option<DefaultKeyedRateLimiter<String>>; KINDS],
+    /// Each client event's limit, indexed by [`ClientEvent::index`]; `None`
+    /// for an event that is never limited.
+    limits: Vec<Option<Limit>>,
+    per_user: Vec<Option<DefaultKeyedRateLimiter<String>>>,
     clock: DefaultClock,
 }
 
 /// The buckets of one socket, created on its first limited event.
 #[derive(Default)]
 pub struct SocketLimits {
-    buckets: [std::sync::OnceLock<Option<DefaultDirectRateLimiter>>; KINDS],
-    /// Refusals since `.0`.
-    refusals: Mutex<(Option<Instant>, u32)>,
+    buckets: [std::sync::OnceLock<Option<DefaultDirectRateLimiter>>; ClientEvent::ALL.len()],
+    refusals: Mutex<Refusals>,
     /// Set once the socket was judged abusive, so it is cut off once.
     judged: std::sync::atomic::AtomicBool,
+}
+
+/// The refusals of a socket in the current abuse window.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// When the window began; `None` before the first refusal.
+    since: Option<Instant>,
+    count: u32,
 }
 
 impl std::fmt::Debug for SocketLimits {
@@ -122,11 +77,17 @@ pub struct Limited {
 }
 
 impl Limits {
-    /// `limits` in the order of [`Kind`]: click, message, typing, join,
-    /// refresh.
-    pub fn new(limits: [Limit; KINDS]) -> Self {
+    /// The limits the options set, one per limited client event.
+    pub fn new(options: &EventLimits) -> Self {
+        let limits: Vec<Option<Limit>> = ClientEvent::ALL
+            .iter()
+            .map(|event| event.limit(options))
+            .collect();
         Limits {
-            per_user: limits.map(|limit| limit.quota().map(RateLimiter::keyed)),
+            per_user: limits
+                .iter()
+                .map(|limit| limit.and_then(quota).map(RateLimiter::keyed))
+                .collect(),
             limits,
             clock: DefaultClock::default(),
         }
@@ -134,26 +95,23 @@ impl Limits {
 
     /// No limits at all.
     pub fn unlimited() -> Self {
-        Self::new(
-            [Limit {
-                per_second: 0,
-                burst: 0,
-            }; KINDS],
-        )
+        Self::new(&EventLimits::NONE)
     }
 
-    /// Takes one token of `kind` from the socket's and the user's buckets.
+    /// Takes one token for `event` from the socket's and the user's buckets.
     pub fn check(
         &self,
         socket: &SocketLimits,
         user: Option<&Username>,
-        kind: Kind,
+        event: ClientEvent,
     ) -> Result<(), Limited> {
-        let limit = self.limits[kind as usize];
-        let Some(quota) = limit.quota() else {
+        let Some(limit) = self.limits[event.index()] else {
             return Ok(());
         };
-        let bucket = socket.buckets[kind as usize]
+        let Some(quota) = quota(limit) else {
+            return Ok(());
+        };
+        let bucket = socket.buckets[event.index()]
             .get_or_init(|| Some(RateLimiter::direct(quota)))
             .as_ref();
         let refused = match bucket.map(|bucket| bucket.check()) {
@@ -161,7 +119,7 @@ impl Limits {
             _ => None,
         };
         let refused = refused.or_else(|| {
-            let per_user = self.per_user[kind as usize].as_ref()?;
+            let per_user = self.per_user[event.index()].as_ref()?;
             per_user
                 .check_key(&user?.folded())
                 .err()
@@ -171,13 +129,16 @@ impl Limits {
             return Ok(());
         };
         let abusive = {
-            let mut refusals = socket.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut refusals = lock(&socket.refusals);
             let now = Instant::now();
-            if refusals.0.is_none_or(|since| now - since > ABUSE_WINDOW) {
-                *refusals = (Some(now), 0);
+            if refusals.since.is_none_or(|since| now - since > ABUSE_WINDOW) {
+                *refusals = Refusals {
+                    since: Some(now),
+                    count: 0,
+                };
             }
-            refusals.1 += 1;
-            refusals.1 > ABUSE_FACTOR * limit.burst.max(1)
+            refusals.count += 1;
+            refusals.count > ABUSE_FACTOR * limit.burst.max(1)
                 && !socket
                     .judged
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -206,59 +167,44 @@ mod tests {
         Limit { per_second, burst }
     }
 
-    #[test]
-    fn limits_parse_and_print() {
-        assert_eq!("20:40".parse::<Limit>().unwrap(), limit(20, 40));
-        assert_eq!("0".parse::<Limit>().unwrap(), limit(0, 0));
-        assert_eq!(limit(5, 10).to_string(), "5:10");
-        for bad in ["20", "a:b", "20:0", ":5", "-1:3"] {
-            assert!(bad.parse::<Limit>().is_err(), "{bad}");
-        }
+    fn clicks_limited(per_second: u32, burst: u32) -> Limits {
+        Limits::new(&EventLimits {
+            click: limit(per_second, burst),
+            ..EventLimits::NONE
+        })
     }
 
     #[test]
     fn a_burst_passes_then_events_wait_and_users_share_a_bucket() {
-        let limits = Limits::new([
-            limit(1, 3),
-            limit(0, 0),
-            limit(0, 0),
-            limit(0, 0),
-            limit(0, 0),
-        ]);
+        let limits = clicks_limited(1, 3);
         let ada = Username::parse("ada").unwrap();
         let (tab1, tab2) = (SocketLimits::default(), SocketLimits::default());
         for _ in 0..3 {
-            assert!(limits.check(&tab1, Some(&ada), Kind::Click).is_ok());
+            assert!(limits.check(&tab1, Some(&ada), ClientEvent::Click).is_ok());
         }
-        let refused = limits.check(&tab1, Some(&ada), Kind::Click).unwrap_err();
+        let refused = limits.check(&tab1, Some(&ada), ClientEvent::Click).unwrap_err();
         assert!(
             refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1)
         );
         assert!(!refused.abusive);
         // Another tab of the same user: its own bucket is full, the user's is not.
-        assert!(limits.check(&tab2, Some(&ada), Kind::Click).is_err());
+        assert!(limits.check(&tab2, Some(&ada), ClientEvent::Click).is_err());
         // Another user on a fresh socket is not affected; unlimited kinds pass.
         let bob = Username::parse("bob").unwrap();
         assert!(
             limits
-                .check(&SocketLimits::default(), Some(&bob), Kind::Click)
+                .check(&SocketLimits::default(), Some(&bob), ClientEvent::Click)
                 .is_ok()
         );
-        assert!(limits.check(&tab1, Some(&ada), Kind::Message).is_ok());
+        assert!(limits.check(&tab1, Some(&ada), ClientEvent::Message).is_ok());
     }
 
     #[test]
     fn a_socket_far_over_its_limit_is_judged_abusive() {
-        let limits = Limits::new([
-            limit(1, 2),
-            limit(0, 0),
-            limit(0, 0),
-            limit(0, 0),
-            limit(0, 0),
-        ]);
+        let limits = clicks_limited(1, 2);
         let socket = SocketLimits::default();
         let verdicts: Vec<_> = (0..30)
-            .map(|_| limits.check(&socket, None, Kind::Click))
+            .map(|_| limits.check(&socket, None, ClientEvent::Click))
             .collect();
         assert!(verdicts[..2].iter().all(Result::is_ok));
         let abusive = verdicts

@@ -3,24 +3,21 @@
 //!
 //! A conversation is a Socket.IO room with its own click counter (kept by
 //! [`crate::counter`]) and a history of messages (kept by [`crate::store`]).
-//! This module owns the values that cross those boundaries: [`ConversationId`],
-//! [`Content`] (a validated message body), [`Message`] (a stored message in
-//! the original design's schema), the group-commit writer that stores
-//! messages before anyone is told about them ([`log`]), the signed webhook
-//! that hands every stored message to a backend ([`webhook`]), and the
-//! background pruning of old messages ([`retention`]).
-
-pub mod log;
-pub mod retention;
-pub mod webhook;
+//! This module owns the values that cross those boundaries:
+//! [`ConversationId`], [`Content`] (a validated message body), [`Draft`] (a
+//! message on its way to the store), [`Message`] (a stored message in the
+//! original design's schema) and the pages of history. The writer that
+//! stores messages before anyone hears of them is
+//! [`crate::persist::message_log`].
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
+use crate::clock::iso_millis;
+use crate::refusal::{Code, Refusal};
 use crate::user::Username;
 
 /// The rule for conversation ids, in words, for error messages and docs.
@@ -87,6 +84,17 @@ pub enum InvalidContent {
     TooLong,
     #[error("a message cannot contain control characters other than newline and tab")]
     ControlCharacter,
+}
+
+impl From<InvalidContent> for Refusal {
+    /// What a client is told about a body that breaks the rules.
+    fn from(err: InvalidContent) -> Self {
+        let code = match err {
+            InvalidContent::TooLong => Code::TooLong,
+            InvalidContent::Empty | InvalidContent::ControlCharacter => Code::InvalidPayload,
+        };
+        code.with(err.to_string())
+    }
 }
 
 impl Content {
@@ -218,18 +226,13 @@ impl Serialize for Message {
     }
 }
 
-/// Formats milliseconds since the epoch as `2026-11-25T17:18:04.123Z`.
-pub fn iso_millis(unix_ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// A message before it is stored: the message log's writer gives it its
+/// id and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub conversation: ConversationId,
+    pub user: Username,
+    pub content: Content,
 }
 
 /// A page of a conversation's history, oldest first.
@@ -345,7 +348,7 @@ mod tests {
             message.user.clone(),
             message.content.clone(),
         );
-        assert!((now.created_at - now_ms()).abs() < 5_000);
+        assert!((now.created_at - crate::clock::now_ms()).abs() < 5_000);
         assert!(now.timestamp().ends_with('Z') && now.timestamp().len() == 24);
     }
 }

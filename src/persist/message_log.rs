@@ -22,11 +22,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::webhook::WebhookQueue;
-use super::{Content, ConversationId, Message};
+use crate::conversation::{Draft, Message};
 use crate::metrics::Metrics;
+use crate::refusal::{Code, Refusal};
 use crate::store::{MAX_MESSAGES_PER_WRITE, Store};
-use crate::user::Username;
+use crate::webhook::WebhookQueue;
 
 /// Messages waiting for the writer. When it is full, senders wait: that is
 /// the back-pressure a database slower than the chat puts on posters.
@@ -42,12 +42,15 @@ pub enum AppendError {
     Store,
 }
 
-/// A message before it is stored: the writer gives it its id and time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Draft {
-    pub conversation: ConversationId,
-    pub user: Username,
-    pub content: Content,
+impl From<AppendError> for Refusal {
+    /// What the sender is told: the same over a socket and over HTTP.
+    fn from(err: AppendError) -> Self {
+        let code = match err {
+            AppendError::Closed => Code::ShuttingDown,
+            AppendError::Store => Code::Unavailable,
+        };
+        code.with(err.to_string())
+    }
 }
 
 struct Request {
@@ -173,7 +176,8 @@ pub async fn write<P, F>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversation::HistoryQuery;
+    use crate::conversation::{Content, ConversationId, HistoryQuery};
+    use crate::user::Username;
     use crate::store::{StoreOptions, connect};
 
     fn draft(text: &str) -> Draft {

@@ -1,0 +1,16 @@
+//! The HTTP server and the operating system around it: the HTTP/1.1
+//! accept loop with its header timeout ([`http1`]), the listen backlog and
+//! the open-file limit ([`os`]), the stop signals ([`signal`]), and the
+//! byte counts the Admin UI charts ([`bytes`]).
+//!
+//! Nothing here knows tally: it serves any axum [`Router`](axum::Router),
+//! so it sits at the bottom of the layers, below everything it serves.
+
+pub mod bytes;
+mod http1;
+mod os;
+mod signal;
+
+pub use http1::{nodelay, serve_http};
+pub use os::{listen, raise_fd_limit};
+pub use signal::shutdown_signal;
