@@ -131,7 +131,10 @@ impl Limits {
         let abusive = {
             let mut refusals = lock(&socket.refusals);
             let now = Instant::now();
-            if refusals.since.is_none_or(|since| now - since > ABUSE_WINDOW) {
+            if refusals
+                .since
+                .is_none_or(|since| now - since > ABUSE_WINDOW)
+            {
                 *refusals = Refusals {
                     since: Some(now),
                     count: 0,
@@ -182,7 +185,9 @@ mod tests {
         for _ in 0..3 {
             assert!(limits.check(&tab1, Some(&ada), ClientEvent::Click).is_ok());
         }
-        let refused = limits.check(&tab1, Some(&ada), ClientEvent::Click).unwrap_err();
+        let refused = limits
+            .check(&tab1, Some(&ada), ClientEvent::Click)
+            .unwrap_err();
         assert!(
             refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1)
         );
@@ -196,7 +201,11 @@ mod tests {
                 .check(&SocketLimits::default(), Some(&bob), ClientEvent::Click)
                 .is_ok()
         );
-        assert!(limits.check(&tab1, Some(&ada), ClientEvent::Message).is_ok());
+        assert!(
+            limits
+                .check(&tab1, Some(&ada), ClientEvent::Message)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -104,8 +104,9 @@ impl Code {
         use Code::*;
         match self {
             BadRequest | NoSession => StatusCode::BAD_REQUEST,
-            Unauthorized | TokenExpired | TokenNotYetValid | InvalidCredentials
-            | LoginRequired => StatusCode::UNAUTHORIZED,
+            Unauthorized | TokenExpired | TokenNotYetValid | InvalidCredentials | LoginRequired => {
+                StatusCode::UNAUTHORIZED
+            }
             Forbidden | ForbiddenOrigin | GuestLoginDisabled | HostRefused | WrongUser
             | NotAMember => StatusCode::FORBIDDEN,
             NotFound | UnknownUser => StatusCode::NOT_FOUND,

@@ -91,4 +91,3 @@ pub async fn serve(
     stopped?;
     served.map_err(RunError::Task)
 }
-

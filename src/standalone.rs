@@ -116,4 +116,3 @@ impl App {
         serve(listener, router, running, stop.cancelled_owned()).await
     }
 }
-

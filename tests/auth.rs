@@ -7,8 +7,8 @@ use std::time::Duration;
 use common::{TempDb, TestClient, TestServer, TransportType};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tally::{auth::AuthMode, clock::unix_now};
 use tally::config::Secret;
+use tally::{auth::AuthMode, clock::unix_now};
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 

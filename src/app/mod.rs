@@ -1,13 +1,13 @@
 //! Assembling tally from its parts: one way for `tally serve` and for a host
 //! application that mounts tally beside its own routes.
 //!
-//! [`Tally::builder`] ([`builder`]) does everything that can fail at start
+//! [`Tally::builder`] (`builder.rs`) does everything that can fail at start
 //! (open and migrate the store, load the counts) and returns a [`Tally`]
-//! ([`routes`]): the Socket.IO routes, the API, the page and the health
+//! (`routes.rs`): the Socket.IO routes, the API, the page and the health
 //! checks as axum routers a host mounts where it likes. [`Tally::start`]
-//! ([`tasks`]) then spawns the background tasks and returns [`Running`]
-//! ([`running`]), whose [`Running::shutdown`] stops in the order that loses
-//! nothing. The once-a-second jobs are [`housekeeping`]'s.
+//! (`tasks.rs`) then spawns the background tasks and returns [`Running`]
+//! (`running.rs`), whose [`Running::shutdown`] stops in the order that loses
+//! nothing. The once-a-second jobs are `housekeeping.rs`'s.
 //!
 //! This is the only module that knows every other: it registers the
 //! handlers of both namespaces and hands each part the handles it needs.

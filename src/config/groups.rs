@@ -19,7 +19,12 @@ pub struct DatabaseConfig {
     /// Database URL; the scheme picks the backend: `sqlite://PATH` (created if
     /// missing) is the embedded default, `postgres://USER:PASS@HOST/DB` and
     /// `mysql://USER:PASS@HOST/DB` (MySQL 8, MariaDB 10.6+) use a server.
-    #[arg(id = "database_url", long = "database-url", env = "TALLY_DATABASE_URL", default_value = "sqlite://tally.db")]
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "TALLY_DATABASE_URL",
+        default_value = "sqlite://tally.db"
+    )]
     pub url: String,
 
     /// Most database connections open at once (SQLite in memory uses one).
@@ -61,8 +66,13 @@ pub struct SocketConfig {
     pub allowed_origins: Vec<AllowedOrigin>,
 
     /// Socket.IO transports to accept: `websocket`, `polling`, or both as a comma list.
-    #[arg(long, env = "TALLY_TRANSPORTS", value_delimiter = ',', value_enum,
-          default_value = "websocket,polling")]
+    #[arg(
+        long,
+        env = "TALLY_TRANSPORTS",
+        value_delimiter = ',',
+        value_enum,
+        default_value = "websocket,polling"
+    )]
     pub transports: Vec<Transport>,
 
     /// How often the server pings each client to check it is alive.
@@ -119,7 +129,13 @@ pub struct AuthConfig {
     /// How Socket.IO clients identify themselves: `open` (a token, a bare
     /// username, or nothing for anonymous clicks) or `token` (a valid JWT on
     /// every connection).
-    #[arg(id = "auth", long = "auth", env = "TALLY_AUTH", value_enum, default_value = "open")]
+    #[arg(
+        id = "auth",
+        long = "auth",
+        env = "TALLY_AUTH",
+        value_enum,
+        default_value = "open"
+    )]
     pub mode: AuthMode,
 
     /// Secret that signs and checks HS256 tokens, at least 32 bytes. Required
@@ -190,23 +206,48 @@ pub struct ConversationConfig {
 pub struct EventLimits {
     /// Rate limit of `click` per socket and per user, as RATE:BURST (events
     /// per second, and how many may come at once); `0` for none.
-    #[arg(id = "click_limit", long = "click-limit", env = "TALLY_CLICK_LIMIT", default_value = "20:40")]
+    #[arg(
+        id = "click_limit",
+        long = "click-limit",
+        env = "TALLY_CLICK_LIMIT",
+        default_value = "20:40"
+    )]
     pub click: Limit,
     /// Rate limit of `message`, per socket and per user (RATE:BURST, `0`
     /// for none).
-    #[arg(id = "message_limit", long = "message-limit", env = "TALLY_MESSAGE_LIMIT", default_value = "5:10")]
+    #[arg(
+        id = "message_limit",
+        long = "message-limit",
+        env = "TALLY_MESSAGE_LIMIT",
+        default_value = "5:10"
+    )]
     pub message: Limit,
     /// Rate limit of `typing`, per socket and per user (RATE:BURST, `0` for
     /// none).
-    #[arg(id = "typing_limit", long = "typing-limit", env = "TALLY_TYPING_LIMIT", default_value = "3:6")]
+    #[arg(
+        id = "typing_limit",
+        long = "typing-limit",
+        env = "TALLY_TYPING_LIMIT",
+        default_value = "3:6"
+    )]
     pub typing: Limit,
     /// Rate limit of `join_conversation`, per socket and per user
     /// (RATE:BURST, `0` for none).
-    #[arg(id = "join_limit", long = "join-limit", env = "TALLY_JOIN_LIMIT", default_value = "5:20")]
+    #[arg(
+        id = "join_limit",
+        long = "join-limit",
+        env = "TALLY_JOIN_LIMIT",
+        default_value = "5:20"
+    )]
     pub join: Limit,
     /// Rate limit of `refresh`, per socket and per user (RATE:BURST, `0`
     /// for none).
-    #[arg(id = "refresh_limit", long = "refresh-limit", env = "TALLY_REFRESH_LIMIT", default_value = "1:5")]
+    #[arg(
+        id = "refresh_limit",
+        long = "refresh-limit",
+        env = "TALLY_REFRESH_LIMIT",
+        default_value = "1:5"
+    )]
     pub refresh: Limit,
 }
 
@@ -247,7 +288,12 @@ pub struct AdminConfig {
     /// Token an operator's tools send as `Authorization: Bearer <token>` to
     /// the monitoring API (`/api/admin/connections`, `/api/admin/stats`); at
     /// least 16 bytes. Unset, those endpoints answer 404.
-    #[arg(id = "admin_token", long = "admin-token", env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        id = "admin_token",
+        long = "admin-token",
+        env = "TALLY_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<Secret>,
     /// Serve the official Socket.IO Admin UI at `/admin/` and its
     /// namespace `/admin` (see `--admin-user`, `--admin-password-hash`,
@@ -255,25 +301,49 @@ pub struct AdminConfig {
     #[arg(id = "admin", long = "admin", env = "TALLY_ADMIN")]
     pub ui: bool,
     /// The Admin UI's user name.
-    #[arg(id = "admin_user", long = "admin-user", env = "TALLY_ADMIN_USER", default_value = "admin")]
+    #[arg(
+        id = "admin_user",
+        long = "admin-user",
+        env = "TALLY_ADMIN_USER",
+        default_value = "admin"
+    )]
     pub user: String,
     /// bcrypt hash of the Admin UI's password (`tally hash-password` makes
     /// one). Required with `--admin` unless `--admin-no-auth` is given.
-    #[arg(id = "admin_password_hash", long = "admin-password-hash", env = "TALLY_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    #[arg(
+        id = "admin_password_hash",
+        long = "admin-password-hash",
+        env = "TALLY_ADMIN_PASSWORD_HASH",
+        hide_env_values = true
+    )]
     pub password_hash: Option<Secret>,
     /// Let anyone who reaches the server use the Admin UI, without a
     /// password. Only for a server nobody else can reach.
-    #[arg(id = "admin_no_auth", long = "admin-no-auth", env = "TALLY_ADMIN_NO_AUTH")]
+    #[arg(
+        id = "admin_no_auth",
+        long = "admin-no-auth",
+        env = "TALLY_ADMIN_NO_AUTH"
+    )]
     pub no_auth: bool,
     /// `aggregated`: the Admin UI gets totals every 2 s, for an atomic add
     /// per event. `development`: also every socket, room and event as they
     /// happen, and the UI can move sockets between rooms and disconnect
     /// them; this costs work on every event and the UI slows down beyond a
     /// few thousand sockets.
-    #[arg(id = "admin_mode", long = "admin-mode", env = "TALLY_ADMIN_MODE", value_enum, default_value = "aggregated")]
+    #[arg(
+        id = "admin_mode",
+        long = "admin-mode",
+        env = "TALLY_ADMIN_MODE",
+        value_enum,
+        default_value = "aggregated"
+    )]
     pub mode: AdminMode,
     /// The Admin UI may watch but not act (no join, leave or disconnect).
-    #[arg(id = "admin_readonly", long = "admin-readonly", env = "TALLY_ADMIN_READONLY")]
+    #[arg(
+        id = "admin_readonly",
+        long = "admin-readonly",
+        env = "TALLY_ADMIN_READONLY"
+    )]
     pub readonly: bool,
     /// How long an Admin UI login lasts before the password is asked again.
     #[arg(id = "admin_session_ttl", long = "admin-session-ttl", env = "TALLY_ADMIN_SESSION_TTL", default_value = "12h", value_parser = parse_positive_duration)]

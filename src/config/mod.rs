@@ -10,8 +10,8 @@
 pub mod groups;
 pub mod values;
 
-use std::net::SocketAddr;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
+use std::net::SocketAddr;
 
 pub use groups::{
     AdminConfig, AuthConfig, BroadcastConfig, CapsConfig, ConversationConfig, DatabaseConfig,
@@ -147,7 +147,10 @@ impl Config {
             ),
             ("--admin-session-ttl", Some(self.admin.session_ttl)),
             ("--shutdown-timeout", Some(self.serving.shutdown_timeout)),
-            ("--header-read-timeout", Some(self.serving.header_read_timeout)),
+            (
+                "--header-read-timeout",
+                Some(self.serving.header_read_timeout),
+            ),
             ("--message-retention", self.conversations.message_retention),
         ];
         if let Some((option, _)) = positive
@@ -163,7 +166,10 @@ impl Config {
             }
             _ => {}
         }
-        let short = |key: &Option<Secret>| key.as_ref().is_some_and(|key| key.0.len() < MIN_API_KEY_LEN);
+        let short = |key: &Option<Secret>| {
+            key.as_ref()
+                .is_some_and(|key| key.0.len() < MIN_API_KEY_LEN)
+        };
         if short(&self.conversations.api_key) {
             return Err(ConfigError::ShortApiKey);
         }

@@ -45,7 +45,6 @@ pub enum AllowedOrigin {
     Exact(String),
 }
 
-
 /// How Socket.IO clients must identify themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {
@@ -171,7 +170,6 @@ pub(super) fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     }
     Ok(duration)
 }
-
 
 #[cfg(test)]
 mod tests {

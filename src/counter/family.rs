@@ -125,7 +125,11 @@ impl<K: Clone + Eq + std::hash::Hash> Family<K> {
     }
 
     /// Moves every dirty counter's latest total into `changed`.
-    pub(super) fn take_changed(&self, changed: &mut Vec<Changed>, to_key: impl Fn(K) -> CounterKey) {
+    pub(super) fn take_changed(
+        &self,
+        changed: &mut Vec<Changed>,
+        to_key: impl Fn(K) -> CounterKey,
+    ) {
         for (key, counter) in std::mem::take(&mut *lock(&self.dirty)) {
             // Cleared before reading the total: a click after this line
             // queues the counter again, a click before it is in the total read.

@@ -4,7 +4,7 @@
 //! total, the user's count and the conversation's counter move together
 //! under a shared gate, so a flush (which takes the gate exclusively) holds
 //! both halves of a click or neither. Around that core, one file per
-//! concern: one counter and its family ([`family`]), sockets per room
+//! concern: one counter and its family (`family.rs`), sockets per room
 //! ([`presence`]), what changed since the last publication ([`changes`]),
 //! what the flusher reports back ([`flushes`]) and durable mode's wait for
 //! a click to be stored ([`durable`]); the order of users ([`ranking`],
@@ -27,8 +27,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use changes::{Changed, Changes};
 use changes::ChangeSignal;
+pub use changes::{Changed, Changes};
 use durable::Stored;
 pub use family::Counter;
 use family::Family;
@@ -132,11 +132,10 @@ impl Counters {
                 }
             }
         }
-        let ranking = ranking::Ranking::new(
-            users
-                .iter()
-                .map(|(name, counter): (&Username, &Arc<Counter>)| (name.clone(), counter.total())),
-        );
+        let ranking =
+            ranking::Ranking::new(users.iter().map(
+                |(name, counter): (&Username, &Arc<Counter>)| (name.clone(), counter.total()),
+            ));
         Counters {
             gate: RwLock::new(false),
             global: Counter::starting_at(global),

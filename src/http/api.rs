@@ -6,9 +6,9 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::refusal::Code;
 use crate::auth::IssuedToken;
 use crate::counter::leaderboard::{self, Ranked};
+use crate::refusal::Code;
 use crate::state::AppState;
 use crate::user::Username;
 
@@ -31,7 +31,9 @@ pub async fn leaderboard(
         Ok(Query(LeaderboardQuery { limit: Some(n) })) if (1..=MAX_LIMIT).contains(&n) => n,
         _ => {
             return Err(Code::BadRequest
-                .with(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
+                .with(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}"
+                ))
                 .into());
         }
     };
@@ -76,8 +78,7 @@ pub async fn session(
             ))
             .into()
     })?;
-    let username =
-        Username::parse(&request.username).map_err(|_| ApiError::invalid_username())?;
+    let username = Username::parse(&request.username).map_err(|_| ApiError::invalid_username())?;
     state
         .auth
         .tokens

@@ -56,10 +56,19 @@ mod tests {
         assert!(authorize(key, &with("Bearer s3cret-key")).is_ok());
         assert!(authorize(key, &with("bearer s3cret-key")).is_ok());
         assert!(authorize(key, &with("BEARER  s3cret-key ")).is_ok());
-        assert_eq!(refused(key, &with("Bearer s3cret-kez")), Some(Code::Unauthorized));
-        assert_eq!(refused(key, &with("Basic s3cret-key")), Some(Code::Unauthorized));
+        assert_eq!(
+            refused(key, &with("Bearer s3cret-kez")),
+            Some(Code::Unauthorized)
+        );
+        assert_eq!(
+            refused(key, &with("Basic s3cret-key")),
+            Some(Code::Unauthorized)
+        );
         assert_eq!(refused(key, &HeaderMap::new()), Some(Code::Unauthorized));
-        assert_eq!(refused(None, &with("Bearer s3cret-key")), Some(Code::NotFound));
+        assert_eq!(
+            refused(None, &with("Bearer s3cret-key")),
+            Some(Code::NotFound)
+        );
     }
 
     #[test]

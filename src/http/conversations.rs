@@ -21,8 +21,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn conversation(raw: &str) -> Result<ConversationId, ApiError> {
-    ConversationId::parse(raw)
-        .map_err(|err| Code::InvalidConversation.with(err.to_string()).into())
+    ConversationId::parse(raw).map_err(|err| Code::InvalidConversation.with(err.to_string()).into())
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,12 +92,7 @@ impl IntoResponse for ApiError {
         }
         let body = Json(self.body());
         if self.code() == Code::Unauthorized {
-            return (
-                self.status(),
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                body,
-            )
-                .into_response();
+            return (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
         }
         (self.status(), body).into_response()
     }

@@ -18,10 +18,10 @@ pub mod metrics;
 mod origin;
 pub mod upgrades;
 
+use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 
 pub use admit::admit;
 pub use error::ApiError;

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiError;
-use crate::refusal::Code;
 use crate::config::AllowedOrigin;
+use crate::refusal::Code;
 
 /// The `--allowed-origins` policy.
 #[derive(Debug, Clone)]

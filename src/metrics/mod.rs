@@ -19,8 +19,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-pub use catalog::Metric;
 use catalog::Kind;
+pub use catalog::Metric;
 
 use crate::events::{BROADCASTS, ClientEvent};
 

@@ -177,8 +177,8 @@ pub async fn write<P, F>(
 mod tests {
     use super::*;
     use crate::conversation::{Content, ConversationId, HistoryQuery};
-    use crate::user::Username;
     use crate::store::{StoreOptions, connect};
+    use crate::user::Username;
 
     fn draft(text: &str) -> Draft {
         Draft {

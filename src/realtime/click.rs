@@ -69,9 +69,8 @@ async fn count(
         // is failing its handler would wait as long as the outage lasts; one
         // waiting handler per click adds up. The client is told at once,
         // and the click is not counted.
-        return Err(Code::Unavailable.with(
-            "the database is unavailable, so this click was not counted; try again later",
-        ));
+        return Err(Code::Unavailable
+            .with("the database is unavailable, so this click was not counted; try again later"));
     }
     // Once shutdown has begun the final flush may already be done: the
     // client is told this click was not counted.

@@ -59,12 +59,10 @@ async fn join(
         Some(_) => return Err(Code::InvalidPayload.with("since must be a messageId string")),
     };
     if !identity.may_join(&room) {
-        return Err(
-            Code::Forbidden.with(format!("this session may not join conversation {room}"))
-        );
+        return Err(Code::Forbidden.with(format!("this session may not join conversation {room}")));
     }
-    let memberships = memberships(socket)
-        .ok_or_else(|| Code::Internal.with("no membership record"))?;
+    let memberships =
+        memberships(socket).ok_or_else(|| Code::Internal.with("no membership record"))?;
     // Joined before the history is read: a message stored in between
     // arrives live and may be in the history too (clients keep one copy per
     // messageId), but none falls in a gap between the two.

@@ -171,7 +171,11 @@ pub async fn on_refresh(
     ack.send(&Ack::from(answer)).ok();
 }
 
-fn refresh_session(socket: &SocketRef, state: &AppState, token: &str) -> Result<Refreshed, Refusal> {
+fn refresh_session(
+    socket: &SocketRef,
+    state: &AppState,
+    token: &str,
+) -> Result<Refreshed, Refusal> {
     let Some(identity) = socket.extensions.get::<Identity>() else {
         return Err(Code::Unauthorized.with("no session"));
     };

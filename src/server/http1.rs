@@ -148,4 +148,3 @@ fn set_nodelay(tcp: &TcpStream) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
 }
-

@@ -1,6 +1,6 @@
 //! The HTTP server and the operating system around it: the HTTP/1.1
-//! accept loop with its header timeout ([`http1`]), the listen backlog and
-//! the open-file limit ([`os`]), the stop signals ([`signal`]), and the
+//! accept loop with its header timeout (`http1.rs`), the listen backlog and
+//! the open-file limit (`os.rs`), the stop signals (`signal.rs`), and the
 //! byte counts the Admin UI charts ([`bytes`]).
 //!
 //! Nothing here knows tally: it serves any axum [`Router`](axum::Router),

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 /// after a second.
 const LISTEN_BACKLOG: u32 = 65_535;
 
-/// Binds and listens on `addr` with [`LISTEN_BACKLOG`].
+/// Binds and listens on `addr` with `LISTEN_BACKLOG`.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -60,4 +60,3 @@ pub fn raise_fd_limit(max_connections: usize) {
         tracing::info!(open_files = limit, "room for about {room} connections");
     }
 }
-

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::caps::{Caps, Capped};
+use super::caps::{Capped, Caps};
 use crate::clock::now_ms;
 use crate::limits::SocketLimits;
 use crate::sync::lock;

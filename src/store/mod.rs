@@ -2,8 +2,8 @@
 //!
 //! [`Store`] is what the rest of the server sees: load every total at start,
 //! add a [`Batch`] of deltas in one transaction, answer a health probe. The
-//! SQL is written once ([`sql`]: the flush's transaction and its chunked
-//! upserts, [`read`]: loading and history, [`pool`]: connecting) for a
+//! SQL is written once (`sql.rs`: the flush's transaction and its chunked
+//! upserts, `read.rs`: loading and history, `pool.rs`: connecting) for a
 //! [`SqlStore`] generic over a [`Dialect`]; each backend's file holds only
 //! what its SQL says differently, and its migrations live under
 //! `migrations/<backend>/` — SQLite (the embedded default), PostgreSQL,

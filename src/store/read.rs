@@ -45,8 +45,14 @@ where
     // Each table's rows, read as (name, value), and how a name becomes a key.
     let tables: [(&str, KeyParser); 3] = [
         ("SELECT name, value FROM counters", parse_counter),
-        ("SELECT username AS name, user_count AS value FROM users", parse_user),
-        ("SELECT id AS name, clicks AS value FROM conversations", parse_room),
+        (
+            "SELECT username AS name, user_count AS value FROM users",
+            parse_user,
+        ),
+        (
+            "SELECT id AS name, clicks AS value FROM conversations",
+            parse_room,
+        ),
     ];
     let mut totals = Vec::new();
     for (select, key) in tables {

@@ -388,6 +388,33 @@ describe('a conversation page', () => {
     await bob.screenshot({ path: `${SHOTS}conversation.png`, fullPage: true });
   });
 
+  test('a token that expires while the page is open is renewed without a disconnect', LIMIT, async () => {
+    // Tokens live 3 s, so the page renews every second (its floor); the
+    // first token is long gone by the time four renewals were received.
+    const server = await serve({ args: ['--token-ttl', '3s'] });
+    const ada = await openConversation(server, 'renewals', 'ada');
+    const metric = async (pattern) => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return Number(text.match(pattern)?.[1] ?? 0);
+    };
+    const deadline = Date.now() + 30_000;
+    while ((await metric(/^tally_events_received_total\{event="refresh"\} (\d+)$/m)) < 4) {
+      assert.ok(Date.now() < deadline, 'the conversation page renews its token with `refresh`');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    assert.equal(
+      await metric(/^tally_socket_disconnects_total\{reason="server_disconnect"\} (\d+)$/m),
+      0,
+      'no socket was closed for an expired token',
+    );
+    assert.equal(await ada.evaluate(() => document.getElementById('status').dataset.state), 'connected');
+    // Still signed in, on the same connection: posting works.
+    await ada.fill('#content', 'still here');
+    await ada.press('#content', 'Enter');
+    await ada.waitForFunction(() => document.querySelectorAll('#messages li').length === 1);
+    assert.equal(await ada.evaluate(() => document.getElementById('compose').hidden), false);
+  });
+
   test('a catch-up of several pages misses nothing, with live messages arriving during it', LIMIT, async () => {
     // Three messages per page: ten missed messages take four pages, and
     // the messages ada keeps sending meanwhile arrive live between them.

@@ -3,7 +3,7 @@
 // typing indicator and catch-up after a reconnect. Messages are user input
 // and are only ever inserted as text.
 import { io } from 'socket.io-client';
-import { BASE, loadSession, requestToken, storeSession } from './session.js';
+import { BASE, connectSession } from './session.js';
 
 const $ = (id) => document.getElementById(id);
 const format = new Intl.NumberFormat();
@@ -20,17 +20,6 @@ function show(which, value) {
   if (typeof value !== 'number' || value <= counts[which]) return;
   counts[which] = value;
   $(which === 'room' ? 'room-total' : 'global').textContent = format.format(value);
-}
-
-// ---- Session -------------------------------------------------------------
-let session = loadSession();
-function setSession(next) {
-  session = next;
-  storeSession(next);
-  $('login').hidden = !!next;
-  $('signed-in').hidden = !next;
-  $('compose').hidden = !next;
-  $('me-name').textContent = next ? next.username : '';
 }
 
 // ---- Messages ------------------------------------------------------------
@@ -91,10 +80,19 @@ function setStatus(state) {
   $('status').textContent = state;
 }
 
-const socket = io({
-  path: `${BASE.pathname}socket.io/`,
-  auth: (send) => send(session ? { token: session.token } : {}),
+// Connecting, token renewal and reconnection are the main page's too
+// (session.js).
+const connection = connectSession({
+  io,
+  onStatus: setStatus,
+  onSession(next) {
+    $('login').hidden = !!next;
+    $('signed-in').hidden = !next;
+    $('compose').hidden = !next;
+    $('me-name').textContent = next ? next.username : '';
+  },
 });
+const { socket } = connection;
 
 // Refusals of a join that are worth asking again: the database was not
 // there, or the join limit (a long catch-up, several tabs at once).
@@ -143,36 +141,9 @@ async function join() {
   }
 }
 
-// Set by `server_shutdown`: the server is restarting and asked for a pause.
-let comeBackAfterMs = 0;
 socket.on('connect', join);
-socket.on('server_shutdown', (msg) => {
-  comeBackAfterMs = Number(msg?.reconnectAfterMs) || 1000;
-  setStatus('server restarting');
-});
-socket.on('disconnect', (reason) => {
+socket.on('disconnect', () => {
   synced = false;
-  if (!comeBackAfterMs) setStatus('reconnecting');
-  // The server's disconnect is final for socket.io-client: come back by
-  // hand, after the pause a restarting server asked for plus a random share.
-  if (reason === 'io server disconnect') {
-    setTimeout(() => socket.connect(), comeBackAfterMs * (1 + Math.random()));
-    comeBackAfterMs = 0;
-  }
-});
-socket.on('connect_error', async () => {
-  if (socket.active) return setStatus('reconnecting');
-  // A refused token: get a fresh one for the same name, or go anonymous.
-  if (session) {
-    try {
-      setSession(await requestToken(session.username));
-    } catch {
-      setSession(null);
-    }
-    socket.connect();
-  } else {
-    setStatus('sign-in required');
-  }
 });
 socket.on('count', (msg) => show('global', msg?.total));
 socket.on('room_count', (msg) => msg?.conversationId === conversationId && show('room', msg.total));
@@ -244,15 +215,11 @@ $('login').addEventListener('submit', async (event) => {
   event.preventDefault();
   $('username-error').textContent = '';
   try {
-    setSession(await requestToken($('username').value.trim()));
-    socket.disconnect().connect();
+    await connection.signIn($('username').value.trim());
   } catch (e) {
     $('username-error').textContent = e.message;
   }
 });
-$('logout').addEventListener('click', () => {
-  setSession(null);
-  socket.disconnect().connect();
-});
+$('logout').addEventListener('click', () => connection.signOut());
 
-setSession(session);
+connection.start();

@@ -2,12 +2,10 @@
 // a sparkline of clicks per second; sends clicks; signs users in by name.
 // Talks to the server with the official socket.io client.
 import { io } from 'socket.io-client';
-import { BASE, loadSession, requestToken, storeSession } from './session.js';
+import { BASE, connectSession } from './session.js';
 
 const $ = (id) => document.getElementById(id);
 const format = new Intl.NumberFormat();
-// Renew a token this long before it expires, so the session never lapses.
-const RENEW_BEFORE_MS = 60_000;
 // How long a click waits for its answer before its +1 is taken back.
 const CLICK_ANSWER_MS = 10_000;
 
@@ -67,9 +65,7 @@ setInterval(() => {
 }, 1000);
 drawSparkline();
 
-// ---- Session (name + token kept in localStorage) ------------------------
-let session = loadSession();
-let renewTimer;
+// ---- Session and connection (see session.js) ---------------------------
 // The name the server knows this page by when the page holds no token: an
 // application that embeds tally may identify sockets from its own sign-in
 // (a cookie), and then signing in and out is that application's business.
@@ -84,104 +80,30 @@ function showHostUser(name) {
   $('me-name').textContent = name;
 }
 
-function saveSession(next) {
-  const sameUser = next && session && next.username.toLowerCase() === session.username.toLowerCase();
-  session = next;
-  storeSession(next);
-  if (!sameUser) you.confirmed = you.optimistic = -1;
-  $('you-line').hidden = !next;
-  $('login').hidden = !!next;
-  $('signed-in').hidden = !next;
-  $('me-name').textContent = next ? next.username : '';
-  scheduleRenewal();
-}
-
-// Keeps the session alive: a fresh token, handed to the open socket with
-// `refresh`, shortly before the current one expires.
-function scheduleRenewal() {
-  clearTimeout(renewTimer);
-  if (!session) return;
-  const wait = session.expires_at * 1000 - Date.now() - RENEW_BEFORE_MS;
-  renewTimer = setTimeout(async () => {
-    try {
-      const fresh = await requestToken(session.username);
-      saveSession(fresh);
-      socket.emit('refresh', { token: fresh.token });
-    } catch (error) {
-      console.warn('could not renew the session:', error.message);
-    }
-  }, Math.max(wait, 1000));
-}
-
-/**
- * After a refused or expired token: a new one for the same name. If the
- * server refuses the name, continue anonymously; if it cannot be reached,
- * keep the session and let the reconnection retry.
- */
-async function renewOrSignOut() {
-  if (session) {
-    try {
-      saveSession(await requestToken(session.username));
-    } catch (error) {
-      if (error.status) saveSession(null);
-    }
-  }
-  socket.connect();
-}
-
-// ---- Connection ---------------------------------------------------------
 function setStatus(state) {
   $('status').dataset.state = state;
   $('status').textContent = state;
 }
 
-// Default transports (polling first, then upgrade) so the page also works
-// where WebSocket is blocked. `auth` is read on every (re)connection.
-const socket = io({
-  path: `${BASE.pathname}socket.io/`,
-  auth: (send) => send(session ? { token: session.token } : {}),
-});
+const sameUser = (a, b) => a && b && a.username.toLowerCase() === b.username.toLowerCase();
 
-let expired = false;
-// Set by `server_shutdown`: the server is restarting and asked for a pause.
-let comeBackAfterMs = 0;
+const connection = connectSession({
+  io,
+  onStatus: setStatus,
+  onSession(next, previous) {
+    if (!sameUser(next, previous)) you.confirmed = you.optimistic = -1;
+    $('you-line').hidden = !next;
+    $('login').hidden = !!next;
+    $('signed-in').hidden = !next;
+    $('me-name').textContent = next ? next.username : '';
+  },
+});
+const { socket } = connection;
+
 socket.on('connect', () => setStatus('connected'));
-socket.on('session_expired', () => {
-  expired = true;
-});
-socket.on('server_shutdown', (msg) => {
-  comeBackAfterMs = Number(msg?.reconnectAfterMs) || 1000;
-  setStatus('server restarting');
-});
-socket.on('disconnect', (reason) => {
-  if (!comeBackAfterMs) setStatus('reconnecting');
-  // A disconnect by the server is final for socket.io-client: reconnect by
-  // hand, with a new token if the old one ran out, after the pause a
-  // restarting server asked for (plus a random share, so not every page
-  // comes back at once).
-  if (reason === 'io server disconnect') {
-    const wait = comeBackAfterMs ? comeBackAfterMs * (1 + Math.random()) : 0;
-    const again = expired ? renewOrSignOut : () => socket.connect();
-    setTimeout(again, wait);
-    expired = false;
-    comeBackAfterMs = 0;
-  }
-});
-socket.io.on('reconnect_attempt', () => setStatus('reconnecting'));
-socket.on('connect_error', () => {
-  // Network errors retry by themselves (`socket.active`); a refused
-  // handshake does not.
-  if (socket.active) {
-    setStatus('reconnecting');
-  } else if (session) {
-    renewOrSignOut();
-  } else {
-    setStatus('sign-in required');
-  }
-});
 socket.on('count', (msg) => confirm(total, msg?.total));
 socket.on('me', (msg) => {
-  if (!session && typeof msg?.username === 'string') showHostUser(msg.username);
+  if (!connection.current() && typeof msg?.username === 'string') showHostUser(msg.username);
   confirm(you, msg?.count);
 });
 socket.on('leaderboard', renderLeaderboard);
@@ -193,7 +115,7 @@ button.addEventListener('click', () => {
   void button.offsetWidth; // restarts the press animation
   button.classList.add('pressed');
   bump(total);
-  if (session || hostUser) bump(you);
+  if (connection.current() || hostUser) bump(you);
   // socket.io-client buffers the emit while disconnected, so a click made
   // during a reconnect is sent once the connection is back. With a timeout
   // the callback also hears of a click whose answer will never come (the
@@ -229,7 +151,7 @@ function slowDown(retryAfterMs) {
 // ---- Leaderboard --------------------------------------------------------
 function renderLeaderboard(list) {
   if (!Array.isArray(list)) return;
-  const mine = (session?.username ?? hostUser)?.toLowerCase();
+  const mine = (connection.current()?.username ?? hostUser)?.toLowerCase();
   const items = list.map(({ username, count, rank }) => {
     const li = document.createElement('li');
     // Names are user input: always inserted as text, never as HTML.
@@ -256,19 +178,15 @@ $('login').addEventListener('submit', async (event) => {
   const error = $('username-error');
   error.textContent = '';
   try {
-    saveSession(await requestToken($('username').value.trim()));
-    socket.disconnect().connect();
+    await connection.signIn($('username').value.trim());
   } catch (e) {
     error.textContent = e.message;
   }
 });
 
-$('logout').addEventListener('click', () => {
-  saveSession(null);
-  socket.disconnect().connect();
-});
+$('logout').addEventListener('click', () => connection.signOut());
 
-saveSession(session);
+connection.start();
 
 // ---- Conversations -------------------------------------------------------
 $('open-conversation').addEventListener('submit', (event) => {
