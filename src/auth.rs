@@ -26,6 +26,11 @@ use crate::user::Username;
 /// alike.
 pub const LEEWAY_SECS: u64 = 5;
 
+/// The latest `exp` accepted: the last second of the year 9999. A later
+/// one is no real expiry (and past 2^63 seconds it is no time the system
+/// clock can hold), so such a token is refused as invalid.
+pub const MAX_EXP: u64 = 253_402_300_799;
+
 /// Longest token accepted. Real tokens are a few hundred bytes; the limit
 /// keeps a client from making the server verify megabytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -192,6 +197,9 @@ impl Tokens {
         if claims.exp <= now {
             return Err(AuthError::Expired);
         }
+        if claims.exp > MAX_EXP {
+            return Err(AuthError::Invalid);
+        }
         // A token not valid yet, or issued in the future, comes from a
         // skewed clock (tolerated a little) or a forger.
         let too_early = |at: Option<u64>| at.is_some_and(|at| at > now + LEEWAY_SECS);
@@ -286,6 +294,23 @@ mod tests {
                 AuthError::NotYetValid,
             ),
             ("x".repeat(MAX_TOKEN_LEN + 1), AuthError::Invalid),
+            // An `exp` no clock can hold (it once panicked the expiry timer).
+            (
+                sign(
+                    &serde_json::json!({"sub": "ada", "exp": 18_446_744_073_709_551_000u64}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::Invalid,
+            ),
+            (
+                sign(
+                    &serde_json::json!({"sub": "ada", "exp": MAX_EXP + 1}),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+                AuthError::Invalid,
+            ),
         ];
         for (token, reason) in cases {
             assert_eq!(tokens.verify(&token), Err(reason.clone()), "{token}");

@@ -26,10 +26,15 @@ pub fn unix_now() -> u64 {
 }
 
 /// Time left until `expires_at` (seconds since the epoch), zero if past.
+/// A time the system clock cannot represent is as far away as it can be,
+/// never a panic: the value may come from a client's token.
 pub fn time_until(expires_at: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(expires_at))
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(expires_at))
+        .map_or(Duration::MAX, |at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
 }
 
 #[cfg(test)]
@@ -41,5 +46,6 @@ mod tests {
         assert_eq!(iso_millis(1_732_550_284_123), "2024-11-25T15:58:04.123Z");
         assert!((now_ms() / 1000 - unix_now() as i64).abs() <= 1);
         assert_eq!(time_until(0), Duration::ZERO);
+        assert!(time_until(u64::MAX) > Duration::from_secs(1 << 40));
     }
 }

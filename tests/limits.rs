@@ -467,3 +467,78 @@ async fn a_client_that_sends_its_headers_slowly_is_cut_off_and_others_are_not() 
     websocket.disconnect().await;
     server.stop().await.unwrap();
 }
+
+/// Polls `/metrics` until `done` holds of the sum of each of `names`, or
+/// fails after [`common::WAIT`].
+async fn metrics_until(url: &str, names: &[&str], done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let mut values = Vec::new();
+            for name in names {
+                values.push(common::metric(url, name).await);
+            }
+            if done(&values) {
+                return values;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{names:?} never reached the state the test waits for"))
+}
+
+// One worker: tokio runs the task spawned last (the disconnect handler)
+// before the ones queued before it (the clicks), the order an attacker
+// hopes for on a busy server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn clicks_sent_with_the_disconnect_meet_the_same_buckets() {
+    // One polling POST carries thousands of clicks and the disconnect: socketioxide handles each event in a task of its
+    // own, so some clicks are handled after the disconnect; they must still
+    // meet the socket's buckets, never fresh ones.
+    let db = TempDb::new();
+    let mut config = db.config();
+    // A burst under a tenth of the clicks, so that the socket is not cut
+    // off as abusive halfway (which would drop the clicks not yet read).
+    config.limits.click = limit("20:400");
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let (status, open) = open_session(&url, &[]).await;
+    assert_eq!(status, 200, "{open}");
+    let joined = join_namespace(&url, &open).await;
+    assert!(joined.starts_with("40{"), "{joined}");
+    let open: Value = serde_json::from_str(open.trim_start_matches('0')).unwrap();
+    let session = format!(
+        "{url}/socket.io/?EIO=4&transport=polling&sid={}",
+        open["sid"].as_str().unwrap()
+    );
+    const CLICKS: u64 = 3_000;
+    let mut body = String::new();
+    for _ in 0..CLICKS {
+        body.push_str("42[\"click\"]\u{1e}");
+    }
+    body.push_str("41");
+    let started = std::time::Instant::now();
+    let posted = reqwest::Client::new()
+        .post(&session)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    // Every click the server read was either counted or refused.
+    let [counted, refused] = metrics_until(
+        &url,
+        &["tally_clicks_total", "tally_rate_limited_total"],
+        |values| values[0] + values[1] >= CLICKS,
+    )
+    .await[..] else {
+        unreachable!()
+    };
+    let elapsed = started.elapsed().as_secs() + 1;
+    assert_eq!(counted + refused, CLICKS);
+    assert!(
+        (1..=400 + 20 * elapsed).contains(&counted),
+        "at most the burst and what refilled in {elapsed} s may count: {counted} counted"
+    );
+    server.stop().await.unwrap();
+}

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use socketioxide::extract::{AckSender, SocketRef};
 
 use crate::events::{Ack, ClientEvent};
-use crate::limits::{Limited, SocketLimits};
-use crate::refusal::Refusal;
+use crate::refusal::{Code, Refusal};
 use crate::sockets::Connection;
 use crate::state::AppState;
 use crate::user::Username;
@@ -27,20 +26,11 @@ pub fn enter(
     ack: AckSender,
 ) -> Option<AckSender> {
     activity(socket, state, event);
-    let Err(limited) = limit(socket, state, user, event) else {
+    let Err(refusal) = limit(socket, state, user, event) else {
         return Some(ack);
     };
-    state.metrics.rate_limited(event, limited.abusive);
-    let refusal = Refusal::rate_limited(
-        format!("too many `{}` events: slow down", event.name()),
-        limited.retry_after,
-    );
     // The client may not have asked for an ack; then there is nobody to tell.
     ack.send(&Ack::<()>::from(refusal)).ok();
-    if limited.abusive {
-        tracing::info!(sid = %socket.id, "disconnecting a socket far over its rate limits");
-        socket.clone().disconnect().ok();
-    }
     None
 }
 
@@ -57,23 +47,32 @@ fn activity(socket: &SocketRef, state: &AppState, event: ClientEvent) {
 }
 
 /// Takes one token for `event` from this socket's buckets and its user's.
+/// A socket without its record is refused: every socket of this namespace
+/// gets one in `prepare` and keeps it (closed, with its buckets) after it
+/// disconnects, so a missing record is a fault, and an event must never
+/// pass unlimited because of one.
 fn limit(
     socket: &SocketRef,
     state: &AppState,
     user: Option<&Username>,
     event: ClientEvent,
-) -> Result<(), Limited> {
-    // Every socket of this namespace has its record from `prepare` until
-    // it disconnects, when no more events arrive; without one the event
-    // still goes through the per-user buckets.
-    let connection = socket.extensions.get::<Arc<Connection>>();
-    let spare;
-    let buckets = match &connection {
-        Some(connection) => connection.limits(),
-        None => {
-            spare = SocketLimits::default();
-            &spare
-        }
+) -> Result<(), Refusal> {
+    let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
+        tracing::warn!(sid = %socket.id, event = event.name(), "an event from a socket without its record");
+        return Err(Code::Disconnected.with("the connection is closing"));
     };
-    state.limits.check(buckets, user, event)
+    state
+        .limits
+        .check(connection.limits(), user, event)
+        .map_err(|limited| {
+            state.metrics.rate_limited(event, limited.abusive);
+            if limited.abusive {
+                tracing::info!(sid = %socket.id, "disconnecting a socket far over its rate limits");
+                socket.clone().disconnect().ok();
+            }
+            Refusal::rate_limited(
+                format!("too many `{}` events: slow down", event.name()),
+                limited.retry_after,
+            )
+        })
 }

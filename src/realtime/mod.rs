@@ -118,8 +118,11 @@ async fn on_disconnect(
     session::stop(&identity);
     // A handler still running (a durable click waiting for the store)
     // keeps the socket alive, but a closed socket must not count against
-    // the caps or the pacing.
-    socket.extensions.remove::<Arc<Connection>>();
+    // the caps or the pacing. Its record stays, with its buckets, for the
+    // events read before the disconnect that are still to be handled.
+    if let Some(connection) = socket.extensions.get::<Arc<Connection>>() {
+        connection.close();
+    }
     join::disconnected(&socket, &io, &state).await;
     tracing::debug!(sid = %socket.id, "socket disconnected");
 }

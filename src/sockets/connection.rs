@@ -11,6 +11,12 @@
 //! keeps what the monitoring API shows (when the socket connected, when it
 //! last sent an event, and from where) and the socket's rate-limit
 //! buckets.
+//!
+//! At disconnect the socket gives up its place ([`Connection::close`]) but
+//! keeps its record: socketioxide runs each event handler as a task of its
+//! own, so events read before the disconnect (one polling POST can carry
+//! thousands of them and the `41` that ends the socket) may still be
+//! handled after it, and they must meet the same buckets as the others.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -74,12 +80,21 @@ impl Drop for Tracked {
     }
 }
 
-/// One connected socket: counted while it lives (also per client address),
-/// with its monitoring data.
+/// A socket's place under the caps: counted in all and per client address
+/// until it is dropped.
 #[derive(Debug)]
-pub struct Connection {
+struct Seat {
     _tracked: Tracked,
     connections: Connections,
+    client_ip: Option<IpAddr>,
+}
+
+/// One connected socket: counted while it holds its place (also per client
+/// address), with its monitoring data and its rate-limit buckets.
+#[derive(Debug)]
+pub struct Connection {
+    /// `None` once the socket disconnected.
+    seat: Mutex<Option<Seat>>,
     /// The client's address as the connection caps see it.
     pub client_ip: Option<IpAddr>,
     /// Milliseconds since the epoch.
@@ -119,14 +134,29 @@ impl Connection {
         let tracked = connections.track();
         drop(by_ip);
         Ok(Connection {
-            _tracked: tracked,
-            connections: connections.clone(),
+            seat: Mutex::new(Some(Seat {
+                _tracked: tracked,
+                connections: connections.clone(),
+                client_ip,
+            })),
             client_ip,
             connected_at: now,
             last_activity: AtomicI64::new(now),
             remote,
             limits: OnceLock::new(),
         })
+    }
+
+    /// Gives up the socket's place under the caps, at disconnect; the
+    /// record and its buckets stay for events still being handled.
+    pub fn close(&self) {
+        let seat = lock(&self.seat).take();
+        drop(seat);
+    }
+
+    /// Whether the socket still holds its place (it has not disconnected).
+    pub fn is_open(&self) -> bool {
+        lock(&self.seat).is_some()
     }
 
     /// The socket's rate-limit buckets.
@@ -145,7 +175,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for Seat {
     fn drop(&mut self) {
         let Some(ip) = self.client_ip else { return };
         let mut by_ip = self.connections.by_ip();
@@ -180,8 +210,11 @@ mod tests {
         let from_ip = Connection::admit(&connections, None, Some(ip), &capped_at(0, 0)).unwrap();
         assert_eq!(connections.from_ip(ip), 1);
         assert_eq!(connections.current(), 2);
-        drop(from_ip);
+        from_ip.close();
         assert_eq!(connections.from_ip(ip), 0);
+        assert!(!from_ip.is_open());
+        assert_eq!(connections.current(), 1);
+        drop(from_ip);
         let second = other.track();
         assert_eq!(connections.current(), 2);
         drop(first);

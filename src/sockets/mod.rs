@@ -55,7 +55,7 @@ pub struct Snapshot {
     /// The conversations it is in, in order.
     pub conversations: Vec<ConversationId>,
     pub transport: &'static str,
-    /// `None` once the socket has disconnected (the record goes then).
+    /// `None` once the socket has disconnected.
     pub connection: Option<Arc<Connection>>,
 }
 
@@ -70,7 +70,10 @@ impl Snapshot {
                 .map(|memberships| memberships.list())
                 .unwrap_or_default(),
             transport: transport_name(socket.transport_type()),
-            connection: socket.extensions.get::<Arc<Connection>>(),
+            connection: socket
+                .extensions
+                .get::<Arc<Connection>>()
+                .filter(|connection| connection.is_open()),
         }
     }
 }
