@@ -295,176 +295,101 @@ async fn join_namespace(url: &str, open: &str) -> String {
 }
 
 #[tokio::test]
-async fn sessions_opened_before_joining_cannot_pass_the_cap_together() {
-    // engine.io sessions are checked as they open but counted only when
-    // they join the namespace: three opened at once all pass the first
-    // check, and only two of them may join.
+async fn sessions_hold_their_place_from_the_moment_they_open() {
+    // An engine.io session that has not joined the namespace still costs
+    // the server its heartbeat and its request head: it counts against the
+    // caps from the moment it opens, and its place becomes its socket's
+    // when it joins.
     let db = TempDb::new();
     let mut config = db.config();
     config.caps.max_connections_per_ip = 2;
     let server = TestServer::start(config).await;
     let mut opened = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let (status, body) = open_session(&server.url(), &[]).await;
         assert_eq!(status, 200, "{body}");
         opened.push(body);
     }
-    let mut answers = Vec::new();
-    for open in &opened {
-        answers.push(join_namespace(&server.url(), open).await);
-    }
-    assert!(answers[0].starts_with("40{"), "{answers:?}");
-    assert!(answers[1].starts_with("40{"), "{answers:?}");
-    assert!(
-        answers[2].starts_with("44{") && answers[2].contains("too_many_connections"),
-        "the third is refused at the namespace: {answers:?}"
-    );
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_proxies() {
-    let db = TempDb::new();
-    let mut config = db.config();
-    config.caps.max_connections_per_ip = 1;
-    let server = TestServer::start(config.clone()).await;
-    let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
     let (status, body) = open_session(&server.url(), &[]).await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 503, "the third is refused before it opens: {body}");
     assert!(body.contains("too_many_connections"), "{body}");
-    // An untrusted client cannot pretend to be someone else.
-    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.9")]).await;
-    assert_eq!(status, 503);
-    first.disconnect().await;
-    server.stop().await.unwrap();
-
-    // Behind a trusted proxy (here, this machine), each forwarded client
-    // has its own allowance.
-    config.caps.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    let server = TestServer::start(config).await;
-    let a = TestClient::connect_with_headers(
-        &server.url(),
-        TransportType::Websocket,
-        &[("x-forwarded-for", "203.0.113.1")],
-    )
-    .await
-    .unwrap();
-    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.2")]).await;
-    assert_eq!(status, 200);
-    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.1")]).await;
-    assert_eq!(status, 503);
-    a.disconnect().await;
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn api_bodies_are_limited_and_answers_carry_the_safety_headers() {
-    let db = TempDb::new();
-    let server = TestServer::start(db.config()).await;
-    let http = reqwest::Client::new();
-    let huge = format!("{{\"username\": \"{}\"}}", "a".repeat(100_000));
-    let response = http
-        .post(format!("{}/api/session", server.url()))
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    let response = http
-        .get(format!("{}/api/leaderboard", server.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
-    // Every other kind of answer too: the JSON 404, the metrics and a
-    // Socket.IO long-polling handshake.
-    for path in [
-        "/no/such/page",
-        "/metrics",
-        "/socket.io/?EIO=4&transport=polling",
-    ] {
-        let response = http
-            .get(format!("{}{path}", server.url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response
-                .headers()
-                .get("x-content-type-options")
-                .map(|v| v.to_str().unwrap()),
-            Some("nosniff"),
-            "{path}: {:?}",
-            response.headers()
-        );
-        assert_eq!(
-            response
-                .headers()
-                .get("referrer-policy")
-                .map(|v| v.to_str().unwrap()),
-            Some("no-referrer"),
-            "{path}"
+    for open in &opened {
+        let answer = join_namespace(&server.url(), open).await;
+        assert!(
+            answer.starts_with("40{"),
+            "joining does not count twice: {answer}"
         );
     }
-    let page = http.get(format!("{}/", server.url())).send().await.unwrap();
-    let csp = page.headers()["content-security-policy"].to_str().unwrap();
-    assert!(
-        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
-        "{csp}"
-    );
+    let (status, _) = open_session(&server.url(), &[]).await;
+    assert_eq!(status, 503, "the joined sockets keep their places");
     server.stop().await.unwrap();
 }
 
+/// Opens an engine.io session over polling with `http`: the status and
+/// the session's id, if it opened.
+async fn open_with(http: &reqwest::Client, url: &str) -> (u16, Option<String>) {
+    let response = http
+        .get(format!("{url}/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    let sid = serde_json::from_str::<Value>(body.trim_start_matches('0'))
+        .ok()
+        .and_then(|open| Some(open["sid"].as_str()?.to_string()));
+    (status, sid)
+}
+
 #[tokio::test]
-async fn a_client_that_sends_its_headers_slowly_is_cut_off_and_others_are_not() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn sessions_that_never_join_cannot_pile_up_and_are_closed_at_the_connect_timeout() {
     let db = TempDb::new();
     let mut config = db.config();
-    config.serving.header_read_timeout = std::time::Duration::from_secs(1);
+    config.caps.max_connections_per_ip = 20;
+    // Long enough that none expires while the test opens its thousand.
+    config.caps.connect_timeout = std::time::Duration::from_secs(120);
+    let server = TestServer::start(config.clone()).await;
+    let http = reqwest::Client::new();
+    let mut held = 0;
+    for _ in 0..1_000 {
+        match open_with(&http, &server.url()).await {
+            (200, Some(_)) => held += 1,
+            (503, None) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(held, 20, "at most the per-address cap is held at once");
+    server.stop().await.unwrap();
+
+    // At the connect timeout a session that never joined is closed (its
+    // sid is no longer known) and its place is free again.
+    config.caps.max_connections_per_ip = 1;
+    config.caps.connect_timeout = std::time::Duration::from_secs(1);
     let server = TestServer::start(config).await;
-    // Connected before the slow client, and quiet for longer than the
-    // header timeout by the time it clicks: upgraded connections are not
-    // subject to it.
-    let websocket = TestClient::connect(&server.url(), TransportType::Websocket).await;
-
-    let addr = server.url().trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    // Half a request, and then nothing: a slowloris client trickles the rest.
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\nX-Slow: ")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(common::WAIT, slow.read_to_end(&mut answer))
-        .await
-        .expect("the server closes a connection whose headers never end");
-    // Closed, with or without a parting answer; never a 200.
-    assert!(
-        read.is_ok()
-            || read
-                .as_ref()
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "{read:?}"
-    );
-    assert!(
-        !String::from_utf8_lossy(&answer).contains(" 200 "),
-        "{answer:?}"
-    );
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(900),
-        "closed by the timeout, not at once: {:?}",
-        started.elapsed()
-    );
-
-    assert_eq!(websocket.click_total().await, 1);
-    // A complete request on a fresh connection is served as usual.
-    let health = reqwest::get(format!("{}/healthz", server.url()))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    websocket.disconnect().await;
+    let url = server.url();
+    let (status, sid) = open_with(&http, &url).await;
+    assert_eq!(status, 200);
+    let sid = sid.unwrap();
+    assert_eq!(open_with(&http, &url).await.0, 503);
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let known = http
+                .get(format!(
+                    "{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                != 400;
+            if !known && open_with(&http, &url).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a session that never joined is closed and its place freed");
     server.stop().await.unwrap();
 }
 
@@ -540,5 +465,63 @@ async fn clicks_sent_with_the_disconnect_meet_the_same_buckets() {
         (1..=400 + 20 * elapsed).contains(&counted),
         "at most the burst and what refilled in {elapsed} s may count: {counted} counted"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ipv4_clients_of_a_dual_stack_listener_are_ipv4_to_the_proxies_and_caps() {
+    // On `[::]`, an IPv4 peer arrives as `::ffff:127.0.0.1`: the proxy rule
+    // and the per-address caps must still see 127.0.0.1.
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.addr = "[::]:0".parse().unwrap();
+    config.caps.max_connections_per_ip = 1;
+    config.caps.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = TestServer::start(config).await;
+    let url = format!("http://127.0.0.1:{}", server.addr.port());
+    let a = TestClient::connect_with_headers(
+        &url,
+        TransportType::Websocket,
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await
+    .unwrap();
+    let b = TestClient::connect_with_headers(
+        &url,
+        TransportType::Polling,
+        &[("x-forwarded-for", "203.0.113.2")],
+    )
+    .await
+    .expect("a second client behind the proxy has its own allowance");
+    let (status, body) = open_session(&url, &[("x-forwarded-for", "203.0.113.1")]).await;
+    assert_eq!(status, 503, "the first client is at its cap: {body}");
+    a.disconnect().await;
+    b.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_ipv6_network_counts_as_one_client() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.caps.max_connections_per_ip = 1;
+    config.caps.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = TestServer::start(config.clone()).await;
+    let url = server.url();
+    let (status, _) = open_session(&url, &[("x-forwarded-for", "2001:db8:1:2::1")]).await;
+    assert_eq!(status, 200);
+    let (status, body) = open_session(&url, &[("x-forwarded-for", "2001:db8:1:2:ffff::9")]).await;
+    assert_eq!(status, 503, "the same /64: {body}");
+    let (status, _) = open_session(&url, &[("x-forwarded-for", "2001:db8:1:3::1")]).await;
+    assert_eq!(status, 200, "another /64");
+    server.stop().await.unwrap();
+    // With `--ipv6-prefix 128`, each address on its own.
+    config.caps.ipv6_prefix = 128;
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    for address in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        let (status, _) = open_session(&url, &[("x-forwarded-for", address)]).await;
+        assert_eq!(status, 200, "{address}");
+    }
     server.stop().await.unwrap();
 }

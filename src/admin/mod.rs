@@ -73,16 +73,24 @@ pub struct Admin(Arc<Inner>);
 /// are back to a full allowance are dropped.
 const LOGIN_ADDRESSES_KEPT: usize = 10_000;
 
+/// How long an address that gave wrong credentials counts as guessing.
+const GUESSED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug)]
 struct Inner {
     options: AdminOptions,
     sessions: Sessions,
     /// Password checks a client address may ask for: each costs bcrypt's
     /// deliberate work, which a stream of guesses would otherwise turn into
-    /// CPU taken from the clicks. Per address, so one guesser cannot lock
-    /// the operator out; with a server-wide ceiling above it.
+    /// CPU taken from the clicks. Per address (key), so one guesser cannot
+    /// lock the operator out; with two server-wide ceilings above it, one
+    /// shared by the addresses that guessed wrong lately and one by all the
+    /// others, so that a few guessing addresses spend only their own.
     logins_per_ip: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
-    logins: governor::DefaultDirectRateLimiter,
+    logins_guessing: governor::DefaultDirectRateLimiter,
+    logins_fresh: governor::DefaultDirectRateLimiter,
+    /// When each address last gave wrong credentials.
+    guessed: Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
     events: Aggregated,
     bytes: ByteCounts,
     started: Instant,
@@ -106,7 +114,9 @@ impl Admin {
             sessions: Sessions::new(options.session_ttl),
             options,
             logins_per_ip: governor::RateLimiter::keyed(quota(1, 5)),
-            logins: governor::RateLimiter::direct(quota(8, 20)),
+            logins_guessing: governor::RateLimiter::direct(quota(8, 20)),
+            logins_fresh: governor::RateLimiter::direct(quota(8, 20)),
+            guessed: Mutex::default(),
             events: Aggregated::default(),
             bytes: ByteCounts::default(),
             started: Instant::now(),
@@ -141,8 +151,10 @@ impl Admin {
         self.io_slot().clone()
     }
 
-    /// Whether a password from `client` may be checked now (1 a second per
-    /// address after a burst of 5, at most 8 a second in all).
+    /// Whether a password from the address key `client` may be checked
+    /// now: 1 a second per address after a burst of 5, and at most 8 a
+    /// second (burst 20) from the addresses that guessed wrong within
+    /// [`GUESSED_FOR`], and as many again from all the others.
     fn may_try_login(&self, client: Option<std::net::IpAddr>) -> bool {
         // Each address that tries keeps a small entry; addresses whose
         // allowance is back to full are forgotten, so a guesser rotating
@@ -151,7 +163,31 @@ impl Admin {
             self.0.logins_per_ip.retain_recent();
         }
         let address_ok = client.is_none_or(|ip| self.0.logins_per_ip.check_key(&ip).is_ok());
-        address_ok && self.0.logins.check().is_ok()
+        let guessing = client.is_none_or(|ip| {
+            lock(&self.0.guessed)
+                .get(&ip)
+                .is_some_and(|at| at.elapsed() < GUESSED_FOR)
+        });
+        let ceiling = if guessing {
+            &self.0.logins_guessing
+        } else {
+            &self.0.logins_fresh
+        };
+        address_ok && ceiling.check().is_ok()
+    }
+
+    /// Notes how a login from `client` ended.
+    fn login_ended(&self, client: Option<std::net::IpAddr>, succeeded: bool) {
+        let Some(ip) = client else { return };
+        let mut guessed = lock(&self.0.guessed);
+        if succeeded {
+            guessed.remove(&ip);
+            return;
+        }
+        if guessed.len() >= LOGIN_ADDRESSES_KEPT {
+            guessed.retain(|_, at| at.elapsed() < GUESSED_FOR);
+        }
+        guessed.insert(ip, Instant::now());
     }
 
     fn development(&self) -> bool {

@@ -112,7 +112,8 @@ async fn authenticate(
     };
     let client = context
         .caps
-        .client_ip(peer_addr(&socket), &socket.req_parts().headers);
+        .client_ip(peer_addr(&socket), &socket.req_parts().headers)
+        .map(|ip| context.caps.key(ip));
     if !admin.may_try_login(client) {
         return Err(Code::RateLimited.with("too many login attempts; try again in a few seconds"));
     }
@@ -125,6 +126,7 @@ async fn authenticate(
         .is_ok_and(|verified| verified.unwrap_or(false));
     let user_ok: bool =
         subtle::ConstantTimeEq::ct_eq(user.as_bytes(), credentials.user.as_bytes()).into();
+    admin.login_ended(client, password_ok && user_ok);
     if !(password_ok && user_ok) {
         tracing::info!("Admin UI login refused");
         return Err(invalid_credentials());

@@ -106,6 +106,8 @@ impl TallyBuilder {
                 max_connections: config.caps.max_connections,
                 max_per_ip: config.caps.max_connections_per_ip,
                 trusted_proxies: config.caps.trusted_proxies.clone(),
+                ipv6_prefix: config.caps.ipv6_prefix,
+                connect_timeout: config.caps.connect_timeout,
             }),
         };
         let mut builder = socket_io_builder(&config).with_state(state.clone());
@@ -213,6 +215,7 @@ fn socket_io_builder(config: &Config) -> socketioxide::SocketIoBuilder {
     let builder = SocketIo::builder()
         .ping_interval(options.ping_interval)
         .ping_timeout(options.ping_timeout)
+        .connect_timeout(config.caps.connect_timeout)
         .max_payload(options.max_payload)
         // engine.io applies `max_payload` to polling bodies only; these make
         // WebSocket messages obey the same limit.

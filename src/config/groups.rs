@@ -279,6 +279,21 @@ pub struct CapsConfig {
     /// from anyone else the header is ignored.
     #[arg(long, env = "TALLY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// IPv6 clients in the same network of this many bits count as one
+    /// address for the per-address caps and limits (one host is usually
+    /// given a whole /64). `128` counts each address on its own.
+    #[arg(
+        long,
+        env = "TALLY_IPV6_PREFIX",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u8).range(32..=128)
+    )]
+    pub ipv6_prefix: u8,
+    /// How long an engine.io session may stay open without joining a
+    /// namespace before it is closed (real clients join at once). Such
+    /// sessions count against the caps from the moment they open.
+    #[arg(long, env = "TALLY_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// The operator's tools: the monitoring API and the Socket.IO Admin UI.

@@ -1,9 +1,10 @@
 //! The early check of the connection caps: a request that would open a new
 //! engine.io session (one without a `sid`) over `--max-connections` or
 //! `--max-connections-per-ip` is answered `503` with a JSON reason before
-//! engine.io spends any memory on it. The rule itself, and the count it is
-//! checked against, are [`crate::sockets`]'s; the socket is counted (and
-//! the caps checked again) when it joins the namespace.
+//! engine.io spends any memory on it; one that passes holds a place under
+//! the caps from then on. The rule itself, and the count it is checked
+//! against, are [`crate::sockets`]'s; the place becomes the socket's (and
+//! the caps are checked again) when it joins the namespace.
 
 use std::net::SocketAddr;
 
@@ -29,16 +30,15 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
 
 fn refusal(state: &AppState, request: &Request) -> Option<Refusal> {
     let caps = &state.caps;
-    // The client's address is only worked out when a per-address cap needs it.
-    let client_ip = if caps.max_per_ip > 0 {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        caps.client_ip(peer, request.headers())
-    } else {
-        None
-    };
-    let capped = state.connections.capped(client_ip, caps)?;
+    // The client's address is only worked out when a cap needs it.
+    if !caps.any() {
+        return None;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let client_ip = caps.client_ip(peer, request.headers());
+    let capped = state.connections.open_session(client_ip, caps).err()?;
     Some(caps.refusal(capped))
 }

@@ -11,20 +11,46 @@
 //! `[2001:db8::1]:443`), as some proxies append them. An entry that is no
 //! address at all ends the walk at the last trusted proxy: what lies beyond
 //! it was not written by anyone trusted.
+//!
+//! Every address is canonical before it is looked at: an IPv4 peer of a
+//! dual-stack listener (`[::]:3000`) arrives as `::ffff:a.b.c.d`, which no
+//! IPv4 network in `--trusted-proxies` would contain. The per-address caps
+//! and limits count by [`Caps::key`]: an IPv4 address, or the IPv6 network
+//! of `--ipv6-prefix` bits (a /64 by default) that one host is usually
+//! given whole.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 use crate::refusal::{Code, Refusal};
 
-/// The caps of a server (0: no cap) and the proxies it trusts.
-#[derive(Debug, Clone, Default)]
+/// The caps of a server (0: no cap), the proxies it trusts, and how
+/// addresses are grouped.
+#[derive(Debug, Clone)]
 pub struct Caps {
     pub max_connections: usize,
     pub max_per_ip: usize,
     pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 addresses sharing this many leading bits are one client.
+    pub ipv6_prefix: u8,
+    /// How long an engine.io session may wait before joining a namespace:
+    /// until then it holds a place of its own under the caps.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_connections: 0,
+            max_per_ip: 0,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Caps {
@@ -55,9 +81,27 @@ impl Caps {
         }
     }
 
+    /// Whether any cap is set, so that addresses must be counted at all.
+    pub fn any(&self) -> bool {
+        self.max_connections > 0 || self.max_per_ip > 0
+    }
+
+    /// What the per-address caps and limits count `ip` under: itself for
+    /// IPv4, its network of `ipv6_prefix` bits for IPv6.
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(v6.to_bits() & mask))
+            }
+        }
+    }
+
     /// The client's address: see the module's documentation.
     pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer = peer?.ip();
+        let peer = peer?.ip().to_canonical();
         if !self.trusts(peer) {
             return Some(peer);
         }
@@ -70,7 +114,7 @@ impl Caps {
             .collect::<Vec<_>>();
         let mut nearest = peer;
         for entry in forwarded.into_iter().rev() {
-            let Some(ip) = forwarded_ip(entry) else {
+            let Some(ip) = forwarded_ip(entry).map(|ip| ip.to_canonical()) else {
                 // Skipping it would let an entry the client wrote further
                 // left stand for the client.
                 return Some(nearest);
@@ -133,6 +177,34 @@ impl From<Capped> for Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_addresses_are_ipv4_and_ipv6_counts_by_network() {
+        let caps = Caps {
+            trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+            ..Caps::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "::ffff:203.0.113.7".parse().unwrap());
+        let mapped_proxy: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
+        assert_eq!(
+            caps.client_ip(Some(mapped_proxy), &headers),
+            Some("203.0.113.7".parse().unwrap()),
+            "a mapped proxy is trusted and a mapped entry is its IPv4 address"
+        );
+        let key = |ip: &str| caps.key(ip.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("192.0.2.1"), "192.0.2.1");
+        assert_eq!(key("::ffff:192.0.2.1"), "192.0.2.1");
+        let whole = Caps {
+            ipv6_prefix: 128,
+            ..Caps::default()
+        };
+        assert_eq!(
+            whole.key("2001:db8::1".parse().unwrap()).to_string(),
+            "2001:db8::1"
+        );
+    }
 
     #[test]
     fn forwarded_addresses_count_only_behind_a_trusted_proxy() {

@@ -22,8 +22,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use super::caps::{Capped, Caps};
+use super::opening::Opening;
 use crate::clock::now_ms;
 use crate::limits::SocketLimits;
 use crate::sync::lock;
@@ -33,9 +35,18 @@ use crate::sync::lock;
 pub struct Connections {
     /// Sockets connected now.
     total: Arc<AtomicUsize>,
-    /// Sockets connected now per client address; an address with none
-    /// keeps no entry.
-    by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// The places held under the caps.
+    places: Arc<Mutex<Places>>,
+}
+
+/// What the caps are checked against, under one lock.
+#[derive(Debug, Default)]
+struct Places {
+    /// Sockets connected now per client address key ([`Caps::key`]); an
+    /// address with none keeps no entry.
+    by_ip: HashMap<IpAddr, usize>,
+    /// Sessions opened that have not joined the namespace yet.
+    opening: Opening,
 }
 
 /// Counts one socket until it is dropped.
@@ -56,21 +67,45 @@ impl Connections {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Sockets connected now from `ip`.
-    pub fn from_ip(&self, ip: IpAddr) -> usize {
-        self.by_ip().get(&ip).copied().unwrap_or(0)
+    /// Sockets connected now whose address key is `key`.
+    pub fn from_ip(&self, key: IpAddr) -> usize {
+        self.places().by_ip.get(&key).copied().unwrap_or(0)
     }
 
-    /// Which cap one more socket from `client_ip` would pass now, if any:
-    /// the early check, before engine.io opens a session (the count is
-    /// taken later, by [`Connection::admit`], which checks again).
-    pub fn capped(&self, client_ip: Option<IpAddr>, caps: &Caps) -> Option<Capped> {
-        let from_ip = client_ip.map_or(0, |ip| self.from_ip(ip));
-        caps.over(self.current(), from_ip)
+    /// The early check, before engine.io opens a session for `client_ip`:
+    /// which cap the session would pass, if any; when none, the session
+    /// holds a place from now on, until it joins the namespace (where
+    /// [`Connection::admit`] turns the place into its socket's) or until
+    /// `--connect-timeout`.
+    pub fn open_session(&self, client_ip: Option<IpAddr>, caps: &Caps) -> Result<(), Capped> {
+        if !caps.any() {
+            return Ok(());
+        }
+        let key = client_ip.map(|ip| caps.key(ip));
+        let now = Instant::now();
+        let mut places = self.places();
+        let (current, from_ip) = places.held(self.current(), key, now);
+        if let Some(capped) = caps.over(current, from_ip) {
+            return Err(capped);
+        }
+        places.opening.open(key, now + caps.connect_timeout);
+        Ok(())
     }
 
-    fn by_ip(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
-        lock(&self.by_ip)
+    fn places(&self) -> MutexGuard<'_, Places> {
+        lock(&self.places)
+    }
+}
+
+impl Places {
+    /// Places held in all (`connected` sockets and the sessions opening)
+    /// and by `key`.
+    fn held(&mut self, connected: usize, key: Option<IpAddr>, now: Instant) -> (usize, usize) {
+        let from_ip = key.and_then(|key| self.by_ip.get(&key).copied());
+        (
+            connected + self.opening.total(now),
+            from_ip.unwrap_or(0) + self.opening.of(key, now),
+        )
     }
 }
 
@@ -86,7 +121,8 @@ impl Drop for Tracked {
 struct Seat {
     _tracked: Tracked,
     connections: Connections,
-    client_ip: Option<IpAddr>,
+    /// The client's address key, as counted.
+    key: Option<IpAddr>,
 }
 
 /// One connected socket: counted while it holds its place (also per client
@@ -121,23 +157,28 @@ impl Connection {
         caps: &Caps,
     ) -> Result<Self, Capped> {
         let now = now_ms();
+        let key = client_ip.map(|ip| caps.key(ip));
         // Every admitted socket is counted under this lock, so what it reads
         // cannot change until the count is taken.
-        let mut by_ip = connections.by_ip();
-        let from_ip = client_ip.and_then(|ip| by_ip.get(&ip).copied());
-        if let Some(capped) = caps.over(connections.current(), from_ip.unwrap_or(0)) {
+        let mut places = connections.places();
+        let instant = Instant::now();
+        // The session's own place, taken when it opened, becomes the
+        // socket's: it is given up first so as not to count twice.
+        places.opening.join(key, instant);
+        let (current, from_ip) = places.held(connections.current(), key, instant);
+        if let Some(capped) = caps.over(current, from_ip) {
             return Err(capped);
         }
-        if let Some(ip) = client_ip {
-            *by_ip.entry(ip).or_default() += 1;
+        if let Some(key) = key {
+            *places.by_ip.entry(key).or_default() += 1;
         }
         let tracked = connections.track();
-        drop(by_ip);
+        drop(places);
         Ok(Connection {
             seat: Mutex::new(Some(Seat {
                 _tracked: tracked,
                 connections: connections.clone(),
-                client_ip,
+                key,
             })),
             client_ip,
             connected_at: now,
@@ -177,13 +218,13 @@ impl Connection {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let Some(ip) = self.client_ip else { return };
-        let mut by_ip = self.connections.by_ip();
-        if let Some(count) = by_ip.get_mut(&ip) {
+        let Some(key) = self.key else { return };
+        let mut places = self.connections.places();
+        if let Some(count) = places.by_ip.get_mut(&key) {
             *count -= 1;
             // An address with no socket left keeps no entry.
             if *count == 0 {
-                by_ip.remove(&ip);
+                places.by_ip.remove(&key);
             }
         }
     }
@@ -245,7 +286,7 @@ mod tests {
             Connection::admit(&connections, None, Some(c), &capped_at(1, 0)).unwrap_err(),
             Capped::ServerFull
         );
-        assert_eq!(connections.by_ip().get(&c), None);
+        assert_eq!(connections.places().by_ip.get(&c), None);
         assert!(Connection::admit(&connections, None, Some(c), &capped_at(0, 0)).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod caps;
 pub mod connection;
 pub mod identity;
 pub mod memberships;
+pub mod opening;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -141,6 +141,37 @@ describe('Socket.IO Admin UI namespace', () => {
     assert.ok(!server.log.includes(hash));
   });
 
+  test('guessers from a handful of addresses spend their own allowance, not the operator\'s', LIMIT, async () => {
+    const hash = passwordHash();
+    const server = await serve([
+      '--admin', '--admin-user', 'ops', '--admin-password-hash', hash,
+      '--trusted-proxies', '127.0.0.1', '--max-connections-per-ip', '0',
+    ]);
+    const admin = `${server.url}/admin`;
+    const from = (address) => ({ extraHeaders: { 'x-forwarded-for': address } });
+    // Ten addresses, seven guesses each: more than the server-wide burst of
+    // 20 between them, and more than each address's own burst of 5.
+    const answers = await Promise.all(
+      Array.from({ length: 70 }, (_, i) =>
+        refused(open(admin, { auth: { username: 'ops', password: 'guess' }, ...from(`198.51.100.${i % 10}`) })),
+      ),
+    );
+    const messages = answers.map((error) => error.message);
+    assert.ok(messages.includes('invalid credentials'), messages.join());
+    assert.ok(
+      messages.some((message) => message.startsWith('too many login attempts')),
+      `the guessers were limited: ${messages.join()}`,
+    );
+    // The operator, at an address that has not been guessing, gets in.
+    const ui = open(admin, { auth: { username: 'ops', password: PASSWORD }, ...from('203.0.113.1') });
+    await connected(ui);
+    const [session] = await eventWhere(ui, 'session');
+    // A valid session id is never limited, even from a guessing address.
+    for (let i = 0; i < 3; i += 1) {
+      await connected(open(admin, { auth: { sessionId: session }, ...from('198.51.100.1') }));
+    }
+  });
+
   test('server_stats counts what happened: connections, events, broadcasts, namespaces', LIMIT, async () => {
     const server = await serve(['--admin', '--admin-no-auth']);
     const ui = open(`${server.url}/admin`);
