@@ -90,7 +90,32 @@ impl App {
             metrics,
             tally,
         } = self;
-        let router = tally.router().layer(TraceLayer::new_for_http());
+        // The request lines name the path, never the query: a polling
+        // request's `sid` is enough to speak as its socket.
+        let router = tally.router().layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    tracing::debug_span!(
+                        target: "tally::http",
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    |response: &axum::http::Response<_>,
+                     latency: std::time::Duration,
+                     _: &tracing::Span| {
+                        tracing::debug!(
+                            target: "tally::http",
+                            status = response.status().as_u16(),
+                            ?latency,
+                            "response"
+                        );
+                    },
+                ),
+        );
         let metrics_router = tally.metrics();
         let stop = CancellationToken::new();
         let running = tally.start();

@@ -190,7 +190,7 @@ async fn on_connect(socket: SocketRef, State(context): State<AdminContext>, io: 
         socket.on("leave", on_leave);
         socket.on("_disconnect", on_disconnect_command);
     }
-    tracing::info!(sid = %socket.id, "Admin UI connected");
+    tracing::info!(socket = %crate::telemetry::log_id(socket.id), "Admin UI connected");
 }
 
 /// The sockets of namespace `/` that a command's `filter` names: the socket
@@ -329,7 +329,7 @@ async fn on_disconnect_command(io: SocketIo, TryData(command): TryData<Command>)
         return;
     };
     for socket in targets(&io, &nsp, filter.as_deref()) {
-        tracing::info!(sid = %socket.id, "disconnected from the Admin UI");
+        tracing::info!(socket = %crate::telemetry::log_id(socket.id), "disconnected from the Admin UI");
         socket.disconnect().ok();
     }
 }

@@ -29,7 +29,7 @@ pub async fn on_message(
     };
     let answer = post(&socket, &state, &identity, args).await;
     if let Err(refusal) = &answer {
-        tracing::debug!(sid = %socket.id, code = %refusal.code, "message refused");
+        tracing::debug!(socket = %crate::telemetry::log_id(socket.id), code = %refusal.code, "message refused");
     }
     ack.send(&Ack::from(answer)).ok();
 }

@@ -31,7 +31,7 @@ pub async fn on_click(
     let room = match click_target(&socket, args) {
         Ok(room) => room,
         Err(refusal) => {
-            tracing::debug!(sid = %socket.id, code = %refusal.code, "click refused");
+            tracing::debug!(socket = %crate::telemetry::log_id(socket.id), code = %refusal.code, "click refused");
             ack.send(&Ack::<ClickAck>::from(refusal)).ok();
             return;
         }

@@ -58,7 +58,7 @@ fn limit(
     event: ClientEvent,
 ) -> Result<(), Refusal> {
     let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
-        tracing::warn!(sid = %socket.id, event = event.name(), "an event from a socket without its record");
+        tracing::warn!(socket = %crate::telemetry::log_id(socket.id), event = event.name(), "an event from a socket without its record");
         return Err(Code::Disconnected.with("the connection is closing"));
     };
     state
@@ -67,7 +67,7 @@ fn limit(
         .map_err(|limited| {
             state.metrics.rate_limited(event, limited.abusive);
             if limited.abusive {
-                tracing::info!(sid = %socket.id, "disconnecting a socket far over its rate limits");
+                tracing::info!(socket = %crate::telemetry::log_id(socket.id), "disconnecting a socket far over its rate limits");
                 socket.clone().disconnect().ok();
             }
             Refusal::rate_limited(

@@ -57,7 +57,7 @@ async fn prepare(socket: SocketRef, State(state): State<AppState>) -> Result<(),
         .inspect_err(|capped| {
             let reason = capped.code().as_str();
             state.metrics.connection_refused(reason);
-            tracing::debug!(sid = %socket.id, reason, "connection refused at namespace connect");
+            tracing::debug!(socket = %crate::telemetry::log_id(socket.id), reason, "connection refused at namespace connect");
         })?;
     socket.extensions.insert(Arc::new(connection));
     socket.extensions.insert(Arc::new(Memberships::default()));
@@ -83,7 +83,7 @@ async fn on_connect(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) {
-    tracing::debug!(sid = %socket.id, transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
+    tracing::debug!(socket = %crate::telemetry::log_id(socket.id), transport = ?socket.transport_type(), user = ?identity.user, "socket connected");
     state.metrics.connected();
     session::start(&socket, &identity);
     if let Some(admin) = &state.admin {
@@ -124,7 +124,7 @@ async fn on_disconnect(
         connection.close();
     }
     join::disconnected(&socket, &io, &state).await;
-    tracing::debug!(sid = %socket.id, "socket disconnected");
+    tracing::debug!(socket = %crate::telemetry::log_id(socket.id), "socket disconnected");
 }
 
 /// socketioxide's reason as a metric label.

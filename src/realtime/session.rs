@@ -72,7 +72,7 @@ pub async fn authenticate(
         }
         Err(reason) => {
             state.metrics.handshake_refused(reason.code.as_str());
-            tracing::debug!(sid = %socket.id, %reason, "handshake refused");
+            tracing::debug!(socket = %crate::telemetry::log_id(socket.id), %reason, "handshake refused");
         }
     }
     result.map(|_| ())
@@ -138,7 +138,7 @@ async fn expire(
                 }
             }
             () = tokio::time::sleep(time_until(deadline)) => {
-                tracing::debug!(sid = %socket.id, "session expired");
+                tracing::debug!(socket = %crate::telemetry::log_id(socket.id), "session expired");
                 socket.emit(SESSION_EXPIRED, &SessionExpired { reason: "token expired" }).ok();
                 socket.disconnect().ok();
                 return;
