@@ -14,6 +14,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 use uuid::Uuid;
 
 use crate::clock::iso_millis;
@@ -70,8 +72,11 @@ impl Serialize for ConversationId {
 }
 
 /// A message body that passed the rules: line breaks as `\n` (a `\r\n` or
-/// lone `\r` from a client becomes `\n`), trimmed, 1 to 2,000 characters,
-/// no control characters except newline and tab.
+/// lone `\r` from a client becomes `\n`), in Unicode's composed form
+/// (NFC), trimmed, 1 to 2,000 characters, no control characters except
+/// newline and tab, none of the [`invisible`] characters that make a text
+/// show other than it reads, and at most [`MAX_COMBINING_MARKS`] combining
+/// marks on one character.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content(String);
 
@@ -84,6 +89,39 @@ pub enum InvalidContent {
     TooLong,
     #[error("a message cannot contain control characters other than newline and tab")]
     ControlCharacter,
+    #[error(
+        "a message cannot contain direction overrides, invisible characters or line separators"
+    )]
+    Invisible,
+    #[error("a message allows at most {MAX_COMBINING_MARKS} combining marks on one character")]
+    TooManyMarks,
+}
+
+/// Combining marks allowed on one character: enough for every script's
+/// accents and vowel signs and an emoji's variation selector and keycap,
+/// too few for text stacked to cover the lines around it.
+pub const MAX_COMBINING_MARKS: usize = 6;
+
+/// Characters refused in a message because they make it show other than it
+/// reads: the bidirectional embeddings, overrides, isolates and marks (a
+/// name ending `\u{202E}exe.txt` shows as `txt.exe`), the zero-width space,
+/// word joiner and byte-order mark, and the line and paragraph separators,
+/// which some clients break lines at and others do not. The zero-width
+/// joiner and non-joiner stay: emoji sequences and several scripts need
+/// them.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 impl From<InvalidContent> for Refusal {
@@ -91,7 +129,10 @@ impl From<InvalidContent> for Refusal {
     fn from(err: InvalidContent) -> Self {
         let code = match err {
             InvalidContent::TooLong => Code::TooLong,
-            InvalidContent::Empty | InvalidContent::ControlCharacter => Code::InvalidPayload,
+            InvalidContent::Empty
+            | InvalidContent::ControlCharacter
+            | InvalidContent::Invisible
+            | InvalidContent::TooManyMarks => Code::InvalidPayload,
         };
         code.with(err.to_string())
     }
@@ -121,7 +162,24 @@ impl Content {
         {
             return Err(InvalidContent::ControlCharacter);
         }
-        Ok(Content(trimmed.to_string()))
+        if trimmed.chars().any(invisible) {
+            return Err(InvalidContent::Invisible);
+        }
+        // Composing can only shorten a text (and its runs of marks), so
+        // the checks above hold for the composed form too, but the length
+        // is checked again, as it is what clients are promised.
+        let composed: String = trimmed.nfc().collect();
+        let mut marks = 0;
+        for c in composed.chars() {
+            marks = if is_combining_mark(c) { marks + 1 } else { 0 };
+            if marks > MAX_COMBINING_MARKS {
+                return Err(InvalidContent::TooManyMarks);
+            }
+        }
+        if composed.chars().count() > MAX_CONTENT_CHARS {
+            return Err(InvalidContent::TooLong);
+        }
+        Ok(Content(composed))
     }
 
     pub fn as_str(&self) -> &str {
@@ -277,6 +335,45 @@ mod tests {
     #[test]
     fn content_is_trimmed_and_checked() {
         assert_eq!(Content::parse("  hi \n").unwrap().as_str(), "hi");
+        // Each class of character that shows a text other than it reads.
+        for refused in [
+            "evil\u{202E}exe.txt",
+            "a\u{202A}b",
+            "a\u{2066}b\u{2069}",
+            "a\u{200F}b",
+            "zero\u{200B}width",
+            "joined\u{2060}word",
+            "\u{FEFF}bom",
+            "line\u{2028}separator",
+            "para\u{2029}graph",
+        ] {
+            assert_eq!(
+                Content::parse(refused),
+                Err(InvalidContent::Invisible),
+                "{refused:?}"
+            );
+        }
+        // NFC: a decomposed é is stored composed.
+        assert_eq!(Content::parse("e\u{301}").unwrap().as_str(), "\u{e9}");
+        // Marks: Vietnamese and emoji sequences pass, a stack does not.
+        for kept in [
+            "Tiếng Việt",
+            "👨\u{200D}👩\u{200D}👧",
+            "1\u{FE0F}\u{20E3}",
+            "👍🏽",
+            "🏳\u{FE0F}\u{200D}🌈",
+            "می\u{200C}خواهم",
+        ] {
+            assert_eq!(Content::parse(kept).unwrap().as_str(), kept, "{kept:?}");
+        }
+        assert_eq!(
+            Content::parse(&format!("z{}", "\u{301}".repeat(MAX_COMBINING_MARKS))).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            Content::parse(&format!("z{}", "\u{336}".repeat(MAX_COMBINING_MARKS + 1))),
+            Err(InvalidContent::TooManyMarks)
+        );
         assert_eq!(
             Content::parse("a\n\tb").unwrap().as_str(),
             "a\n\tb",

@@ -285,6 +285,18 @@ async fn every_bad_event_is_refused_with_its_code_and_counts_nothing() {
         (
             &ada,
             "message",
+            json!({ "conversationId": "c", "content": "report\u{202E}exe.txt" }),
+            "invalid_payload",
+        ),
+        (
+            &ada,
+            "message",
+            json!({ "conversationId": "c", "content": format!("z{}", "\u{336}".repeat(40)) }),
+            "invalid_payload",
+        ),
+        (
+            &ada,
+            "message",
             json!({ "conversationId": "c", "content": 42 }),
             "invalid_payload",
         ),
