@@ -26,6 +26,7 @@ pub mod conversation;
 pub mod counter;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod identity;
 pub mod limits;
 pub mod metrics;

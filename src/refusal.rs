@@ -68,6 +68,8 @@ pub enum Code {
     NoSession,
     /// A `refresh` whose token allows other conversations.
     ConversationsChanged,
+    /// An `Idempotency-Key` used for another request, or still in use.
+    IdempotencyConflict,
     /// No such route (or one switched off).
     NotFound,
     /// A user who never clicked.
@@ -110,7 +112,7 @@ impl Code {
             Forbidden | ForbiddenOrigin | GuestLoginDisabled | HostRefused | WrongUser
             | NotAMember => StatusCode::FORBIDDEN,
             NotFound | UnknownUser => StatusCode::NOT_FOUND,
-            ConversationsChanged => StatusCode::CONFLICT,
+            ConversationsChanged | IdempotencyConflict => StatusCode::CONFLICT,
             Disconnected => StatusCode::GONE,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidPayload | InvalidConversation | InvalidUsername | InvalidQuery | TooLong

@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::rate::Rate;
+use crate::idempotency::Keys;
 use crate::identity::DynIdentityProvider;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub durable: bool,
     /// Where chat messages are stored before they are sent.
     pub messages: MessageLog,
+    /// The backend API's `Idempotency-Key`s.
+    pub idempotency: Arc<Keys>,
     /// This instance's Prometheus metrics.
     pub metrics: Metrics,
     /// Set when shutdown begins: `/readyz` answers 503 and handshakes are

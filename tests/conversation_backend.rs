@@ -550,3 +550,290 @@ async fn retention_deletes_old_messages_and_keeps_the_rest() {
     assert_eq!(remaining["more"], false);
     server.stop().await.unwrap();
 }
+
+/// A store whose message writes each take `delay`, and whose writes number
+/// `commit_then_hang` commit and then do not answer for a minute (so the
+/// writer's timeout fires although the messages are stored).
+struct SlowStore {
+    inner: Arc<dyn tally::store::Store>,
+    delay: Duration,
+    writes: AtomicUsize,
+    commit_then_hang: Option<usize>,
+}
+
+impl SlowStore {
+    fn new(inner: Arc<dyn tally::store::Store>, delay: Duration, hang: Option<usize>) -> Self {
+        SlowStore {
+            inner,
+            delay,
+            writes: AtomicUsize::new(0),
+            commit_then_hang: hang,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl tally::store::Store for SlowStore {
+    async fn load(
+        &self,
+    ) -> Result<Vec<(tally::counter::CounterKey, u64)>, tally::store::StoreError> {
+        self.inner.load().await
+    }
+    async fn add(
+        &self,
+        batch: &tally::store::Batch,
+    ) -> Result<tally::store::Applied, tally::store::StoreError> {
+        self.inner.add(batch).await
+    }
+    async fn add_messages(
+        &self,
+        messages: &[tally::conversation::Message],
+    ) -> Result<(), tally::store::StoreError> {
+        let write = self.writes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.add_messages(messages).await?;
+        if self.commit_then_hang == Some(write) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Ok(())
+    }
+    async fn history(
+        &self,
+        conversation: &tally::conversation::ConversationId,
+        query: tally::conversation::HistoryQuery,
+    ) -> Result<tally::conversation::History, tally::store::StoreError> {
+        self.inner.history(conversation, query).await
+    }
+    async fn prune_messages(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, tally::store::StoreError> {
+        self.inner.prune_messages(before_ms, limit).await
+    }
+    async fn ping(&self) -> Result<(), tally::store::StoreError> {
+        self.inner.ping().await
+    }
+    fn backend(&self) -> &'static str {
+        "slow"
+    }
+}
+
+/// Every message of `conversation`, oldest first, as the API reads them.
+async fn all_messages(http: &reqwest::Client, url: &str, conversation: &str) -> Vec<Value> {
+    let mut messages = Vec::new();
+    let mut since = "00000000-0000-0000-0000-000000000000".to_string();
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{url}/api/conversations/{conversation}?since={since}"
+            ))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = page["messages"].as_array().unwrap().clone();
+        if let Some(last) = list.last() {
+            since = last["messageId"].as_str().unwrap().to_string();
+        }
+        messages.extend(list);
+        if page["more"] != true {
+            return messages;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_retried_with_its_idempotency_key_is_stored_once() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.conversations.api_key = Some(Secret(KEY.into()));
+    // Writes time out after 6 × this: the second write below commits and
+    // then does not answer, so its poster is told `unavailable` although
+    // the message is stored.
+    config.database.timeout = Duration::from_millis(200);
+    let inner = tally::store::connect(&db.url(), &Default::default())
+        .await
+        .unwrap();
+    let store = Arc::new(SlowStore::new(inner, Duration::ZERO, Some(1)));
+    let server = TestServer::start_with_store(config, store).await;
+    let url = server.url();
+    let mut member = TestClient::named(&url, "ada").await;
+    member
+        .emit_json("join_conversation", json!({"conversationId": "bots"}))
+        .await;
+    let http = reqwest::Client::new();
+    let post = |key: &'static str, content: &'static str| {
+        http.post(format!("{url}/api/conversations/bots/messages"))
+            .bearer_auth(KEY)
+            .header("idempotency-key", key)
+            .json(&json!({"userId": "coach", "content": content}))
+            .send()
+    };
+
+    // Stored at once: a retry gets the same answer and stores nothing.
+    let first = post("key-1", "hello").await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = post("key-1", "hello").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // The same key with another body is refused.
+    let other = post("key-1", "something else").await.unwrap();
+    assert_eq!(other.status(), 409);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["error"]["code"], "idempotency_conflict");
+
+    // In doubt: the write commits but the database does not answer in time.
+    let doubt = post("key-2", "are you there?").await.unwrap();
+    assert_eq!(doubt.status(), 503);
+    let retried = post("key-2", "are you there?").await.unwrap();
+    assert_eq!(retried.status(), 201, "the retry stores (or finds) it");
+    let retried: Value = retried.json().await.unwrap();
+
+    let stored = all_messages(&http, &url, "bots").await;
+    let contents: Vec<_> = stored.iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(
+        contents,
+        [json!("hello"), json!("are you there?")],
+        "each once"
+    );
+    assert_eq!(stored[1]["messageId"], retried["messageId"]);
+    // The member heard each once: the first, then the retried one.
+    for expected in [&first, &retried] {
+        let heard = member
+            .wait_for_event("message", |m| m["content"].is_string())
+            .await;
+        assert_eq!(heard["messageId"], expected["messageId"]);
+    }
+    member.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_steady_posting_refuses_new_messages_ends_and_keeps_every_acked_one() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.conversations.api_key = Some(Secret(KEY.into()));
+    config.serving.shutdown_timeout = Duration::from_secs(2);
+    let inner = tally::store::connect(&db.url(), &Default::default())
+        .await
+        .unwrap();
+    // Each write takes a while, so the queue never runs dry while posters
+    // keep posting: the writer must still see shutdown.
+    let store = Arc::new(SlowStore::new(inner, Duration::from_millis(30), None));
+    let server = TestServer::start_with_store(config, store).await;
+    let url = server.url();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let shutting_down = Arc::new(AtomicUsize::new(0));
+    let mut posters = Vec::new();
+    for poster in 0..8 {
+        let (url, acked, shutting_down) = (url.clone(), acked.clone(), shutting_down.clone());
+        posters.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                let content = format!("api-{poster}-{i}");
+                let Ok(response) = http
+                    .post(format!("{url}/api/conversations/drain/messages"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"userId": "bot", "content": content}))
+                    .send()
+                    .await
+                else {
+                    return; // The server stopped listening.
+                };
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or_default();
+                match status.as_u16() {
+                    201 => acked.lock().unwrap().push(content),
+                    503 if body["error"]["code"] == "shutting_down" => {
+                        shutting_down.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => panic!("unexpected {other}: {body}"),
+                }
+            }
+        }));
+    }
+    let socket = TestClient::named(&url, "ada").await;
+    socket
+        .emit_json("join_conversation", json!({"conversationId": "drain"}))
+        .await;
+    let socket_acked = acked.clone();
+    posters.push(tokio::spawn(async move {
+        for i in 0.. {
+            let content = format!("socket-{i}");
+            let ack = socket
+                .try_emit_with_ack(
+                    "message",
+                    rust_socketio::Payload::Text(vec![
+                        json!({"conversationId": "drain", "content": content}),
+                    ]),
+                    Duration::from_secs(5),
+                )
+                .await;
+            match ack {
+                Some(ack) if ack["messageId"].is_string() => {
+                    socket_acked.lock().unwrap().push(content);
+                }
+                // Refused (shutting down) or closed: the socket is done.
+                _ => return,
+            }
+        }
+    }));
+    // Stop once messages are flowing.
+    tokio::time::timeout(WAIT, async {
+        while acked.lock().unwrap().len() < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("messages are acknowledged");
+    server.stop().await.expect("a clean shutdown");
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    assert!(
+        shutting_down.load(Ordering::SeqCst) > 0,
+        "posts during shutdown are refused `shutting_down`"
+    );
+
+    // Every acknowledged message is stored once; nothing else is.
+    let acked = acked.lock().unwrap().clone();
+    let stored = {
+        let store = tally::store::connect(&db.url(), &Default::default())
+            .await
+            .unwrap();
+        let history = store
+            .history(
+                &tally::conversation::ConversationId::parse("drain").unwrap(),
+                tally::conversation::HistoryQuery {
+                    since: None,
+                    limit: 100_000,
+                },
+            )
+            .await
+            .unwrap();
+        history
+            .messages
+            .iter()
+            .map(|m| m.content.as_str().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut unique = stored.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), stored.len(), "a message was stored twice");
+    for content in &acked {
+        assert!(stored.contains(content), "acknowledged {content} was lost");
+    }
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "only acknowledged messages are stored"
+    );
+}

@@ -94,6 +94,7 @@ impl TallyBuilder {
             durable: config.durable(),
             connections: Connections::default(),
             messages,
+            idempotency: Default::default(),
             metrics: Metrics::new(),
             draining: Default::default(),
             history_size: config.conversations.history_size as usize,

@@ -35,9 +35,7 @@ use crate::store::StoreError;
 /// does not bring every client back in the same instant).
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// Longest an HTTP request outside Socket.IO may take (long-polling holds
-/// its requests open on purpose and is not limited by this).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::http::REQUEST_TIMEOUT;
 
 /// Why tally could not start.
 #[derive(Debug, thiserror::Error)]

@@ -10,9 +10,7 @@ use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 
-use super::REQUEST_TIMEOUT;
 use super::builder::TallyBuilder;
 use super::tasks::Background;
 use crate::config::{Config, ServingConfig};
@@ -176,17 +174,14 @@ impl Tally {
     /// it. (Socket.IO traffic never passes through compression.)
     ///
     /// Every such route also gets a body limit, a time limit (`408` after
-    /// [`REQUEST_TIMEOUT`]) and the headers that keep browsers from guessing
+    /// [`crate::http::REQUEST_TIMEOUT`], but for message posts) and the headers that keep browsers from guessing
     /// content types or leaking the page's address.
     fn compressed(&self, routes: Router<AppState>) -> Router {
         let routes = routes
             .with_state(self.state.clone())
             .layer(CompressionLayer::new())
             .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY))
-            .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                REQUEST_TIMEOUT,
-            ));
+            .layer(axum::middleware::from_fn(http::time_limit));
         with_safety_headers(routes).layer(axum::middleware::from_fn_with_state(
             self.state.metrics.clone(),
             http::track,

@@ -83,13 +83,15 @@ impl Running {
     ///    connections are refused (`server shutting down`), and every
     ///    connected client gets `server_shutdown {"reconnectAfterMs"}`;
     /// 1. counting stops: a click arriving from now on is answered with a
-    ///    `shutting_down` error and not counted; so is a chat message, and
-    ///    the messages already queued are stored and answered;
+    ///    `shutting_down` error and not counted; so is a chat message (from
+    ///    the very start), and the messages already queued are stored and
+    ///    answered, for at most `--shutdown-timeout` (the rest are refused);
     /// 2. the coalescer and the leaderboard task publish the last totals,
     ///    which now include every counted click, while every socket is still
     ///    open to receive them;
     /// 3. every socket is closed (long-polling requests end with them, so a
-    ///    host's HTTP server can drain), waiting at most `--shutdown-timeout`;
+    ///    host's HTTP server can drain), by the same `--shutdown-timeout`
+    ///    deadline as step 1;
     /// 4. the final flush writes every remaining increment, retried a few
     ///    times; if it still fails, the error says how many clicks are lost;
     /// 5. the webhook gets up to 5 s to deliver the messages it has queued.
@@ -105,6 +107,10 @@ impl Running {
             serving,
         } = self;
         tasks.housekeeping.abort();
+        // From the first moment, a new message is refused `shutting_down`.
+        state.messages.close();
+        // Storing the queued messages and closing the sockets share this.
+        let deadline = tokio::time::Instant::now() + serving.shutdown_timeout;
         tracing::info!("shutting down: publishing the last totals and closing connections");
         // Not ready from now on: `/readyz` answers 503 and new Socket.IO
         // connections are refused, while the connected clients are told to
@@ -134,10 +140,7 @@ impl Running {
         let published = published.and(tasks.leaderboard.await);
 
         let shutdown_timeout = serving.shutdown_timeout;
-        if tokio::time::timeout(shutdown_timeout, io.close())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, io.close()).await.is_err() {
             tracing::warn!("sockets still closing after {shutdown_timeout:?}; flushing anyway");
         }
         if let Some(admin) = &state.admin {

@@ -97,7 +97,10 @@ impl Tally {
             state.store.clone(),
             message_queue,
             webhook_queue,
-            write_timeout,
+            message_log::WriterTimeouts {
+                write: write_timeout,
+                drain: serving.shutdown_timeout,
+            },
             stops.messages.clone(),
             state.metrics.clone(),
             {

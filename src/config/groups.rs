@@ -370,9 +370,9 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Serving")]
 pub struct ServingConfig {
-    /// How long shutdown may wait for sockets to close, and then for HTTP
-    /// requests to finish, before it goes on (the final write of counts
-    /// always happens).
+    /// How long shutdown may spend storing the queued messages and closing
+    /// the sockets together, and then waiting for HTTP requests to finish,
+    /// before it goes on (the final write of counts always happens).
     #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub shutdown_timeout: Duration,
     /// How long a client may take to send its request headers before the

@@ -3,6 +3,13 @@
 //! both with `Authorization: Bearer <--api-key>`. With them (and the
 //! message webhook) a bot or an AI assistant converses without holding a
 //! socket. Without `--api-key` both answer 404, as if they did not exist.
+//!
+//! A post may carry an `Idempotency-Key` ([`crate::idempotency`]): a retry
+//! with the same key and body gets the first answer and stores nothing
+//! new. A post is not cut short by the API's 10 s limit: it is answered
+//! once the message is stored or refused (the log refuses, unstored, a
+//! message it could not take within its own budget), so a `201` is never
+//! missed for a message that was stored.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -12,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use crate::conversation::{Content, ConversationId, Draft, HistoryQuery, Message, MessageId};
+use crate::idempotency::{Claim, fingerprint};
+use crate::persist::message_log::Entry;
 use crate::refusal::{Code, Refusal};
 use crate::state::AppState;
 use crate::user::Username;
@@ -93,15 +102,19 @@ pub struct PostRequest {
     content: String,
 }
 
+/// The header a retried post carries to be stored at most once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// `POST /api/conversations/{id}/messages {"userId", "content"}`: stores
 /// the message and sends it to the conversation's sockets; answers `201`
-/// with the message as the room received it.
+/// with the message as the room received it (and `Idempotent-Replayed:
+/// true` when it is the answer to an earlier post with the same key).
 pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<PostRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Message>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<Message>), ApiError> {
     authorize(&state, &headers)?;
     let room = conversation(&id)?;
     let Json(request) = body.map_err(|rejection| match rejection.status() {
@@ -115,12 +128,53 @@ pub async fn post(
     })?;
     let user = Username::parse(&request.user_id).map_err(|_| ApiError::invalid_username())?;
     let content = Content::parse(&request.content).map_err(Refusal::from)?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| Code::BadRequest.with("the Idempotency-Key is not visible ASCII"))?,
+        ),
+        None => None,
+    };
     let draft = Draft {
         conversation: room,
         user,
         content,
     };
-    // Stored, then sent to the conversation's sockets, as a socket's is.
-    let message = state.messages.append(draft).await.map_err(Refusal::from)?;
-    Ok((StatusCode::CREATED, Json(message)))
+    let Some(key) = key else {
+        // Stored, then sent to the conversation's sockets, as a socket's is.
+        let message = state.messages.append(draft).await.map_err(Refusal::from)?;
+        return Ok((StatusCode::CREATED, HeaderMap::new(), Json(message)));
+    };
+    // The fingerprint is of the request as it was validated, so the same
+    // message sent with other line endings or padding is the same request.
+    let print = fingerprint(&[
+        draft.conversation.as_str(),
+        draft.user.as_str(),
+        draft.content.as_str(),
+    ]);
+    let entry = match state.idempotency.claim(key, print)? {
+        Claim::Replay(message) => {
+            let mut replayed = HeaderMap::new();
+            replayed.insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            return Ok((StatusCode::CREATED, replayed, Json(message)));
+        }
+        Claim::Retry(message) => Entry::Retry(message),
+        Claim::New => Entry::Draft(draft),
+    };
+    match state.messages.submit(entry).await {
+        Ok(message) => {
+            state.idempotency.finish(key, Ok(&message));
+            Ok((StatusCode::CREATED, HeaderMap::new(), Json(message)))
+        }
+        Err(unstored) => {
+            state
+                .idempotency
+                .finish(key, Err(unstored.attempted.as_ref()));
+            Err(Refusal::from(unstored.error).into())
+        }
+    }
 }

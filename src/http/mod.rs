@@ -39,6 +39,34 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 /// bytes; a chat message is at most 2,000 characters).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Longest an HTTP request outside Socket.IO may take (long-polling holds
+/// its requests open on purpose and is not limited by this), but for a
+/// message post, which the message log answers within its own bounds.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The route a message is posted to.
+const MESSAGES_ROUTE: &str = "/api/conversations/{id}/messages";
+
+/// Answers `408` to a request that takes longer than [`REQUEST_TIMEOUT`],
+/// except a message post: cutting one short could leave a message stored
+/// that its poster was told timed out, so it is answered when the message
+/// is stored or refused (at most the log's queue budget plus one write).
+pub async fn time_limit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::response::IntoResponse;
+    let posting = request.method() == axum::http::Method::POST
+        && request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .is_some_and(|path| path.as_str().ends_with(MESSAGES_ROUTE));
+    if posting {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
 /// The pages and their assets: `/`, `/c/{id}` (a conversation), `/app.js`,
 /// `/chat.js`, `/app.css`. The pages refer to everything else relatively,
 /// so they work under any mount path.
@@ -58,10 +86,7 @@ pub fn api() -> Router<AppState> {
         .route("/api/users/{username}", get(api::user))
         .route("/api/session", post(api::session))
         .route("/api/conversations/{id}", get(conversations::read))
-        .route(
-            "/api/conversations/{id}/messages",
-            post(conversations::post),
-        )
+        .route(MESSAGES_ROUTE, post(conversations::post))
         .route("/api/admin/connections", get(admin::connections))
         .route("/api/admin/stats", get(admin::stats))
 }

@@ -15,9 +15,19 @@
 //! and a message is sent to its room even if its sender went away while it
 //! was being stored. Only after the commit does `append` return, so an
 //! acknowledged message survives a crash.
+//!
+//! A message is either refused or stored, never left in doubt by tally's
+//! own waiting: one the writer has not taken within [`QUEUE_BUDGET`] is
+//! refused unstored (a sender that gave up waiting would otherwise see a
+//! message it was told failed appear later), and from the first moment of
+//! shutdown ([`MessageLog::close`]) a new message is refused at once. Only
+//! a write the database did not answer in time is in doubt; the refusal
+//! then carries the message as attempted, which a retry may send again
+//! unchanged ([`Entry::Retry`]): its id is skipped if it was stored.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,14 +42,39 @@ use crate::webhook::WebhookQueue;
 /// the back-pressure a database slower than the chat puts on posters.
 const QUEUE: usize = 10_000;
 
+/// How long a message may wait for the writer to take it; past it, it is
+/// refused unstored. The HTTP API's other requests get as long
+/// (`crate::http::REQUEST_TIMEOUT` is the same 10 s).
+pub const QUEUE_BUDGET: Duration = Duration::from_secs(10);
+
 /// Why a message was not stored. The client is told; nothing was sent to
 /// the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     #[error("the server is shutting down; the message was not sent")]
     Closed,
+    #[error("the database is too slow to take the message now; it was not stored, send it again")]
+    Busy,
     #[error("the message could not be stored; send it again")]
     Store,
+}
+
+/// A message that was not stored: why, and the message as the writer
+/// stamped it when the outcome is in doubt (a write the database did not
+/// answer, which may still land) or when it was a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unstored {
+    pub error: AppendError,
+    pub attempted: Option<Message>,
+}
+
+/// What is handed to the log: a new message, stamped by the writer, or
+/// one stamped by an earlier attempt whose outcome is in doubt, sent again
+/// as it was (stored only if its id is not already).
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Draft(Draft),
+    Retry(Message),
 }
 
 impl From<AppendError> for Refusal {
@@ -47,21 +82,45 @@ impl From<AppendError> for Refusal {
     fn from(err: AppendError) -> Self {
         let code = match err {
             AppendError::Closed => Code::ShuttingDown,
-            AppendError::Store => Code::Unavailable,
+            AppendError::Busy | AppendError::Store => Code::Unavailable,
         };
         code.with(err.to_string())
     }
 }
 
 struct Request {
-    draft: Draft,
-    stored: oneshot::Sender<Result<Message, AppendError>>,
+    entry: Entry,
+    /// Past this, the writer refuses the message unstored.
+    deadline: Instant,
+    stored: oneshot::Sender<Result<Message, Unstored>>,
+}
+
+impl Request {
+    /// Answers the sender that the message was not stored, for `error`.
+    fn refuse(self, error: AppendError) {
+        let attempted = match self.entry {
+            Entry::Retry(message) => Some(message),
+            Entry::Draft(_) => None,
+        };
+        self.stored.send(Err(Unstored { error, attempted })).ok();
+    }
+}
+
+/// Timeouts of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterTimeouts {
+    /// How long one write may take.
+    pub write: Duration,
+    /// After shutdown begins, how long queued messages are still stored;
+    /// the rest are refused `shutting_down`, unstored.
+    pub drain: Duration,
 }
 
 /// The sending side of the log, cheap to clone.
 #[derive(Clone)]
 pub struct MessageLog {
     requests: mpsc::Sender<Request>,
+    closed: Arc<AtomicBool>,
 }
 
 /// The writer's side of the log: hand it to [`write()`].
@@ -72,31 +131,65 @@ impl MessageLog {
     /// in the queue.
     pub fn new() -> (Self, Queue) {
         let (requests, queue) = mpsc::channel(QUEUE);
-        (MessageLog { requests }, Queue(queue))
+        let closed = Arc::default();
+        (MessageLog { requests, closed }, Queue(queue))
+    }
+
+    /// Refuses every message from now on (`shutting_down`); those already
+    /// queued are still stored. The first step of shutdown.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Stores a message; returns it, with its id and time, once it is
     /// committed and has been published.
     pub async fn append(&self, draft: Draft) -> Result<Message, AppendError> {
-        let (stored, done) = oneshot::channel();
-        self.requests
-            .send(Request { draft, stored })
+        self.submit(Entry::Draft(draft))
             .await
-            .map_err(|_| AppendError::Closed)?;
+            .map_err(|unstored| unstored.error)
+    }
+
+    /// [`MessageLog::append`] for a new or a retried message, telling what
+    /// was attempted when it was not stored.
+    pub async fn submit(&self, entry: Entry) -> Result<Message, Unstored> {
+        let closed = |entry: Entry| Unstored {
+            error: AppendError::Closed,
+            attempted: match entry {
+                Entry::Retry(message) => Some(message),
+                Entry::Draft(_) => None,
+            },
+        };
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(closed(entry));
+        }
+        let (stored, done) = oneshot::channel();
+        let request = Request {
+            entry,
+            deadline: Instant::now() + QUEUE_BUDGET,
+            stored,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|mpsc::error::SendError(request)| closed(request.entry))?;
         // A dropped answer means the writer ended without reaching it.
-        done.await.map_err(|_| AppendError::Closed)?
+        done.await.map_err(|_| Unstored {
+            error: AppendError::Closed,
+            attempted: None,
+        })?
     }
 }
 
 /// The writer task: stores queued messages a group at a time, publishes
 /// them, answers their senders, and hands them to the webhook. When
-/// `cancel` fires it stops taking messages, stores the ones already queued,
-/// and ends.
+/// `cancel` fires it stops taking messages at once, stores the ones already
+/// queued for at most `timeouts.drain` (refusing the rest, unstored), and
+/// ends.
 pub async fn write<P, F>(
     store: Arc<dyn Store>,
     Queue(mut queue): Queue,
     webhook: Option<WebhookQueue>,
-    write_timeout: Duration,
+    timeouts: WriterTimeouts,
     cancel: CancellationToken,
     metrics: Metrics,
     mut publish: P,
@@ -104,18 +197,27 @@ pub async fn write<P, F>(
     P: FnMut(Arc<[Message]>) -> F,
     F: std::future::Future<Output = ()>,
 {
+    let write_timeout = timeouts.write;
     let mut messages = Vec::new();
     let mut answers = Vec::new();
+    // Set when shutdown begins: queued messages are stored until then.
+    let mut drain_until: Option<Instant> = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            request = queue.recv() => request,
-            () = cancel.cancelled() => {
-                // No new message from here on; those already queued are
-                // still received, stored and answered below.
-                queue.close();
-                queue.recv().await
-            }
+        let first = match drain_until {
+            // Shutdown is looked at first, so a steady stream of messages
+            // cannot keep the writer from seeing it.
+            None => tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    // No new message from here on; those already queued are
+                    // still received, stored and answered below.
+                    queue.close();
+                    drain_until = Some(Instant::now() + timeouts.drain);
+                    queue.recv().await
+                }
+                request = queue.recv() => request,
+            },
+            Some(_) => queue.recv().await,
         };
         let Some(first) = first else { break };
         // Stamped here, in the order of the commits, so ids and the order
@@ -126,9 +228,28 @@ pub async fn write<P, F>(
             let Ok(request) = queue.try_recv() else { break };
             batch.push(request);
         }
-        for Request { draft, stored } in batch {
-            messages.push(Message::new(draft.conversation, draft.user, draft.content));
-            answers.push(stored);
+        let now = Instant::now();
+        if drain_until.is_some_and(|until| now >= until) {
+            for request in batch {
+                request.refuse(AppendError::Closed);
+            }
+            continue;
+        }
+        for request in batch {
+            // A message that waited past its budget is refused, not stored:
+            // its sender may have stopped waiting.
+            if now > request.deadline {
+                request.refuse(AppendError::Busy);
+                continue;
+            }
+            messages.push(match request.entry {
+                Entry::Draft(draft) => Message::new(draft.conversation, draft.user, draft.content),
+                Entry::Retry(message) => message,
+            });
+            answers.push(request.stored);
+        }
+        if messages.is_empty() {
+            continue;
         }
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(write_timeout, store.add_messages(&messages)).await
@@ -143,8 +264,9 @@ pub async fn write<P, F>(
             }
             Err(_) => {
                 // The commit may still land, unpublished; the sender is told
-                // it did not, so at worst a resent message is stored twice,
-                // never lost.
+                // it did not, with the message as attempted, so a retry that
+                // sends it again (the API's `Idempotency-Key`) stores it at
+                // most once; a plain resend may store it twice, never lose it.
                 tracing::warn!(
                     messages = messages.len(),
                     "storing messages took longer than {write_timeout:?}"
@@ -163,7 +285,11 @@ pub async fn write<P, F>(
         }
         for (answer, message) in answers.drain(..).zip(written.iter()) {
             // A sender that went away (its socket closed) needs no answer.
-            answer.send(result.map(|()| message.clone())).ok();
+            let answered = result.map(|()| message.clone()).map_err(|error| Unstored {
+                error,
+                attempted: Some(message.clone()),
+            });
+            answer.send(answered).ok();
         }
         if let (Ok(()), Some(webhook)) = (result, &webhook) {
             for message in written.iter() {
@@ -249,7 +375,10 @@ mod tests {
             store.clone(),
             queue,
             None,
-            Duration::from_secs(5),
+            WriterTimeouts {
+                write: Duration::from_secs(5),
+                drain: Duration::from_secs(5),
+            },
             cancel.clone(),
             Metrics::new(),
             {
