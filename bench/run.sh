@@ -166,7 +166,7 @@ export -f node_server
 # The load tool opens thousands of connections from one address and clicks
 # and chats far faster than a person: tally's rate limits and connection
 # caps are switched off for it (they would refuse the load, not measure it).
-NO_LIMITS=(--click-limit 0 --message-limit 0 --typing-limit 0 --join-limit 0 --refresh-limit 0 --max-connections-per-ip 0)
+NO_LIMITS=(--click-limit 0 --message-limit 0 --typing-limit 0 --join-limit 0 --refresh-limit 0 --new-name-limit 0 --new-conversation-limit 0 --max-connections-per-ip 0)
 # ROUNDS runs every server's workloads that many times, the servers taking
 # turns within each round, so that a slow spell of this machine does not
 # land on one server only; the report gives the median and the range.

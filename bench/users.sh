@@ -25,7 +25,7 @@ trap 'kill "$pid" 2>/dev/null; rm -f "$log"' EXIT
 started=$(date +%s.%N)
 # Limits off: the load tool connects 1,000 users from one address.
 $server_cpu target/release/tally --addr 127.0.0.1:0 --database-url "$url" \
-  --click-limit 0 --max-connections-per-ip 0 \
+  --click-limit 0 --new-name-limit 0 --max-connections-per-ip 0 \
   --log warn,tally::serve=info,tally::counter::flush=debug >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 3000); do grep -q 'listening on' "$log" && break; sleep 0.01; done

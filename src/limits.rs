@@ -8,7 +8,13 @@
 //! `retryAfterMs`. A socket that keeps sending far over its limit — more
 //! refused events within [`ABUSE_WINDOW`] than [`ABUSE_FACTOR`] times the
 //! event's burst — is disconnected.
+//!
+//! Creating what is kept for ever — a new username, a new conversation,
+//! both made by their first click — passes one more bucket, of the client
+//! address ([`Limits::may_create`]), so one host cannot fill the database
+//! with junk names however many sockets it opens.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,7 +47,17 @@ pub struct Limits {
     /// for an event that is never limited.
     limits: Vec<Option<Limit>>,
     per_user: Vec<Option<DefaultKeyedRateLimiter<String>>>,
+    /// Per client address key: new names, new conversations.
+    new_names: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    new_conversations: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
+}
+
+/// What a click may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Name,
+    Conversation,
 }
 
 /// The buckets of one socket, created on its first limited event.
@@ -89,6 +105,8 @@ impl Limits {
                 .map(|limit| limit.and_then(quota).map(RateLimiter::keyed))
                 .collect(),
             limits,
+            new_names: quota(options.new_name).map(RateLimiter::keyed),
+            new_conversations: quota(options.new_conversation).map(RateLimiter::keyed),
             clock: DefaultClock::default(),
         }
     }
@@ -159,6 +177,28 @@ impl Limits {
         for limiter in self.per_user.iter().flatten() {
             limiter.retain_recent();
         }
+        for limiter in [&self.new_names, &self.new_conversations]
+            .into_iter()
+            .flatten()
+        {
+            limiter.retain_recent();
+        }
+    }
+
+    /// Takes a token for creating `what` from the client address key
+    /// `client`; when refused, how long until one would pass. A client
+    /// whose address is unknown is not limited here.
+    pub fn may_create(&self, what: Creation, client: Option<IpAddr>) -> Result<(), Duration> {
+        let limiter = match what {
+            Creation::Name => &self.new_names,
+            Creation::Conversation => &self.new_conversations,
+        };
+        let (Some(limiter), Some(client)) = (limiter, client) else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&client)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 

@@ -118,8 +118,10 @@ fn the_no_limits_environments_turn_every_limit_off() {
         ClientEvent::ALL
             .iter()
             .filter(|event| event.limit(&tally::config::EventLimits::NONE).is_some())
-            .count(),
-        "one `--*-limit` option per limited event"
+            .count()
+            // The creation limits: new names, new conversations.
+            + 2,
+        "one `--*-limit` option per limited event, and the two creation limits"
     );
     let rust: BTreeSet<String> = NO_LIMITS
         .iter()

@@ -525,3 +525,54 @@ async fn one_ipv6_network_counts_as_one_client() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_address_creates_names_and_conversations_only_so_fast() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.limits.new_name = limit("1:3");
+    config.limits.new_conversation = limit("1:2");
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    // Five new names from one address: the burst of three is created.
+    let mut created = Vec::new();
+    let mut refusals = Vec::new();
+    for i in 0..5 {
+        let client = TestClient::named(&url, &format!("junk{i}")).await;
+        let ack = client.click().await;
+        if ack["total"].is_u64() {
+            created.push(client);
+        } else {
+            refusals.push(ack);
+            client.disconnect().await;
+        }
+    }
+    assert_eq!(created.len(), 3, "{refusals:?}");
+    for refusal in &refusals {
+        assert_eq!(refusal["error"]["code"], "rate_limited", "{refusal}");
+        assert!(refusal["error"]["retryAfterMs"].as_u64().unwrap() >= 1);
+    }
+    // A name that exists clicks on, unlimited by this.
+    for _ in 0..5 {
+        assert!(created[0].click().await["total"].is_u64());
+    }
+    let me = reqwest::get(format!("{url}/api/users/junk4")).await.unwrap();
+    assert_eq!(me.status(), 404, "the refused name was not created");
+
+    // Conversations: a burst of two, then refused; an existing one goes on.
+    let ada = &created[0];
+    let mut acks = Vec::new();
+    for room in ["r1", "r2", "r3"] {
+        ada.emit_json("join_conversation", json!({"conversationId": room}))
+            .await;
+        acks.push(ada.emit_json("click", json!({"conversationId": room})).await);
+    }
+    assert!(acks[0]["conversation"]["total"] == 1 && acks[1]["conversation"]["total"] == 1);
+    assert_eq!(acks[2]["error"]["code"], "rate_limited", "{acks:?}");
+    let again = ada.emit_json("click", json!({"conversationId": "r1"})).await;
+    assert_eq!(again["conversation"]["total"], 2, "{again}");
+    for client in created {
+        client.disconnect().await;
+    }
+    server.stop().await.unwrap();
+}

@@ -249,6 +249,26 @@ pub struct EventLimits {
         default_value = "1:5"
     )]
     pub refresh: Limit,
+    /// How fast one client address may create new usernames (RATE:BURST,
+    /// `0` for none): a name is created by its first click and kept for
+    /// ever, so junk names would otherwise grow the database and every
+    /// start without bound.
+    #[arg(
+        id = "new_name_limit",
+        long = "new-name-limit",
+        env = "TALLY_NEW_NAME_LIMIT",
+        default_value = "1:20"
+    )]
+    pub new_name: Limit,
+    /// How fast one client address may create new conversations, by the
+    /// first click in them (RATE:BURST, `0` for none).
+    #[arg(
+        id = "new_conversation_limit",
+        long = "new-conversation-limit",
+        env = "TALLY_NEW_CONVERSATION_LIMIT",
+        default_value = "1:20"
+    )]
+    pub new_conversation: Limit,
 }
 
 impl EventLimits {
@@ -259,6 +279,8 @@ impl EventLimits {
         typing: Limit::NONE,
         join: Limit::NONE,
         refresh: Limit::NONE,
+        new_name: Limit::NONE,
+        new_conversation: Limit::NONE,
     };
 }
 

@@ -233,6 +233,11 @@ impl Counters {
         self.users.total(name)
     }
 
+    /// Whether anyone ever clicked in a conversation (it has a counter).
+    pub fn knows_room(&self, room: &ConversationId) -> bool {
+        self.rooms.total(room).is_some()
+    }
+
     /// A conversation's click total (zero if nobody clicked in it yet).
     pub fn room_total(&self, room: &ConversationId) -> u64 {
         self.rooms.total(room).unwrap_or(0)

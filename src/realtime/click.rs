@@ -3,6 +3,8 @@
 //! conversation's total. The ack carries the new totals; in durable mode
 //! it waits until the click is stored.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
@@ -13,7 +15,8 @@ use crate::conversation::ConversationId;
 use crate::counter::{Changed, Changes, Click, CounterKey};
 use crate::events::{Ack, Args, ClickAck, ClientEvent, RoomCount};
 use crate::refusal::{Code, Refusal};
-use crate::sockets::Identity;
+use crate::limits::Creation;
+use crate::sockets::{Connection, Identity};
 use crate::state::AppState;
 
 pub async fn on_click(
@@ -36,6 +39,10 @@ pub async fn on_click(
             return;
         }
     };
+    if let Err(refusal) = may_create(&socket, &state, &identity, room.as_ref()) {
+        ack.send(&Ack::<ClickAck>::from(refusal)).ok();
+        return;
+    }
     let click = match count(&state, &identity, room.as_ref()).await {
         Ok(click) => click,
         Err(refusal) => {
@@ -56,6 +63,49 @@ pub async fn on_click(
     if state.broadcast_interval.is_zero() {
         publish_now(&io, &state, identity, &click, conversation).await;
     }
+}
+
+/// A first click creates its user's name and its conversation for good:
+/// each new one takes a token from the client address's bucket.
+fn may_create(
+    socket: &SocketRef,
+    state: &AppState,
+    identity: &Identity,
+    room: Option<&ConversationId>,
+) -> Result<(), Refusal> {
+    let new_name = identity
+        .user
+        .as_ref()
+        .is_some_and(|user| state.counters.user_total(user).is_none());
+    let new_room = room.is_some_and(|room| !state.counters.knows_room(room));
+    if !new_name && !new_room {
+        return Ok(());
+    }
+    let client = socket
+        .extensions
+        .get::<Arc<Connection>>()
+        .and_then(|connection| connection.client_ip)
+        .map(|ip| state.caps.key(ip));
+    let refused = |what: &str, retry_after| {
+        state.metrics.rate_limited(ClientEvent::Click, false);
+        Refusal::rate_limited(
+            format!("too many new {what} from this address: slow down"),
+            retry_after,
+        )
+    };
+    if new_name {
+        state
+            .limits
+            .may_create(Creation::Name, client)
+            .map_err(|retry| refused("usernames", retry))?;
+    }
+    if new_room {
+        state
+            .limits
+            .may_create(Creation::Conversation, client)
+            .map_err(|retry| refused("conversations", retry))?;
+    }
+    Ok(())
 }
 
 /// Counts the click, and in durable mode waits until it is stored.

@@ -538,8 +538,10 @@ pub async fn stored(db: &TempDb) -> Vec<(CounterKey, u64)> {
 }
 
 /// Rate limits and connection caps off, as environment variables.
-pub const NO_LIMITS: [(&str, &str); 6] = [
+pub const NO_LIMITS: [(&str, &str); 8] = [
     ("TALLY_CLICK_LIMIT", "0"),
+    ("TALLY_NEW_NAME_LIMIT", "0"),
+    ("TALLY_NEW_CONVERSATION_LIMIT", "0"),
     ("TALLY_MESSAGE_LIMIT", "0"),
     ("TALLY_TYPING_LIMIT", "0"),
     ("TALLY_JOIN_LIMIT", "0"),

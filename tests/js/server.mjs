@@ -98,6 +98,8 @@ export function databaseUrl(dir) {
  */
 export const NO_LIMITS = {
   TALLY_CLICK_LIMIT: '0',
+  TALLY_NEW_NAME_LIMIT: '0',
+  TALLY_NEW_CONVERSATION_LIMIT: '0',
   TALLY_MESSAGE_LIMIT: '0',
   TALLY_TYPING_LIMIT: '0',
   TALLY_JOIN_LIMIT: '0',
