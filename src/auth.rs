@@ -107,10 +107,11 @@ pub struct Session {
 }
 
 /// A freshly issued token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub token: String,
     pub username: Username,
+    /// Unix seconds.
     pub expires_at: u64,
 }
 

@@ -37,6 +37,14 @@ pub const MAX_CONTENT_CHARS: usize = 2_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConversationId(Arc<str>);
 
+impl utoipa::PartialSchema for ConversationId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::refusal::string_schema(r"^[A-Za-z0-9_.:-]{1,64}$", None)
+    }
+}
+
+impl utoipa::ToSchema for ConversationId {}
+
 /// Why a conversation id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid conversation id: {CONVERSATION_RULE}")]
@@ -193,6 +201,17 @@ impl Content {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(Uuid);
 
+impl utoipa::PartialSchema for MessageId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::refusal::string_schema(
+            "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            Some("uuid"),
+        )
+    }
+}
+
+impl utoipa::ToSchema for MessageId {}
+
 /// Why a message id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid message id: expected a message's `messageId` (a UUID)")]
@@ -270,17 +289,59 @@ impl Message {
     }
 }
 
+/// The only `type` a message has on the wire.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum MessageType {
+    Message,
+}
+
+/// A message as clients receive it: the serialised form, and (so the two
+/// cannot differ) the schema the OpenAPI document gives it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Message)]
+pub struct MessageJson<'a> {
+    #[serde(rename = "type")]
+    kind: MessageType,
+    conversation_id: &'a ConversationId,
+    /// The author's username.
+    user_id: &'a Username,
+    content: &'a str,
+    /// ISO 8601 UTC with milliseconds.
+    #[schema(format = DateTime)]
+    timestamp: String,
+    message_id: &'a MessageId,
+}
+
+impl utoipa::PartialSchema for Message {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <MessageJson<'static> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Message {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <MessageJson<'static> as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut out = serializer.serialize_struct("Message", 6)?;
-        out.serialize_field("type", "message")?;
-        out.serialize_field("conversationId", &self.conversation)?;
-        out.serialize_field("userId", &self.user)?;
-        out.serialize_field("content", self.content.as_str())?;
-        out.serialize_field("timestamp", &self.timestamp())?;
-        out.serialize_field("messageId", &self.id)?;
-        out.end()
+        MessageJson {
+            kind: MessageType::Message,
+            conversation_id: &self.conversation,
+            user_id: &self.user,
+            content: self.content.as_str(),
+            timestamp: self.timestamp(),
+            message_id: &self.id,
+        }
+        .serialize(serializer)
     }
 }
 

@@ -25,8 +25,10 @@ use serde::{Serialize, Serializer};
     strum::IntoStaticStr,
     strum::VariantArray,
     strum::EnumString,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "snake_case")]
+#[schema(rename_all = "snake_case")]
 pub enum Code {
     /// The request or event had a shape tally does not take.
     BadRequest,
@@ -151,14 +153,21 @@ impl Serialize for Code {
 /// a retry would pass. It serialises as the body of the error,
 /// `{"code", "message", "retryAfterMs"?}`; its `Display` is the message,
 /// which is what a refused handshake's `connect_error` carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{message}")]
 pub struct Refusal {
     pub code: Code,
     pub message: String,
     /// For `rate_limited`: when a retry would pass, in milliseconds.
     #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     pub retry_after_ms: Option<u64>,
+}
+
+/// The body of every error answer: `{"error": {…}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: &'a Refusal,
 }
 
 impl Refusal {
@@ -179,8 +188,22 @@ impl Refusal {
 
     /// The JSON an HTTP answer or an ack carries: `{"error": {…}}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self })
+        serde_json::to_value(ErrorBody { error: self }).unwrap_or_default()
     }
+}
+
+/// The OpenAPI schema of a string that matches `pattern` (and has
+/// `format`): how tally's validated names appear in its API document.
+pub fn string_schema(
+    pattern: &str,
+    format: Option<&str>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .format(format.map(|format| SchemaFormat::Custom(format.to_string())))
+        .into()
 }
 
 #[cfg(test)]

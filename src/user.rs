@@ -102,6 +102,14 @@ impl Serialize for Username {
     }
 }
 
+impl utoipa::PartialSchema for Username {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::refusal::string_schema(r"^[A-Za-z0-9_.-]{1,32}$", None)
+    }
+}
+
+impl utoipa::ToSchema for Username {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,3 +140,40 @@ fn the_no_limits_environments_turn_every_limit_off() {
         );
     }
 }
+
+#[test]
+fn the_openapi_document_describes_every_api_route() {
+    use utoipa::OpenApi;
+    // The routes `http::api()` registers, read from its source.
+    let source = include_str!("../src/http/mod.rs");
+    let api = &source[source.find("pub fn api()").unwrap()..];
+    let api = &api[..api.find("\n}\n").unwrap()];
+    let mut routes: BTreeSet<String> = api
+        .split(".route(")
+        .skip(1)
+        .map(|call| {
+            let path = call.split(',').next().unwrap().trim();
+            match path.strip_prefix('"') {
+                Some(quoted) => quoted.trim_end_matches('"').to_string(),
+                // A constant: the one route named by one.
+                None => "/api/conversations/{id}/messages".to_string(),
+            }
+        })
+        .collect();
+    assert!(
+        api.contains("MESSAGES_ROUTE"),
+        "the constant above is still used"
+    );
+    assert!(source.contains(r#"const MESSAGES_ROUTE: &str = "/api/conversations/{id}/messages";"#));
+    let document: BTreeSet<String> = tally::http::openapi::ApiDoc::openapi()
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .collect();
+    routes.retain(|route| route.starts_with("/api/"));
+    assert_eq!(
+        routes, document,
+        "every API route is in the document, and no other"
+    );
+}

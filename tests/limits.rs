@@ -556,7 +556,9 @@ async fn one_address_creates_names_and_conversations_only_so_fast() {
     for _ in 0..5 {
         assert!(created[0].click().await["total"].is_u64());
     }
-    let me = reqwest::get(format!("{url}/api/users/junk4")).await.unwrap();
+    let me = reqwest::get(format!("{url}/api/users/junk4"))
+        .await
+        .unwrap();
     assert_eq!(me.status(), 404, "the refused name was not created");
 
     // Conversations: a burst of two, then refused; an existing one goes on.
@@ -565,11 +567,16 @@ async fn one_address_creates_names_and_conversations_only_so_fast() {
     for room in ["r1", "r2", "r3"] {
         ada.emit_json("join_conversation", json!({"conversationId": room}))
             .await;
-        acks.push(ada.emit_json("click", json!({"conversationId": room})).await);
+        acks.push(
+            ada.emit_json("click", json!({"conversationId": room}))
+                .await,
+        );
     }
     assert!(acks[0]["conversation"]["total"] == 1 && acks[1]["conversation"]["total"] == 1);
     assert_eq!(acks[2]["error"]["code"], "rate_limited", "{acks:?}");
-    let again = ada.emit_json("click", json!({"conversationId": "r1"})).await;
+    let again = ada
+        .emit_json("click", json!({"conversationId": "r1"}))
+        .await;
     assert_eq!(again["conversation"]["total"], 2, "{again}");
     for client in created {
         client.disconnect().await;

@@ -22,7 +22,7 @@ use crate::user::Username;
 pub const LIVE_SIZE: usize = 10;
 
 /// One line of the leaderboard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Ranked {
     pub username: Username,
     pub count: u64,

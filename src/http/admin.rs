@@ -15,7 +15,7 @@ use socketioxide::SocketIo;
 use super::ApiError;
 use crate::clock::iso_millis;
 use crate::conversation::ConversationId;
-use crate::refusal::Code;
+use crate::refusal::{Code, ErrorBody};
 use crate::sockets::{Identity, Snapshot};
 use crate::state::AppState;
 use crate::user::Username;
@@ -28,15 +28,18 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     super::bearer::authorize(state.admin_token.as_deref(), headers)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// How many sockets, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The last `socketId` of the previous page.
     after: Option<String>,
 }
 
 /// One socket, with the design's connection data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionView {
     socket_id: String,
@@ -48,7 +51,7 @@ pub struct ConnectionView {
     remote_addr: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionsPage {
     /// Sockets connected now.
     total: usize,
@@ -59,6 +62,19 @@ pub struct ConnectionsPage {
 }
 
 /// `GET /api/admin/connections?limit=N&after=<socketId>`.
+#[utoipa::path(
+    get,
+    path = "/api/admin/connections",
+    tag = "monitoring",
+    params(Page),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "A page of the live sockets, by `socketId`", body = ConnectionsPage),
+        (status = 401, description = "`unauthorized`: no token or a wrong one", body = ErrorBody),
+        (status = 404, description = "`not_found`: the server has no `--admin-token`", body = ErrorBody),
+        (status = 422, description = "`invalid_query`", body = ErrorBody),
+    )
+)]
 pub async fn connections(
     State(state): State<AppState>,
     Extension(io): Extension<SocketIo>,
@@ -119,14 +135,14 @@ fn invalid_limit() -> ApiError {
         .into()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClicksPerSecond {
     last_10s: f64,
     last_60s: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// Sockets connected now.
@@ -145,6 +161,17 @@ pub struct Stats {
 }
 
 /// `GET /api/admin/stats`.
+#[utoipa::path(
+    get,
+    path = "/api/admin/stats",
+    tag = "monitoring",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The totals an operator watches", body = Stats),
+        (status = 401, description = "`unauthorized`: no token or a wrong one", body = ErrorBody),
+        (status = 404, description = "`not_found`: the server has no `--admin-token`", body = ErrorBody),
+    )
+)]
 pub async fn stats(
     State(state): State<AppState>,
     Extension(io): Extension<SocketIo>,

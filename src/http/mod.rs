@@ -15,6 +15,7 @@ pub mod detach;
 mod error;
 mod health;
 pub mod metrics;
+pub mod openapi;
 mod origin;
 pub mod upgrades;
 
@@ -89,6 +90,7 @@ pub fn api() -> Router<AppState> {
         .route(MESSAGES_ROUTE, post(conversations::post))
         .route("/api/admin/connections", get(admin::connections))
         .route("/api/admin/stats", get(admin::stats))
+        .route("/api/openapi.json", get(openapi::document))
 }
 
 /// `GET /healthz` (liveness) and `GET /readyz` (readiness).

@@ -14,8 +14,8 @@ use super::{guard, publish};
 use crate::conversation::ConversationId;
 use crate::counter::{Changed, Changes, Click, CounterKey};
 use crate::events::{Ack, Args, ClickAck, ClientEvent, RoomCount};
-use crate::refusal::{Code, Refusal};
 use crate::limits::Creation;
+use crate::refusal::{Code, Refusal};
 use crate::sockets::{Connection, Identity};
 use crate::state::AppState;
 

@@ -55,7 +55,7 @@ impl Opening {
     }
 
     /// Tickets of every key; expired ones are swept at most every
-    /// [`SWEEP_EVERY`], so the figure may count a few just expired (it errs
+    /// quarter second, so the figure may count a few just expired (it errs
     /// on the side of the caps).
     pub fn total(&mut self, now: Instant) -> usize {
         if self
