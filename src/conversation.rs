@@ -363,6 +363,43 @@ pub struct History {
     pub more: bool,
 }
 
+impl History {
+    /// The page cut to about `budget` bytes of JSON (always at least one
+    /// message): a socket's answer is queued whole, and a client that does
+    /// not read holds what is queued for it, so its size is bounded, not
+    /// only its count. The messages left out are those `more` already
+    /// stands for: the oldest of a latest page (`latest`), the newest of a
+    /// page after `since`, so a client that pages on misses none.
+    pub fn fit(mut self, budget: usize, latest: bool) -> History {
+        // A message's fields, quotes and commas around its content.
+        const OVERHEAD: usize = 200;
+        let mut kept = 0;
+        let mut bytes = 0;
+        let order: Box<dyn Iterator<Item = &Message>> = if latest {
+            Box::new(self.messages.iter().rev())
+        } else {
+            Box::new(self.messages.iter())
+        };
+        for message in order {
+            bytes += message.content.as_str().len() + OVERHEAD;
+            if bytes > budget && kept > 0 {
+                break;
+            }
+            kept += 1;
+        }
+        let dropped = self.messages.len() - kept;
+        if dropped > 0 {
+            if latest {
+                self.messages.drain(..dropped);
+            } else {
+                self.messages.truncate(kept);
+            }
+            self.more = true;
+        }
+        self
+    }
+}
+
 /// Which part of a conversation's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
@@ -396,6 +433,37 @@ mod tests {
     #[test]
     fn content_is_trimmed_and_checked() {
         assert_eq!(Content::parse("  hi \n").unwrap().as_str(), "hi");
+        // A page over its byte budget keeps the messages nearest its
+        // reader's position and says there is more.
+        let page = |n: usize| History {
+            messages: (0..n)
+                .map(|i| {
+                    Message::new(
+                        ConversationId::parse("c").unwrap(),
+                        Username::parse("ada").unwrap(),
+                        Content::parse(&format!("{i}{}", "x".repeat(999))).unwrap(),
+                    )
+                })
+                .collect(),
+            more: false,
+        };
+        let latest = page(10).fit(3_600, true);
+        assert!(latest.more);
+        let firsts: Vec<_> = latest
+            .messages
+            .iter()
+            .map(|m| &m.content.as_str()[..1])
+            .collect();
+        assert_eq!(firsts, ["7", "8", "9"]);
+        let after = page(10).fit(3_600, false);
+        let firsts: Vec<_> = after
+            .messages
+            .iter()
+            .map(|m| &m.content.as_str()[..1])
+            .collect();
+        assert_eq!((firsts, after.more), (vec!["0", "1", "2"], true));
+        assert_eq!(page(2).fit(1, true).messages.len(), 1, "at least one");
+        assert!(!page(2).fit(1 << 20, true).more);
         // Each class of character that shows a text other than it reads.
         for refused in [
             "evil\u{202E}exe.txt",

@@ -27,8 +27,8 @@ use crate::server::serve_http;
 ///
 /// Each connection is HTTP/1.1 with upgrades (WebSocket), `TCP_NODELAY`
 /// (see [`nodelay`]), the peer's address as axum's
-/// `ConnectInfo<SocketAddr>`, and `--header-read-timeout` for its request
-/// headers.
+/// `ConnectInfo<SocketAddr>`, `--header-read-timeout` for its request
+/// headers, and `--send-timeout` for a client that stops reading.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -37,8 +37,7 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let drain_timeout = running.shutdown_timeout();
-    let header_read_timeout = running.header_read_timeout();
-    let byte_counts = running.byte_counts();
+    let http_options = running.http_options();
     // `stop` starts tally's shutdown; `stop_http` ends HTTP once it is done.
     let stop = CancellationToken::new();
     let stop_http = CancellationToken::new();
@@ -63,8 +62,7 @@ pub async fn serve(
     let mut server = AbortOnDropHandle::new(tokio::spawn(serve_http(
         listener,
         router,
-        header_read_timeout,
-        byte_counts,
+        http_options,
         stop_http.clone(),
     )));
     let served = async {

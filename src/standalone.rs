@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::app::{RunError, StartError, Tally, TallyBuilder};
 use crate::config::Config;
 use crate::serve::serve;
-use crate::server::{listen, raise_fd_limit, serve_http};
+use crate::server::{HttpOptions, listen, raise_fd_limit, serve_http};
 use crate::store::Store;
 
 /// A server that is bound and ready to run.
@@ -122,14 +122,13 @@ impl App {
         if let Some(metrics) = metrics {
             let addr = metrics.local_addr().map_err(RunError::Serve)?;
             tracing::info!("metrics on http://{addr}/metrics");
-            // The same loop as the main address, header timeout included.
-            tokio::spawn(serve_http(
-                metrics,
-                metrics_router,
-                running.header_read_timeout(),
-                None,
-                stop.clone(),
-            ));
+            // The same loop as the main address, timeouts included (its
+            // bytes are not the Admin UI's).
+            let options = HttpOptions {
+                byte_counts: None,
+                ..running.http_options()
+            };
+            tokio::spawn(serve_http(metrics, metrics_router, options, stop.clone()));
         }
         tokio::spawn({
             let stop = stop.clone();

@@ -583,3 +583,60 @@ async fn one_address_creates_names_and_conversations_only_so_fast() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.serving.send_timeout = std::time::Duration::from_secs(1);
+    config.conversations.api_key = Some(tally::config::Secret("api-key-0123456789abcdef".into()));
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    // A conversation whose join answer is large.
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        let posted = http
+            .post(format!("{url}/api/conversations/big/messages"))
+            .bearer_auth("api-key-0123456789abcdef")
+            .json(&json!({"userId": "seed", "content": format!("{i}{}", "é".repeat(1990))}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 201);
+    }
+    let ws_url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        url.replacen("http", "ws", 1)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (mut sink, mut stream) = ws.split();
+    sink.send(Message::text("40")).await.unwrap();
+    tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(&message, Message::Text(text) if text.starts_with("40")) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the namespace answers");
+    assert_eq!(common::metric(&url, "tally_sockets_connected").await, 1);
+    // From here on nothing is read: the answers pile up in the kernel's
+    // buffers, then in the server's.
+    for i in 0..300 {
+        let join = format!(r#"42{i}["join_conversation",{{"conversationId":"big"}}]"#);
+        if sink.send(Message::text(join)).await.is_err() {
+            break;
+        }
+    }
+    metrics_until(
+        &url,
+        &["tally_send_timeouts_total", "tally_sockets_connected"],
+        |values| values[0] == 1 && values[1] == 0,
+    )
+    .await;
+    drop((sink, stream));
+    server.stop().await.unwrap();
+}

@@ -12,6 +12,7 @@ use super::{RECONNECT_AFTER, RunError};
 use crate::config::ServingConfig;
 use crate::events::{SERVER_SHUTDOWN, ServerShutdown};
 use crate::persist::flush::FinalFlushError;
+use crate::server::HttpOptions;
 use crate::server::bytes::ByteCounts;
 use crate::state::AppState;
 
@@ -66,10 +67,16 @@ impl Running {
         self.state.admin.as_ref().map(|admin| admin.byte_counts())
     }
 
-    /// `--header-read-timeout`: how long [`crate::serve()`] lets a client take
-    /// to send its request headers.
-    pub fn header_read_timeout(&self) -> Duration {
-        self.serving.header_read_timeout
+    /// How [`crate::serve()`] serves each connection: `--header-read-timeout`,
+    /// `--send-timeout` (counted in the metrics), and the byte counts of the
+    /// Admin UI.
+    pub fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            header_read_timeout: self.serving.header_read_timeout,
+            send_timeout: self.serving.send_timeout,
+            send_timeouts: Some(self.state.metrics.send_timeouts()),
+            byte_counts: self.byte_counts(),
+        }
     }
 
     /// Sockets connected now.

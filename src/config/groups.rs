@@ -403,6 +403,11 @@ pub struct ServingConfig {
     /// keep-alive connection is kept.
     #[arg(long, env = "TALLY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+    /// How long a write to a client may wait for the client to read before
+    /// the connection is closed, so a client that stops reading cannot hold
+    /// what is queued for it (`0` for no bound).
+    #[arg(long, env = "TALLY_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
     /// Serve `/metrics` (Prometheus) on this address instead of the main
     /// one, e.g. to keep it off the public port.
     #[arg(long, env = "TALLY_METRICS_ADDR")]

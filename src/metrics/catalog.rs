@@ -39,6 +39,7 @@ pub enum Metric {
     FlushRetries,
     RateLimited,
     AbusiveDisconnects,
+    SendTimeouts,
     ConnectionsRefused,
     HttpRequests,
     SocketsConnected,
@@ -132,6 +133,12 @@ impl Metric {
                 Counter,
                 Some(Unit::Count),
                 "Sockets disconnected for sending far over their rate limits",
+            ),
+            Metric::SendTimeouts => (
+                "tally_send_timeouts_total",
+                Counter,
+                Some(Unit::Count),
+                "Connections closed because the client read nothing it was sent for --send-timeout",
             ),
             Metric::ConnectionsRefused => (
                 "tally_connections_refused_total",

@@ -244,6 +244,12 @@ impl Metrics {
         }
     }
 
+    /// The counter of connections ended by `--send-timeout`, for the
+    /// HTTP server to count in.
+    pub fn send_timeouts(&self) -> Counter {
+        self.counter(Metric::SendTimeouts, &[])
+    }
+
     /// A new connection refused by a cap.
     pub fn connection_refused(&self, reason: &'static str) {
         self.counter(Metric::ConnectionsRefused, &[("reason", reason.into())])

@@ -25,6 +25,13 @@ use crate::refusal::{Code, Refusal};
 use crate::sockets::{Identity, Memberships};
 use crate::state::AppState;
 
+/// About how many bytes of history a join answer carries at most (with
+/// `more: true` when that left messages out): answers are queued whole for
+/// a socket, so their size bounds what a socket that stops reading holds,
+/// 128 answers at most. 50 messages of 2,000 two-byte characters would
+/// otherwise be 200 KB an answer.
+pub const JOIN_ANSWER_BYTES: usize = 64 * 1024;
+
 pub async fn on_join(
     socket: SocketRef,
     io: SocketIo,
@@ -78,7 +85,7 @@ async fn join(
         limit: state.history_size,
     };
     let history = match state.store.history(&room, query).await {
-        Ok(history) => history,
+        Ok(history) => history.fit(JOIN_ANSWER_BYTES, since.is_none()),
         Err(err) => {
             tracing::warn!(error = %err, %room, "reading history failed");
             // A refused join leaves nothing behind: a socket this request

@@ -18,20 +18,41 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::bytes::{ByteCounts, Counted};
+use super::send::SendTimeout;
+
+/// How each connection is served.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long a write may wait for the client to read ([`SendTimeout`]);
+    /// zero for no bound.
+    pub send_timeout: Duration,
+    /// Counted each time a connection is ended by `send_timeout`.
+    pub send_timeouts: Option<metrics::Counter>,
+    /// Where to add up the bytes in and out, if anywhere.
+    pub byte_counts: Option<ByteCounts>,
+}
 
 /// The HTTP/1.1 server: accepts on `listener` and serves `router` on every
 /// connection until `stop`, then asks each open connection to finish the
 /// request it is on and close, and returns once they all have.
 ///
 /// This is axum's `serve` loop plus what it lacks: a header read timeout
-/// (slowloris), which hyper only enforces when it is given a timer.
+/// (slowloris), which hyper only enforces when it is given a timer, and a
+/// bound on writes the client never reads.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
-    byte_counts: Option<ByteCounts>,
+    options: HttpOptions,
     stop: CancellationToken,
 ) {
+    let HttpOptions {
+        header_read_timeout,
+        send_timeout,
+        send_timeouts,
+        byte_counts,
+    } = options;
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -52,6 +73,7 @@ pub async fn serve_http(
         });
         let stop = stop.clone();
         let byte_counts = byte_counts.clone();
+        let tcp = SendTimeout::new(tcp, send_timeout, send_timeouts.clone());
         connections.spawn(async move {
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
