@@ -177,13 +177,26 @@ async fn a_backend_posts_and_reads_with_the_right_key_only() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], code, "{path} {body}");
     }
-    let too_many = http
+    // More than `--history-size` reads `--history-size`; 0 and more than
+    // a million are refused.
+    let many = http
         .get(format!("{}?limit=51", api(&server, "coach:ada")))
         .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
-    assert_eq!(too_many.status(), 422);
+    assert_eq!(many.status(), 200);
+    let many: Value = many.json().await.unwrap();
+    assert!(many["messages"].as_array().unwrap().len() <= 50);
+    for limit in [0, 1_000_001] {
+        let refused = http
+            .get(format!("{}?limit={limit}", api(&server, "coach:ada")))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422, "limit {limit}");
+    }
 
     ada.disconnect().await;
     server.stop().await.unwrap();
