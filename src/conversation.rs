@@ -39,7 +39,7 @@ pub struct ConversationId(Arc<str>);
 
 impl utoipa::PartialSchema for ConversationId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        crate::refusal::string_schema(r"^[A-Za-z0-9_.:-]{1,64}$", None)
+        crate::schema::string_schema(r"^[A-Za-z0-9_.:-]{1,64}$", None)
     }
 }
 
@@ -173,13 +173,19 @@ impl Content {
         if trimmed.chars().any(invisible) {
             return Err(InvalidContent::Invisible);
         }
-        // Composing can only shorten a text (and its runs of marks), so
-        // the checks above hold for the composed form too, but the length
-        // is checked again, as it is what clients are promised.
+        // Composing changes no character class checked above; it can make
+        // a text longer (a few characters decompose), so the length is
+        // checked again on the composed form, which is what is stored.
         let composed: String = trimmed.nfc().collect();
         let mut marks = 0;
         for c in composed.chars() {
-            marks = if is_combining_mark(c) { marks + 1 } else { 0 };
+            // A joiner between marks does not end their stack (renderers
+            // still pile them on one base), so only another character does.
+            marks = match c {
+                _ if is_combining_mark(c) => marks + 1,
+                '\u{200C}' | '\u{200D}' => marks,
+                _ => 0,
+            };
             if marks > MAX_COMBINING_MARKS {
                 return Err(InvalidContent::TooManyMarks);
             }
@@ -203,7 +209,7 @@ pub struct MessageId(Uuid);
 
 impl utoipa::PartialSchema for MessageId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        crate::refusal::string_schema(
+        crate::schema::string_schema(
             "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
             Some("uuid"),
         )
@@ -503,6 +509,9 @@ mod tests {
             Content::parse(&format!("z{}", "\u{336}".repeat(MAX_COMBINING_MARKS + 1))),
             Err(InvalidContent::TooManyMarks)
         );
+        // Joiners between the marks do not reset the count.
+        let joined = format!("z{}", "\u{336}\u{336}\u{336}\u{200D}".repeat(3));
+        assert_eq!(Content::parse(&joined), Err(InvalidContent::TooManyMarks));
         assert_eq!(
             Content::parse("a\n\tb").unwrap().as_str(),
             "a\n\tb",

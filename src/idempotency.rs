@@ -149,7 +149,9 @@ impl Inner {
     fn forget(&mut self, now: Instant) {
         while let Some((seen, key)) = self.order.front() {
             let expired = now.duration_since(*seen) >= KEPT_FOR;
-            if !expired && self.records.len() < MAX_KEYS {
+            // Entries of keys already removed (refused requests) stay in
+            // `order` until they come round; it is bounded as well.
+            if !expired && self.records.len() < MAX_KEYS && self.order.len() < 2 * MAX_KEYS {
                 break;
             }
             // A key forgotten and claimed again has a newer entry; only

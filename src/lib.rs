@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod persist;
 pub mod realtime;
 pub mod refusal;
+pub mod schema;
 pub mod serve;
 pub mod server;
 pub mod sockets;

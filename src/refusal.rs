@@ -192,20 +192,6 @@ impl Refusal {
     }
 }
 
-/// The OpenAPI schema of a string that matches `pattern` (and has
-/// `format`): how tally's validated names appear in its API document.
-pub fn string_schema(
-    pattern: &str,
-    format: Option<&str>,
-) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-        .format(format.map(|format| SchemaFormat::Custom(format.to_string())))
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

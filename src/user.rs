@@ -104,7 +104,7 @@ impl Serialize for Username {
 
 impl utoipa::PartialSchema for Username {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        crate::refusal::string_schema(r"^[A-Za-z0-9_.-]{1,32}$", None)
+        crate::schema::string_schema(r"^[A-Za-z0-9_.-]{1,32}$", None)
     }
 }
 

@@ -640,3 +640,188 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
     drop((sink, stream));
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_that_leaves_the_namespace_keeps_its_place_and_may_join_again() {
+    // `41` ends the namespace socket, not the engine.io session: the
+    // session keeps its place, so leaving and joining again cannot be used
+    // to open more sessions than the cap.
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.caps.max_connections_per_ip = 1;
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let (status, open) = open_session(&url, &[]).await;
+    assert_eq!(status, 200, "{open}");
+    assert!(join_namespace(&url, &open).await.starts_with("40{"));
+    let sid = serde_json::from_str::<Value>(open.trim_start_matches('0')).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.post(&session)
+            .body("41")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    metrics_until(&url, &["tally_sockets_connected"], |values| values[0] == 0).await;
+    let (status, body) = open_session(&url, &[]).await;
+    assert_eq!(
+        status, 503,
+        "the session still holds the address's place: {body}"
+    );
+    // Joining again on the same session needs no new place.
+    assert!(join_namespace(&url, &open).await.starts_with("40{"));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_address_is_capped_and_forwarded_addresses_count_only_from_trusted_proxies() {
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.caps.max_connections_per_ip = 1;
+    let server = TestServer::start(config.clone()).await;
+    let first = TestClient::connect(&server.url(), TransportType::Websocket).await;
+    let (status, body) = open_session(&server.url(), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too_many_connections"), "{body}");
+    // An untrusted client cannot pretend to be someone else.
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.9")]).await;
+    assert_eq!(status, 503);
+    first.disconnect().await;
+    server.stop().await.unwrap();
+
+    // Behind a trusted proxy (here, this machine), each forwarded client
+    // has its own allowance.
+    config.caps.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = TestServer::start(config).await;
+    let a = TestClient::connect_with_headers(
+        &server.url(),
+        TransportType::Websocket,
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await
+    .unwrap();
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.2")]).await;
+    assert_eq!(status, 200);
+    let (status, _) = open_session(&server.url(), &[("x-forwarded-for", "203.0.113.1")]).await;
+    assert_eq!(status, 503);
+    a.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn api_bodies_are_limited_and_answers_carry_the_safety_headers() {
+    let db = TempDb::new();
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let huge = format!("{{\"username\": \"{}\"}}", "a".repeat(100_000));
+    let response = http
+        .post(format!("{}/api/session", server.url()))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = http
+        .get(format!("{}/api/leaderboard", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    // Every other kind of answer too: the JSON 404, the metrics and a
+    // Socket.IO long-polling handshake.
+    for path in [
+        "/no/such/page",
+        "/metrics",
+        "/socket.io/?EIO=4&transport=polling",
+    ] {
+        let response = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}: {:?}",
+            response.headers()
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("referrer-policy")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-referrer"),
+            "{path}"
+        );
+    }
+    let page = http.get(format!("{}/", server.url())).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_slowly_is_cut_off_and_others_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TempDb::new();
+    let mut config = db.config();
+    config.serving.header_read_timeout = std::time::Duration::from_secs(1);
+    let server = TestServer::start(config).await;
+    // Connected before the slow client, and quiet for longer than the
+    // header timeout by the time it clicks: upgraded connections are not
+    // subject to it.
+    let websocket = TestClient::connect(&server.url(), TransportType::Websocket).await;
+
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Half a request, and then nothing: a slowloris client trickles the rest.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(common::WAIT, slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a connection whose headers never end");
+    // Closed, with or without a parting answer; never a 200.
+    assert!(
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 200 "),
+        "{answer:?}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed by the timeout, not at once: {:?}",
+        started.elapsed()
+    );
+
+    assert_eq!(websocket.click_total().await, 1);
+    // A complete request on a fresh connection is served as usual.
+    let health = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    websocket.disconnect().await;
+    server.stop().await.unwrap();
+}

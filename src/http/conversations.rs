@@ -237,16 +237,26 @@ pub async fn post(
         Claim::Retry(message) => Entry::Retry(message),
         Claim::New => Entry::Draft(draft),
     };
-    match state.messages.submit(entry).await {
-        Ok(message) => {
-            state.idempotency.finish(key, Ok(&message));
-            Ok((StatusCode::CREATED, HeaderMap::new(), Json(message)))
+    // In a task of its own, so that the outcome is noted under the key
+    // even if the poster hangs up first: the key would otherwise stay "in
+    // flight", and every retry be refused, until it is forgotten.
+    let submitted = tokio::spawn({
+        let state = state.clone();
+        let key = key.to_string();
+        async move {
+            let outcome = state.messages.submit(entry).await;
+            let noted = match &outcome {
+                Ok(message) => Ok(message),
+                Err(unstored) => Err(unstored.attempted.as_ref()),
+            };
+            state.idempotency.finish(&key, noted);
+            outcome
         }
-        Err(unstored) => {
-            state
-                .idempotency
-                .finish(key, Err(unstored.attempted.as_ref()));
-            Err(Refusal::from(unstored.error).into())
-        }
+    })
+    .await
+    .map_err(|err| ApiError::Internal(format!("the message task failed: {err}")))?;
+    match submitted {
+        Ok(message) => Ok((StatusCode::CREATED, HeaderMap::new(), Json(message))),
+        Err(unstored) => Err(Refusal::from(unstored.error).into()),
     }
 }

@@ -60,7 +60,19 @@ pub async fn time_limit(request: axum::extract::Request, next: axum::middleware:
             .get::<axum::extract::MatchedPath>()
             .is_some_and(|path| path.as_str().ends_with(MESSAGES_ROUTE));
     if posting {
-        return next.run(request).await;
+        // The body is read within the limit like any other (a client that
+        // trickles it must not hold the connection); only waiting for the
+        // message to be stored is not cut short.
+        let (parts, body) = request.into_parts();
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, MAX_BODY));
+        let body = match read.await {
+            Ok(Ok(bytes)) => axum::body::Body::from(bytes),
+            Ok(Err(_)) => return ApiError::too_large().into_response(),
+            Err(_) => return axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
+        };
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,

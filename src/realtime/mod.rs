@@ -27,7 +27,7 @@ use socketioxide::socket::DisconnectReason;
 
 use crate::events::{COUNT, ClientEvent, Count, LEADERBOARD, ME, Me};
 use crate::refusal::Refusal;
-use crate::sockets::{Connection, Identity, Memberships, peer_addr};
+use crate::sockets::{Connection, Identity, Memberships, Place, peer_addr};
 use crate::state::AppState;
 
 pub use join::Operator;
@@ -46,14 +46,15 @@ pub fn register(io: &SocketIo) {
 /// could miss an event the client sends right after `connect`; a
 /// middleware is awaited before.
 async fn prepare(socket: SocketRef, State(state): State<AppState>) -> Result<(), Refusal> {
-    // The caps were checked when the engine.io session opened, but a
-    // client can open several sessions before joining the namespace with
-    // any of them; counting happens here, so the caps are enforced here.
-    // Extensions are dropped with the socket, and the count with them (or
-    // at disconnect, see below).
+    // The session took its place under the caps when it opened (the
+    // place lives in its request head's extensions); a session served
+    // without tally's early check takes one here. Extensions are dropped
+    // with the socket, and the count with them (or at disconnect, below).
     let peer = peer_addr(&socket);
     let client_ip = state.caps.client_ip(peer, &socket.req_parts().headers);
-    let connection = Connection::admit(&state.connections, peer, client_ip, &state.caps)
+    let has_place = socket.req_parts().extensions.get::<Arc<Place>>().is_some();
+    let connection =
+        Connection::admit(&state.connections, peer, client_ip, &state.caps, has_place)
         .inspect_err(|capped| {
             let reason = capped.code().as_str();
             state.metrics.connection_refused(reason);

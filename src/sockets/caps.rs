@@ -1,10 +1,11 @@
 //! Connection caps, and who the client is behind a proxy.
 //!
-//! `--max-connections` and `--max-connections-per-ip` are checked twice: by
-//! `crate::http`'s early check on the request that would open a new
-//! engine.io session (before engine.io spends any memory on it), and when
-//! the socket joins the namespace, in the same step as it is counted
-//! ([`super::Connection::admit`]). Both apply [`Caps::over`]. The client's
+//! `--max-connections` and `--max-connections-per-ip` count engine.io
+//! sessions ([`super::places`]): `crate::http`'s early check takes a place
+//! for the request that would open one (before engine.io spends any memory
+//! on it), and a socket whose session came without one takes it when it
+//! joins the namespace ([`super::Connection::admit`]). Both apply
+//! [`Caps::over`]. The client's
 //! address is the TCP peer's, or, when that peer is one of
 //! `--trusted-proxies`, the nearest address in `X-Forwarded-For` that is
 //! not a trusted proxy. Entries may carry a port (`203.0.113.7:51234`,

@@ -3,29 +3,29 @@
 //! socketioxide can list the sockets of a namespace, but only by collecting
 //! a handle to each of them; the coalescer asks for the audience size after
 //! every broadcast, so an atomic is the cheap answer. Each socket holds a
-//! [`Connection`] in its extensions, which are dropped with the socket (and
-//! the record is taken out at disconnect, since an event handler still
-//! running keeps the socket alive): the count goes down however a socket
-//! ends. The caps ([`super::Caps`]) are checked and the socket counted in
-//! one step ([`Connection::admit`]) when it joins the namespace. The same record
-//! keeps what the monitoring API shows (when the socket connected, when it
-//! last sent an event, and from where) and the socket's rate-limit
-//! buckets.
+//! [`Connection`] in its extensions, which are dropped with the socket: the
+//! count goes down however a socket ends. The same record keeps what the
+//! monitoring API shows (when the socket connected, when it last sent an
+//! event, and from where) and the socket's rate-limit buckets.
 //!
-//! At disconnect the socket gives up its place ([`Connection::close`]) but
+//! The caps count engine.io sessions, not sockets ([`super::places`]): a
+//! socket joining the namespace finds its session's [`Place`] and is not
+//! counted again; only a socket whose session has none (served by a host
+//! without tally's early check) takes a place of its own, in the same
+//! step as it is counted ([`Connection::admit`]).
+//!
+//! At disconnect the socket gives up its count ([`Connection::close`]) but
 //! keeps its record: socketioxide runs each event handler as a task of its
 //! own, so events read before the disconnect (one polling POST can carry
 //! thousands of them and the `41` that ends the socket) may still be
 //! handled after it, and they must meet the same buckets as the others.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::caps::{Capped, Caps};
-use super::opening::Opening;
+use super::places::{Place, Places};
 use crate::clock::now_ms;
 use crate::limits::SocketLimits;
 use crate::sync::lock;
@@ -35,18 +35,8 @@ use crate::sync::lock;
 pub struct Connections {
     /// Sockets connected now.
     total: Arc<AtomicUsize>,
-    /// The places held under the caps.
-    places: Arc<Mutex<Places>>,
-}
-
-/// What the caps are checked against, under one lock.
-#[derive(Debug, Default)]
-struct Places {
-    /// Sockets connected now per client address key ([`Caps::key`]); an
-    /// address with none keeps no entry.
-    by_ip: HashMap<IpAddr, usize>,
-    /// Sessions opened that have not joined the namespace yet.
-    opening: Opening,
+    /// The places held under the caps, one per engine.io session.
+    places: Places,
 }
 
 /// Counts one socket until it is dropped.
@@ -67,45 +57,25 @@ impl Connections {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Sockets connected now whose address key is `key`.
+    /// Places held now by the address key `key` (sessions open from it).
     pub fn from_ip(&self, key: IpAddr) -> usize {
-        self.places().by_ip.get(&key).copied().unwrap_or(0)
+        self.places.of(key)
     }
 
     /// The early check, before engine.io opens a session for `client_ip`:
-    /// which cap the session would pass, if any; when none, the session
-    /// holds a place from now on, until it joins the namespace (where
-    /// [`Connection::admit`] turns the place into its socket's) or until
-    /// `--connect-timeout`.
-    pub fn open_session(&self, client_ip: Option<IpAddr>, caps: &Caps) -> Result<(), Capped> {
+    /// the session's place, `None` when no cap is set, or which cap it
+    /// would pass.
+    pub fn open_session(
+        &self,
+        client_ip: Option<IpAddr>,
+        caps: &Caps,
+    ) -> Result<Option<Place>, Capped> {
         if !caps.any() {
-            return Ok(());
+            return Ok(None);
         }
-        let key = client_ip.map(|ip| caps.key(ip));
-        let now = Instant::now();
-        let mut places = self.places();
-        let (current, from_ip) = places.held(self.current(), key, now);
-        if let Some(capped) = caps.over(current, from_ip) {
-            return Err(capped);
-        }
-        places.opening.open(key, now + caps.connect_timeout);
-        Ok(())
-    }
-
-    fn places(&self) -> MutexGuard<'_, Places> {
-        lock(&self.places)
-    }
-}
-
-impl Places {
-    /// Places held in all (`connected` sockets and the sessions opening)
-    /// and by `key`.
-    fn held(&mut self, connected: usize, key: Option<IpAddr>, now: Instant) -> (usize, usize) {
-        let from_ip = key.and_then(|key| self.by_ip.get(&key).copied());
-        (
-            connected + self.opening.total(now),
-            from_ip.unwrap_or(0) + self.opening.of(key, now),
-        )
+        self.places
+            .take(client_ip.map(|ip| caps.key(ip)), caps)
+            .map(Some)
     }
 }
 
@@ -115,18 +85,16 @@ impl Drop for Tracked {
     }
 }
 
-/// A socket's place under the caps: counted in all and per client address
-/// until it is dropped.
+/// What a connected socket holds until it disconnects: its count, and a
+/// place of its own when its session brought none.
 #[derive(Debug)]
 struct Seat {
     _tracked: Tracked,
-    connections: Connections,
-    /// The client's address key, as counted.
-    key: Option<IpAddr>,
+    _place: Option<Place>,
 }
 
-/// One connected socket: counted while it holds its place (also per client
-/// address), with its monitoring data and its rate-limit buckets.
+/// One connected socket: counted while it is connected, with its
+/// monitoring data and its rate-limit buckets.
 #[derive(Debug)]
 pub struct Connection {
     /// `None` once the socket disconnected.
@@ -147,38 +115,26 @@ pub struct Connection {
 
 impl Connection {
     /// Counts a new socket whose peer is `remote` and whose client (behind
-    /// any trusted proxy) is `client_ip`, unless that would pass one of
-    /// `caps`. The check and the count are one step, so sockets joining
-    /// together cannot all pass a cap that has room for only some of them.
+    /// any trusted proxy) is `client_ip`. A socket whose session holds a
+    /// place (`has_place`) is already counted under `caps`; one whose
+    /// session has none takes a place now, unless that would pass a cap.
     pub fn admit(
         connections: &Connections,
         remote: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
         caps: &Caps,
+        has_place: bool,
     ) -> Result<Self, Capped> {
+        let place = if has_place {
+            None
+        } else {
+            connections.open_session(client_ip, caps)?
+        };
         let now = now_ms();
-        let key = client_ip.map(|ip| caps.key(ip));
-        // Every admitted socket is counted under this lock, so what it reads
-        // cannot change until the count is taken.
-        let mut places = connections.places();
-        let instant = Instant::now();
-        // The session's own place, taken when it opened, becomes the
-        // socket's: it is given up first so as not to count twice.
-        places.opening.join(key, instant);
-        let (current, from_ip) = places.held(connections.current(), key, instant);
-        if let Some(capped) = caps.over(current, from_ip) {
-            return Err(capped);
-        }
-        if let Some(key) = key {
-            *places.by_ip.entry(key).or_default() += 1;
-        }
-        let tracked = connections.track();
-        drop(places);
         Ok(Connection {
             seat: Mutex::new(Some(Seat {
-                _tracked: tracked,
-                connections: connections.clone(),
-                key,
+                _tracked: connections.track(),
+                _place: place,
             })),
             client_ip,
             connected_at: now,
@@ -188,14 +144,15 @@ impl Connection {
         })
     }
 
-    /// Gives up the socket's place under the caps, at disconnect; the
-    /// record and its buckets stay for events still being handled.
+    /// Gives up the socket's count (and any place of its own), at
+    /// disconnect; the record and its buckets stay for events still being
+    /// handled.
     pub fn close(&self) {
         let seat = lock(&self.seat).take();
         drop(seat);
     }
 
-    /// Whether the socket still holds its place (it has not disconnected).
+    /// Whether the socket is still connected.
     pub fn is_open(&self) -> bool {
         lock(&self.seat).is_some()
     }
@@ -216,20 +173,6 @@ impl Connection {
     }
 }
 
-impl Drop for Seat {
-    fn drop(&mut self) {
-        let Some(key) = self.key else { return };
-        let mut places = self.connections.places();
-        if let Some(count) = places.by_ip.get_mut(&key) {
-            *count -= 1;
-            // An address with no socket left keeps no entry.
-            if *count == 0 {
-                places.by_ip.remove(&key);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,50 +186,48 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_counts_while_its_guard_lives() {
+    fn a_socket_counts_until_it_closes_and_its_session_keeps_its_place() {
         let connections = Connections::default();
-        let other = connections.clone();
-        let first = connections.track();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let from_ip = Connection::admit(&connections, None, Some(ip), &capped_at(0, 0)).unwrap();
-        assert_eq!(connections.from_ip(ip), 1);
-        assert_eq!(connections.current(), 2);
-        from_ip.close();
-        assert_eq!(connections.from_ip(ip), 0);
-        assert!(!from_ip.is_open());
-        assert_eq!(connections.current(), 1);
-        drop(from_ip);
-        let second = other.track();
-        assert_eq!(connections.current(), 2);
-        drop(first);
-        assert_eq!(other.current(), 1);
-        drop(second);
+        let caps = capped_at(0, 1);
+        // The session's place, taken by the early check.
+        let place = connections.open_session(Some(ip), &caps).unwrap();
+        assert!(place.is_some());
+        let socket = Connection::admit(&connections, None, Some(ip), &caps, true).unwrap();
+        assert_eq!((connections.current(), connections.from_ip(ip)), (1, 1));
+        socket.close();
+        assert!(!socket.is_open());
         assert_eq!(connections.current(), 0);
+        // The session lives on after `41`: its place too, so another
+        // session from the address is refused, and joining again is not.
+        assert_eq!(
+            connections.open_session(Some(ip), &caps).unwrap_err(),
+            Capped::TooManyFromIp
+        );
+        let again = Connection::admit(&connections, None, Some(ip), &caps, true).unwrap();
+        drop(again);
+        drop(place);
+        assert_eq!(connections.from_ip(ip), 0);
     }
 
     #[test]
-    fn admission_stops_at_each_cap_and_frees_a_place_on_drop() {
+    fn a_socket_whose_session_has_no_place_takes_one() {
         let connections = Connections::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let caps = capped_at(3, 2);
-        let admit = |ip| Connection::admit(&connections, None, Some(ip), &caps);
-        let first = admit(a).unwrap();
-        let _second = admit(a).unwrap();
-        assert_eq!(admit(a).unwrap_err(), Capped::TooManyFromIp);
-        let _third = admit(b).unwrap();
-        assert_eq!(admit(b).unwrap_err(), Capped::ServerFull);
-        assert_eq!((connections.current(), connections.from_ip(a)), (3, 2));
-        drop(first);
-        assert_eq!(connections.current(), 2);
-        let _again = admit(a).unwrap();
-        // A refused address keeps no entry; with no cap anything goes.
-        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let caps = capped_at(2, 1);
+        let first = Connection::admit(&connections, None, Some(a), &caps, false).unwrap();
         assert_eq!(
-            Connection::admit(&connections, None, Some(c), &capped_at(1, 0)).unwrap_err(),
-            Capped::ServerFull
+            Connection::admit(&connections, None, Some(a), &caps, false).unwrap_err(),
+            Capped::TooManyFromIp
         );
-        assert_eq!(connections.places().by_ip.get(&c), None);
-        assert!(Connection::admit(&connections, None, Some(c), &capped_at(0, 0)).is_ok());
+        first.close();
+        assert!(Connection::admit(&connections, None, Some(a), &caps, false).is_ok());
+        // With no cap there is nothing to count against.
+        assert!(
+            connections
+                .open_session(Some(a), &capped_at(0, 0))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -12,7 +12,7 @@ pub mod caps;
 pub mod connection;
 pub mod identity;
 pub mod memberships;
-pub mod opening;
+pub mod places;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub use caps::{Capped, Caps};
 pub use connection::{Connection, Connections, Tracked};
 pub use identity::{Identity, TokenSession, USER_ROOM_PREFIX, user_room};
 pub use memberships::{MAX_CONVERSATIONS_PER_SOCKET, Memberships};
+pub use places::{Place, Places};
 
 use crate::conversation::ConversationId;
 use crate::user::Username;
