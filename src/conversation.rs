@@ -79,9 +79,9 @@ impl Serialize for ConversationId {
     }
 }
 
-/// A message body that passed the rules: line breaks as `\n` (a `\r\n` or
-/// lone `\r` from a client becomes `\n`), in Unicode's composed form
-/// (NFC), trimmed, 1 to 2,000 characters, no control characters except
+/// A message body that passed the rules: at most 2,000 characters as sent,
+/// line breaks as `\n` (a `\r\n` or lone `\r` from a client becomes
+/// `\n`), in Unicode's composed form (NFC), trimmed, 1 to 2,000 characters, no control characters except
 /// newline and tab, none of the [`invisible`] characters that make a text
 /// show other than it reads, and at most [`MAX_COMBINING_MARKS`] combining
 /// marks on one character.
@@ -148,6 +148,12 @@ impl From<InvalidContent> for Refusal {
 
 impl Content {
     pub fn parse(raw: &str) -> Result<Self, InvalidContent> {
+        // The limit holds for the text as sent, too, so that what a client
+        // may send is one plain rule (the API document's `maxLength`), and
+        // a megabyte costs no more to refuse than 2,001 characters.
+        if raw.chars().take(MAX_CONTENT_CHARS + 1).count() > MAX_CONTENT_CHARS {
+            return Err(InvalidContent::TooLong);
+        }
         let normalised;
         let raw = if raw.contains('\r') {
             normalised = raw.replace("\r\n", "\n").replace('\r', "\n");

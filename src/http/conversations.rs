@@ -141,7 +141,7 @@ pub struct PostRequest {
     /// The author's username.
     #[schema(pattern = r"^[A-Za-z0-9_.-]{1,32}$")]
     user_id: String,
-    /// 1 to 2,000 characters once trimmed, without control characters
+    /// At most 2,000 characters, and 1 to 2,000 once trimmed, without control characters
     /// (but newline and tab), direction overrides, zero-width spaces or
     /// line separators, and at most 6 combining marks on one character.
     /// The pattern says as much of that as a regular expression can:
