@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -85,15 +84,7 @@ const CASES: u32 = 256;
 fn every_event_with_any_payload_gets_a_success_or_a_typed_refusal() {
     // The server runs in this process: count panics in its tasks, which
     // would otherwise end only the task. (The only test of this binary.)
-    let panics = Arc::new(AtomicUsize::new(0));
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new({
-        let panics = panics.clone();
-        move |info| {
-            panics.fetch_add(1, Ordering::SeqCst);
-            default_hook(info);
-        }
-    }));
+    let panics = common::count_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{TempDb, TestClient, TestServer, TransportType, WAIT};
@@ -144,15 +143,7 @@ fn generated_garbage_never_crashes_counts_or_disturbs_others() {
     // ends only that task: count every panic, so that one in a handler
     // fails the test even though the server goes on serving. (This is the
     // only test of this binary, so no other test's panics are counted.)
-    let panics = Arc::new(AtomicUsize::new(0));
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new({
-        let panics = panics.clone();
-        move |info| {
-            panics.fetch_add(1, Ordering::SeqCst);
-            default_hook(info);
-        }
-    }));
+    let panics = common::count_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

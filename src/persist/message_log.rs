@@ -77,6 +77,17 @@ pub enum Entry {
     Retry(Message),
 }
 
+impl Entry {
+    /// What a refusal reports as attempted: a retry's message, which an
+    /// earlier attempt may have stored; nothing for a draft never stamped.
+    fn attempted(self) -> Option<Message> {
+        match self {
+            Entry::Retry(message) => Some(message),
+            Entry::Draft(_) => None,
+        }
+    }
+}
+
 impl From<AppendError> for Refusal {
     /// What the sender is told: the same over a socket and over HTTP.
     fn from(err: AppendError) -> Self {
@@ -98,10 +109,7 @@ struct Request {
 impl Request {
     /// Answers the sender that the message was not stored, for `error`.
     fn refuse(self, error: AppendError) {
-        let attempted = match self.entry {
-            Entry::Retry(message) => Some(message),
-            Entry::Draft(_) => None,
-        };
+        let attempted = self.entry.attempted();
         self.stored.send(Err(Unstored { error, attempted })).ok();
     }
 }
@@ -154,10 +162,7 @@ impl MessageLog {
     pub async fn submit(&self, entry: Entry) -> Result<Message, Unstored> {
         let closed = |entry: Entry| Unstored {
             error: AppendError::Closed,
-            attempted: match entry {
-                Entry::Retry(message) => Some(message),
-                Entry::Draft(_) => None,
-            },
+            attempted: entry.attempted(),
         };
         if self.closed.load(Ordering::SeqCst) {
             return Err(closed(entry));

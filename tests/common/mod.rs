@@ -691,3 +691,20 @@ fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Counts every panic in this process from now on, however it ends: the
+/// server runs in the test's process, where a panic in one of its tasks ends
+/// only that task. For a test binary with a single test, so that no other
+/// test's panics are counted.
+pub fn count_panics() -> Arc<std::sync::atomic::AtomicUsize> {
+    let panics = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new({
+        let panics = panics.clone();
+        move |info| {
+            panics.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            default_hook(info);
+        }
+    }));
+    panics
+}
