@@ -247,6 +247,10 @@ if (scales.length) {
   scaleSvg += panel(SW / 2, 'p99 latency (ms)', latSeries, Math.max(...latSeries.flatMap((x) => x.pts.map((p) => p[1]))), 'click → all solid, /healthz dashed');
   scaleSvg += '</svg>\n';
 }
+// The cluster section is measured by bench/cluster.sh, in a run of its own
+// (several nodes per configuration), and kept as that run wrote it.
+const clusterReport = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks-cluster.md');
+if (existsSync(clusterReport)) md += `\n${readFileSync(clusterReport, 'utf8')}`;
 md += `\n## Runs\n\n| server | workload | round | measured at | commit | server CPUs | load average before | server CPU s |\n|---|---|---:|---|---|---|---:|---:|\n`;
 for (const r of rows) {
   md += `| ${r.server} | ${r.workload} | ${r.round ?? 1} | ${r.measured_at ?? 'unrecorded'} | ${r.commit ?? 'unrecorded'} | ${r.server_cpus ?? 'unrecorded'} | ${fmt(r.loadavg_before, 2)} | ${fmt(r.server_cpu_s, 2)} |\n`;

@@ -10,17 +10,21 @@
 //!
 //! The modules form layers, each importing only the ones below it
 //! (ARCHITECTURE.md draws them; `tests/layers.rs` checks them): the leaves
-//! (`sync`, `clock`, `refusal`, `config`, `server`, `telemetry`), the
-//! domain (`user`, `conversation`, `identity`, `auth`, `counter`), the
-//! contract (`events`, `metrics`, `limits`), persistence (`store`,
-//! `webhook`, `persist`), the socket records (`sockets`), `admin`,
+//! (`sync`, `clock`, `refusal`, `config`, `server`, `node`), the basics
+//! (`user`, `telemetry`, `bus`: the Redis connection and the Socket.IO
+//! types over it), the domain (`conversation`, `identity`, `auth`,
+//! `counter`), the contract (`events`, `metrics`, `limits`), persistence
+//! (`store`, `webhook`, `persist`), the socket records (`sockets`), the
+//! cluster (`cluster`), `admin`,
 //! [`state::AppState`], the handlers (`realtime`, `http`), and assembly
 //! (`app`, `serve`, `standalone`).
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conversation;
 pub mod counter;
@@ -30,6 +34,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod persist;
 pub mod realtime;
 pub mod refusal;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::admin::Admin;
 use crate::auth::Auth;
+use crate::cluster::Cluster;
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
 use crate::counter::rate::Rate;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub rate: Arc<Rate>,
     /// The Admin UI's server side, with `--admin`.
     pub admin: Option<Admin>,
+    /// This node's part in a cluster, with `--redis-url`.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {

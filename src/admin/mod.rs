@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
+use crate::bus::SocketRef;
+use crate::bus::{NamespaceReady, SocketIo};
 use socketioxide::socket::DisconnectReason;
 
 pub use crate::config::AdminMode;
@@ -47,6 +47,8 @@ pub struct AdminOptions {
     /// `None` with `--admin-no-auth`.
     pub credentials: Option<Credentials>,
     pub session_ttl: Duration,
+    /// Cluster mode: `server_stats` crosses nodes.
+    pub clustered: bool,
 }
 
 /// The one admin account.
@@ -133,9 +135,9 @@ impl Admin {
 
     /// Registers the namespace `/admin` on `io`, whose builder was given
     /// this admin's [`AdminContext`] as a state.
-    pub fn register(&self, io: &SocketIo) {
+    pub fn register(&self, io: &SocketIo) -> NamespaceReady {
         *self.io_slot() = Some(io.clone());
-        namespace::register(io);
+        namespace::register(io)
     }
 
     /// Lets go of the server's Socket.IO, at shutdown.
@@ -248,9 +250,11 @@ impl Admin {
     }
 
     /// Sends `server_stats` to every admin socket (every [`STATS_EVERY`]).
-    pub fn publish_stats(&self) {
+    /// In a cluster it goes to the admin sockets of every node, so the UI
+    /// connected to any node lists them all.
+    pub async fn publish_stats(&self) {
         let Some(io) = self.io() else { return };
-        if self.0.watching.load(Ordering::Relaxed) == 0 {
+        if !self.0.options.clustered && self.0.watching.load(Ordering::Relaxed) == 0 {
             // Nobody to tell: the events are dropped, as the UI keeps only
             // what it receives.
             self.0.events.take(0);
@@ -265,7 +269,13 @@ impl Admin {
         let (bytes_in, bytes_out) = self.0.bytes.take();
         events.extend(stats::bytes(now, bytes_in, bytes_out));
         let stats = self.stats(&io, events);
-        feed::send(&admins.sockets(), "server_stats", &stats);
+        if self.0.options.clustered {
+            if let Err(err) = admins.emit("server_stats", &stats).await {
+                tracing::debug!(error = %err, "server_stats incomplete");
+            }
+        } else {
+            feed::send(&admins.sockets(), "server_stats", &stats);
+        }
     }
 
     /// The current `server_stats`, with `events`.

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::bus::SocketRef;
+use crate::bus::{NamespaceReady, SocketIo};
 use serde::Deserialize;
 use serde_json::Value;
-use socketioxide::SocketIo;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::Sid;
 
@@ -87,8 +88,8 @@ impl Drop for Watching {
 #[derive(Debug, Clone)]
 struct NewSession(String);
 
-pub fn register(io: &SocketIo) {
-    io.ns(NAMESPACE, on_connect.with(authenticate));
+pub fn register(io: &SocketIo) -> NamespaceReady {
+    io.ns(NAMESPACE, on_connect.with(authenticate))
 }
 
 async fn authenticate(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::{SocketIo, TransportType};
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use tower::Layer;
 
 use super::StartError;
@@ -13,6 +14,8 @@ use super::routes::Tally;
 use super::tasks::{Background, HealthCheck, Webhook};
 use crate::admin::{Admin, AdminContext, AdminOptions, Credentials};
 use crate::auth::{Auth, Tokens};
+use crate::bus::{Adapter, Bus};
+use crate::cluster::Cluster;
 use crate::config::{Config, Transport};
 use crate::counter::Counters;
 use crate::counter::leaderboard::LiveLeaderboard;
@@ -66,6 +69,7 @@ impl TallyBuilder {
             identity,
         } = self;
         config.validate()?;
+        let cluster = Cluster::connect(&config.cluster).await?;
         let store = match store {
             Some(store) => store,
             None => {
@@ -103,6 +107,7 @@ impl TallyBuilder {
             rate: Default::default(),
             admin: admin(&config),
             limits: Arc::new(Limits::new(&config.limits)),
+            cluster: cluster.clone(),
             caps: Arc::new(Caps {
                 max_connections: config.caps.max_connections,
                 max_per_ip: config.caps.max_connections_per_ip,
@@ -111,7 +116,17 @@ impl TallyBuilder {
                 connect_timeout: config.caps.connect_timeout,
             }),
         };
-        let mut builder = socket_io_builder(&config).with_state(state.clone());
+        let adapter = match &cluster {
+            Some(cluster) => RedisAdapterCtr::new_with_driver(
+                cluster.bus().clone(),
+                RedisAdapterConfig::new().with_prefix(cluster.adapter_prefix().to_string()),
+            ),
+            // Detached: the adapter delivers to this node's sockets only.
+            None => RedisAdapterCtr::new_with_driver(Bus::default(), RedisAdapterConfig::new()),
+        };
+        let mut builder = socket_io_builder(&config)
+            .with_adapter::<Adapter>(adapter)
+            .with_state(state.clone());
         if let Some(admin) = &state.admin {
             builder = builder.with_state(AdminContext {
                 admin: admin.clone(),
@@ -126,9 +141,10 @@ impl TallyBuilder {
         // The inner route is never reached on Socket.IO's path; the service
         // answers every request there itself.
         let socket_service = socket_layer.layer(axum::routing::any(http::not_found));
-        realtime::register(&io);
+        // With Redis, a namespace exists once its channels are subscribed.
+        realtime::register(&io).await.map_err(StartError::cluster)?;
         if let Some(admin) = &state.admin {
-            admin.register(&io);
+            admin.register(&io).await.map_err(StartError::cluster)?;
         }
         let background = Background {
             flush_interval: config.database.flush_interval,
@@ -187,6 +203,7 @@ fn admin(config: &Config) -> Option<Admin> {
                 password_hash: hash.0.clone(),
             }),
             session_ttl: options.session_ttl,
+            clustered: config.cluster.redis_url.is_some(),
         })
     })
 }

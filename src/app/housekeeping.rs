@@ -23,7 +23,7 @@ pub async fn run(state: AppState) {
         if let Some(admin) = &state.admin
             && tick % STATS_EVERY.as_secs() == 0
         {
-            admin.publish_stats();
+            admin.publish_stats().await;
         }
         if tick % UPKEEP_EVERY.as_secs() == 0 {
             state.metrics.upkeep();

@@ -44,12 +44,23 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("could not open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("could not reach Redis: {0}")]
+    Redis(#[from] crate::bus::BusError),
+    #[error("could not join the cluster: {0}")]
+    Cluster(String),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StartError {
+    /// A namespace that could not subscribe to its Redis channels.
+    fn cluster(err: impl std::fmt::Display) -> Self {
+        StartError::Cluster(err.to_string())
+    }
 }
 
 /// Why tally stopped with an error.

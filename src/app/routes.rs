@@ -3,10 +3,10 @@
 //! each with the layers it needs (compression, limits, safety headers,
 //! the origin policy, the early cap check).
 
+use crate::bus::{Adapter, SocketIo};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::MethodRouter;
-use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -42,7 +42,7 @@ use crate::state::AppState;
 pub struct Tally {
     pub(super) state: AppState,
     pub(super) io: SocketIo,
-    pub(super) socket_service: SocketIoService<MethodRouter>,
+    pub(super) socket_service: SocketIoService<MethodRouter, Adapter>,
     pub(super) policy: OriginPolicy,
     /// Whether WebSocket is among `--transports`.
     pub(super) websocket: bool,

@@ -4,17 +4,21 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use socketioxide::SocketIo;
+use crate::bus::SocketIo;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{RECONNECT_AFTER, RunError};
+use crate::cluster::{Cluster, Tasks as ClusterTasks};
 use crate::config::ServingConfig;
 use crate::events::{SERVER_SHUTDOWN, ServerShutdown};
 use crate::persist::flush::FinalFlushError;
 use crate::server::HttpOptions;
 use crate::server::bytes::ByteCounts;
 use crate::state::AppState;
+
+/// How long shutdown waits for the final totals to reach Redis.
+const CLUSTER_GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for the webhook to deliver what is queued.
 const WEBHOOK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +30,8 @@ const WEBHOOK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Running {
     pub(super) state: AppState,
     pub(super) io: SocketIo,
+    /// In cluster mode, this node's part and its tasks.
+    pub(super) cluster: Option<(Cluster, ClusterTasks)>,
     pub(super) stops: Stops,
     pub(super) tasks: Tasks,
     pub(super) serving: ServingConfig,
@@ -101,7 +107,9 @@ impl Running {
     ///    deadline as step 1;
     /// 4. the final flush writes every remaining increment, retried a few
     ///    times; if it still fails, the error says how many clicks are lost;
-    /// 5. the webhook gets up to 5 s to deliver the messages it has queued.
+    /// 5. in a cluster, the other nodes are sent the final totals and this
+    ///    node's goodbye (its sockets leave presence at once);
+    /// 6. the webhook gets up to 5 s to deliver the messages it has queued.
     ///
     /// Call it when the host's shutdown signal arrives, alongside the HTTP
     /// server's own graceful shutdown (or let [`crate::serve()`] do both).
@@ -109,6 +117,7 @@ impl Running {
         let Running {
             state,
             io,
+            cluster,
             stops,
             tasks,
             serving,
@@ -127,7 +136,8 @@ impl Running {
             let notice = ServerShutdown {
                 reconnect_after_ms: RECONNECT_AFTER.as_millis() as u64,
             };
-            everyone.emit(SERVER_SHUTDOWN, &notice).await.ok();
+            // This node's clients only: the other nodes stay up.
+            everyone.local().emit(SERVER_SHUTDOWN, &notice).await.ok();
         }
         // From here on no click is counted, so the last broadcasts carry the
         // final totals and the final flush holds every acknowledged click.
@@ -159,6 +169,13 @@ impl Running {
         // now rather than wait on a store nobody writes to any more.
         state.counters.stored().finish();
         let flushed = flushed?;
+        // The other nodes hear the final totals and that this node's
+        // sockets are gone.
+        if let Some((cluster, tasks)) = cluster {
+            tasks
+                .stop(&cluster, &state.counters, CLUSTER_GOODBYE_TIMEOUT)
+                .await;
+        }
         // Checked until the last write, so `/healthz` told the truth during
         // the whole drain.
         tasks.health_check.abort();

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::housekeeping;
@@ -118,11 +119,25 @@ impl Tally {
                 stops.messages.clone(),
             ))
         });
-        let flusher = tokio::spawn(
-            Flusher::new(state.counters.clone(), state.store.clone(), write_timeout)
-                .with_metrics(state.metrics.clone())
-                .run(flush_interval, stops.flushing.clone()),
-        );
+        let mut flusher = Flusher::new(state.counters.clone(), state.store.clone(), write_timeout)
+            .with_metrics(state.metrics.clone());
+        // In a cluster every committed batch is read back and told to the
+        // other nodes.
+        let cluster = match state.cluster.clone() {
+            Some(cluster) => {
+                let (committed, batches) = mpsc::unbounded_channel();
+                flusher = flusher.with_committed(committed);
+                let tasks = cluster.start(
+                    state.counters.clone(),
+                    state.store.clone(),
+                    state.metrics.clone(),
+                    batches,
+                );
+                Some((cluster, tasks))
+            }
+            None => None,
+        };
+        let flusher = tokio::spawn(flusher.run(flush_interval, stops.flushing.clone()));
         // With a zero interval every click is published by its handler.
         let coalescer = (!state.broadcast_interval.is_zero()).then(|| {
             let io = io.clone();
@@ -161,6 +176,7 @@ impl Tally {
         Running {
             state,
             io,
+            cluster,
             stops,
             tasks: Tasks {
                 coalescer,

@@ -413,3 +413,29 @@ pub struct ServingConfig {
     #[arg(long, env = "TALLY_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 }
+
+/// Cluster mode: several nodes behind one address, sharing one database
+/// and one Redis.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterConfig {
+    /// Redis URL (`redis://HOST:PORT`, `rediss://…` for TLS) that turns
+    /// cluster mode on: rooms, chat, presence and totals reach every node
+    /// sharing this Redis and the database. Needs a PostgreSQL or
+    /// MySQL/MariaDB database (`--database-url`); Redis holds no counts.
+    #[arg(long, env = "TALLY_REDIS_URL")]
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis channel tally uses, so several clusters can
+    /// share one Redis server.
+    #[arg(long, env = "TALLY_REDIS_PREFIX", default_value = "tally")]
+    pub redis_prefix: String,
+    /// How often a node tells the others it is alive and how many of its
+    /// sockets are in each conversation.
+    #[arg(long, env = "TALLY_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long a node may stay silent before the others count it gone
+    /// and drop its sockets from presence (longer than
+    /// `--heartbeat-interval`).
+    #[arg(long, env = "TALLY_PEER_TIMEOUT", default_value = "3s", value_parser = parse_positive_duration)]
+    pub peer_timeout: Duration,
+}

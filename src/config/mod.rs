@@ -14,8 +14,8 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 
 pub use groups::{
-    AdminConfig, AuthConfig, BroadcastConfig, CapsConfig, ConversationConfig, DatabaseConfig,
-    EventLimits, ServingConfig, SocketConfig,
+    AdminConfig, AuthConfig, BroadcastConfig, CapsConfig, ClusterConfig, ConversationConfig,
+    DatabaseConfig, EventLimits, ServingConfig, SocketConfig,
 };
 pub use values::{
     AdminMode, AllowedOrigin, AuthMode, Limit, LogFormat, MIN_API_KEY_LEN, MIN_SECRET_LEN, Secret,
@@ -93,6 +93,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[command(flatten)]
     pub serving: ServingConfig,
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -152,6 +154,11 @@ impl Config {
                 Some(self.serving.header_read_timeout),
             ),
             ("--message-retention", self.conversations.message_retention),
+            (
+                "--heartbeat-interval",
+                Some(self.cluster.heartbeat_interval),
+            ),
+            ("--peer-timeout", Some(self.cluster.peer_timeout)),
         ];
         if let Some((option, _)) = positive
             .into_iter()
@@ -189,6 +196,14 @@ impl Config {
             .is_some_and(|hash| hash.0.parse::<bcrypt::HashParts>().is_err())
         {
             return Err(ConfigError::NotABcryptHash);
+        }
+        if self.cluster.redis_url.is_some() {
+            if self.database.url.starts_with("sqlite") {
+                return Err(ConfigError::ClusterNeedsSharedDatabase);
+            }
+            if self.cluster.peer_timeout <= self.cluster.heartbeat_interval {
+                return Err(ConfigError::PeerTimeoutTooShort);
+            }
         }
         match (
             &self.conversations.message_webhook,
@@ -232,6 +247,24 @@ pub enum ConfigError {
     NotABcryptHash,
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error(
+        "--redis-url (TALLY_REDIS_URL) needs a database every node shares: a postgres:// or \
+         mysql:// --database-url (an SQLite file belongs to one process)"
+    )]
+    ClusterNeedsSharedDatabase,
+    #[error("--peer-timeout (TALLY_PEER_TIMEOUT) must be longer than --heartbeat-interval")]
+    PeerTimeoutTooShort,
+}
+
+/// Hides a password in a URL (a database's or Redis's) before it reaches a
+/// log or an error message.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,13 @@ impl Counter {
         self.total.load(Ordering::SeqCst)
     }
 
+    /// Raises the total to `at_least` if it is below; returns the total
+    /// before, when it was raised.
+    pub(super) fn raise_to(&self, at_least: u64) -> Option<u64> {
+        let before = self.total.fetch_max(at_least, Ordering::SeqCst);
+        (before < at_least).then_some(before)
+    }
+
     /// Adds one; returns the total including it, and whether this is the
     /// first increment since the last flush took this counter's pending.
     pub(super) fn add_one(&self) -> (u64, bool) {

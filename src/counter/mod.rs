@@ -106,8 +106,9 @@ pub struct Counters {
     rooms: Family<ConversationId>,
     /// Every user's place by count; updated with each identified click.
     ranking: Mutex<ranking::Ranking>,
-    /// Clicks made by identified users since start; the leaderboard task
-    /// compares it between ticks to skip work when no user clicked.
+    /// Moves of users' totals since start (clicks by identified users, and
+    /// merges that raised one); the leaderboard task compares it between
+    /// ticks to skip work when no user's total moved.
     user_clicks: AtomicU64,
     presence: Presence,
     changes: ChangeSignal,
@@ -273,12 +274,24 @@ impl Counters {
         self.presence.online(room)
     }
 
-    /// Conversations that have sockets in them now.
+    /// Conversations that have sockets of this node in them now.
     pub fn occupied_rooms(&self) -> usize {
         self.presence.occupied()
     }
 
-    /// Clicks by identified users since start (only ever grows).
+    /// This node's sockets per conversation (what its heartbeat says).
+    pub fn local_presence(&self) -> Vec<(ConversationId, u64)> {
+        self.presence.local()
+    }
+
+    /// Replaces the other nodes' sockets per conversation (cluster mode,
+    /// from their heartbeats); the rooms whose number moved are published.
+    pub fn set_remote_presence(&self, remote: HashMap<ConversationId, u64>) {
+        self.presence.set_remote(remote);
+        self.changes.note();
+    }
+
+    /// Moves of users' totals since start (only ever grows).
     pub fn user_clicks(&self) -> u64 {
         self.user_clicks.load(Ordering::SeqCst)
     }
@@ -321,6 +334,64 @@ impl Counters {
         // Under the exclusive gate no click is half-made: the total read
         // here is exactly what the taken deltas bring the store up to.
         (deltas, self.global.total())
+    }
+
+    /// Brings in totals read from the database (committed by any node):
+    /// each counter is raised to the stored value plus this node's clicks
+    /// not yet taken by a flush, and never lowered. Returns how many
+    /// counters moved.
+    ///
+    /// This is the whole of cluster mode's consistency rule. The stored
+    /// value holds only clicks some flush committed, and this node's
+    /// pending clicks were taken by no flush yet, so the sum never exceeds
+    /// the true total; raising only keeps every node's totals from going
+    /// back; and once clicks stop and every node has flushed, the stored
+    /// value is the true total, which every node reaches with the last
+    /// read. Stale, repeated or reordered reads only lower the candidate,
+    /// which `max` ignores. (A batch in flight is left out of "this node's
+    /// own", so a read that already includes it cannot count it twice.)
+    pub fn merge(&self, committed: &[(CounterKey, u64)]) -> usize {
+        // Exclusive, so no click is half-made: between a click's pending
+        // increment and its total's, a candidate would count it twice.
+        let _exclusive = write(&self.gate);
+        let mut moved = 0;
+        let mut users_moved = false;
+        for (key, stored) in committed {
+            match key {
+                CounterKey::Global => {
+                    let candidate = stored + self.global.pending.load(Ordering::SeqCst);
+                    if self.global.raise_to(candidate).is_some() {
+                        moved += 1;
+                    }
+                }
+                CounterKey::User(name) => {
+                    let (name, counter) = self.users.get_or_create(name);
+                    let candidate = stored + counter.pending.load(Ordering::SeqCst);
+                    if let Some(before) = counter.raise_to(candidate) {
+                        lock(&self.ranking).raise(&name, before, candidate);
+                        self.users.mark_dirty(name, counter);
+                        users_moved = true;
+                        moved += 1;
+                    }
+                }
+                CounterKey::Room(room) => {
+                    let (room, counter) = self.rooms.get_or_create(room);
+                    let candidate = stored + counter.pending.load(Ordering::SeqCst);
+                    if counter.raise_to(candidate).is_some() {
+                        self.rooms.mark_dirty(room, counter);
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        if users_moved {
+            // The leaderboard task skips its work while this stays put.
+            self.user_clicks.fetch_add(1, Ordering::SeqCst);
+        }
+        if moved > 0 {
+            self.changes.note();
+        }
+        moved
     }
 
     /// Clicks not yet stored: those since the last flush, plus those in a

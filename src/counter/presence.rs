@@ -1,6 +1,11 @@
 //! Presence: how many sockets are in each conversation's room now, and
 //! which of those numbers changed since they were last published. Never
 //! stored; published by the coalescer with the totals, as `presence`.
+//!
+//! In cluster mode a room's number is this node's sockets plus the other
+//! nodes' (`remote`), which [`crate::cluster`] replaces as a whole from
+//! the nodes' heartbeats: absolute counts, so a lost heartbeat costs
+//! freshness, never a count that drifts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -22,6 +27,8 @@ pub struct Presence(Mutex<Rooms>);
 #[derive(Debug, Default)]
 struct Rooms {
     online: HashMap<ConversationId, u64>,
+    /// Sockets on the other nodes of a cluster, per room.
+    remote: HashMap<ConversationId, u64>,
     /// Rooms whose number changed since the last publication (a set: a
     /// mass reconnect touches thousands of rooms).
     changed: HashSet<ConversationId>,
@@ -49,12 +56,44 @@ impl Presence {
             rooms.online.remove(room);
         }
         rooms.changed.insert(room.clone());
-        online
+        online + rooms.remote(room)
     }
 
-    /// Sockets in `room` now.
+    /// Sockets in `room` now, on every node.
     pub fn online(&self, room: &ConversationId) -> u64 {
-        lock(&self.0).online.get(room).copied().unwrap_or(0)
+        let rooms = lock(&self.0);
+        rooms.local(room) + rooms.remote(room)
+    }
+
+    /// This node's sockets in each room it has sockets in: what its
+    /// heartbeat tells the others.
+    pub fn local(&self) -> Vec<(ConversationId, u64)> {
+        let rooms = lock(&self.0);
+        rooms
+            .online
+            .iter()
+            .map(|(room, online)| (room.clone(), *online))
+            .collect()
+    }
+
+    /// Replaces the other nodes' sockets per room; rooms whose number
+    /// moved are published with the next changes.
+    pub fn set_remote(&self, remote: HashMap<ConversationId, u64>) {
+        let mut rooms = lock(&self.0);
+        let old = std::mem::take(&mut rooms.remote);
+        let moved: Vec<ConversationId> = old
+            .iter()
+            .filter(|(room, online)| remote.get(*room) != Some(online))
+            .map(|(room, _)| room.clone())
+            .chain(
+                remote
+                    .iter()
+                    .filter(|(room, online)| old.get(*room) != Some(online))
+                    .map(|(room, _)| room.clone()),
+            )
+            .collect();
+        rooms.changed.extend(moved);
+        rooms.remote = remote;
     }
 
     /// Conversations that have sockets in them now.
@@ -69,9 +108,61 @@ impl Presence {
         changed
             .into_iter()
             .map(|room| Online {
-                online: rooms.online.get(&room).copied().unwrap_or(0),
+                online: rooms.local(&room) + rooms.remote(&room),
                 room,
             })
             .collect()
+    }
+}
+
+impl Rooms {
+    fn local(&self, room: &ConversationId) -> u64 {
+        self.online.get(room).copied().unwrap_or(0)
+    }
+
+    fn remote(&self, room: &ConversationId) -> u64 {
+        self.remote.get(room).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_nodes_sockets_add_to_this_nodes_and_moves_are_published() {
+        let presence = Presence::default();
+        let room = ConversationId::parse("r").unwrap();
+        let other = ConversationId::parse("o").unwrap();
+        presence.enter(&room);
+        presence.take_changed();
+        presence.set_remote(HashMap::from([(room.clone(), 2), (other.clone(), 1)]));
+        assert_eq!(presence.online(&room), 3);
+        assert_eq!(presence.enter(&room), 4, "an entry answers for every node");
+        let mut changed = presence.take_changed();
+        changed.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
+        assert_eq!(
+            changed,
+            [
+                Online {
+                    room: other.clone(),
+                    online: 1
+                },
+                Online {
+                    room: room.clone(),
+                    online: 4
+                },
+            ]
+        );
+        presence.set_remote(HashMap::from([(room.clone(), 2)]));
+        assert_eq!(
+            presence.take_changed(),
+            [Online {
+                room: other,
+                online: 0
+            }],
+            "a room another node left is published, unchanged ones are not"
+        );
+        assert_eq!(presence.local(), [(room, 2)]);
     }
 }

@@ -76,6 +76,26 @@ impl Ranking {
         self.enter_top(user, count);
     }
 
+    /// Records that `user`'s count went from `old` to a larger `new` at
+    /// once (another node's clicks, learnt from the database). The counts
+    /// between the two move down one place, so the cost is the number of
+    /// users passed.
+    pub fn raise(&mut self, user: &Username, old: u64, new: u64) {
+        debug_assert!(new > old, "counts only grow");
+        if old == 0 {
+            let at = self.counts.partition_point(|&c| c < new);
+            self.counts.insert(at, new);
+        } else {
+            let last_old = self.counts.partition_point(|&c| c <= old) - 1;
+            debug_assert_eq!(self.counts[last_old], old, "the old count is ranked");
+            let end = self.counts.partition_point(|&c| c < new);
+            let counts = self.counts.make_contiguous();
+            counts[last_old..end].rotate_left(1);
+            counts[end - 1] = new;
+        }
+        self.enter_top(user, new);
+    }
+
     fn enter_top(&mut self, user: &Username, count: u64) {
         let entry = (user.clone(), count);
         if let Some(i) = self.top.iter().position(|(name, _)| name == user) {
@@ -124,6 +144,48 @@ mod tests {
         Username::parse(&format!("user{i}")).unwrap()
     }
 
+    /// The first [`TOP`] users of `counts` (user `i` has `counts[i]`),
+    /// sorted the slow way.
+    fn brute_force_top(counts: &[u64]) -> Vec<(Username, u64)> {
+        let mut all: Vec<(Username, u64)> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, &c)| (name(i), c))
+            .collect();
+        all.sort_by(by_rank);
+        all.truncate(TOP);
+        all
+    }
+
+    /// The next pseudo-random number (a 64-bit LCG), repeatable per seed.
+    fn next(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed
+    }
+
+    #[test]
+    fn a_raise_by_many_keeps_every_rank_exact() {
+        let mut counts: Vec<u64> = vec![0, 3, 3, 5, 9, 12];
+        let mut ranking = Ranking::new(counts.iter().enumerate().map(|(i, &c)| (name(i), c)));
+        let mut step = 7u64;
+        for _ in 0..500 {
+            next(&mut step);
+            let user = (step >> 33) as usize % counts.len();
+            let by = 1 + (step >> 40) % 9;
+            let old = counts[user];
+            counts[user] += by;
+            ranking.raise(&name(user), old, counts[user]);
+            for &count in &counts {
+                let larger = counts.iter().filter(|&&other| other > count).count() as u64;
+                assert_eq!(ranking.rank(count), larger + 1);
+            }
+            assert_eq!(ranking.top(TOP), &brute_force_top(&counts)[..]);
+        }
+    }
+
     /// Replays pseudo-random clicks on a few hundred users and compares
     /// every rank and the top list with a brute-force ranking.
     #[test]
@@ -132,9 +194,7 @@ mod tests {
         let mut ranking = Ranking::new(counts.iter().enumerate().map(|(i, &c)| (name(i), c)));
         let mut seed = 42u64;
         for step in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            next(&mut seed);
             // Skewed towards low ids, so the top changes hands often.
             let user = ((seed >> 33) % 300).min((seed >> 20) % 300) as usize;
             counts[user] += 1;
@@ -153,15 +213,11 @@ mod tests {
                     "rank of user{i} at step {step}"
                 );
             }
-            let mut all: Vec<(Username, u64)> = counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(i, &c)| (name(i), c))
-                .collect();
-            all.sort_by(by_rank);
-            all.truncate(TOP);
-            assert_eq!(ranking.top(TOP), &all[..], "top list at step {step}");
+            assert_eq!(
+                ranking.top(TOP),
+                &brute_force_top(&counts)[..],
+                "top list at step {step}"
+            );
         }
     }
 

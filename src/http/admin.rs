@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::bus::SocketIo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use socketioxide::SocketIo;
 
 use super::ApiError;
 use crate::clock::iso_millis;

@@ -2,7 +2,9 @@
 //! pending clicks, occupied conversations), then every metric rendered in
 //! the Prometheus text format.
 
-use socketioxide::{SocketIo, TransportType};
+use socketioxide::TransportType;
+
+use crate::bus::SocketIo;
 
 use crate::metrics::State;
 use crate::state::AppState;
@@ -12,6 +14,7 @@ pub fn render(state: &AppState, io: &SocketIo) -> String {
     let mut now = State {
         pending: state.counters.pending_clicks(),
         occupied: state.counters.occupied_rooms(),
+        cluster: state.cluster.as_ref().map(|cluster| cluster.state()),
         ..Default::default()
     };
     if let Some(everyone) = io.of("/") {

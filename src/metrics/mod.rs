@@ -275,6 +275,19 @@ impl Metrics {
             .set(state.pending as f64);
         self.gauge(Metric::ConversationsOccupied, &[])
             .set(state.occupied as f64);
+        if let Some(cluster) = &state.cluster {
+            self.gauge(Metric::ClusterPeers, &[])
+                .set(cluster.peers as f64);
+            self.gauge(Metric::RedisConnected, &[])
+                .set(if cluster.connected { 1.0 } else { 0.0 });
+            self.counter(Metric::ClusterMessagesDropped, &[])
+                .absolute(cluster.dropped);
+        }
+    }
+
+    /// A reload of every total after a gap in the news from other nodes.
+    pub fn cluster_reloaded(&self) {
+        self.counter(Metric::ClusterReloads, &[]).increment(1);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -296,6 +309,16 @@ pub struct State {
     pub polling: usize,
     pub pending: u64,
     pub occupied: usize,
+    /// In cluster mode only.
+    pub cluster: Option<ClusterState>,
+}
+
+/// Cluster mode's figures at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterState {
+    pub peers: usize,
+    pub connected: bool,
+    pub dropped: u64,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -55,30 +56,34 @@ pub struct Flusher {
     /// on a half-open connection would otherwise stop every later flush).
     write_timeout: Duration,
     metrics: Option<Metrics>,
+    /// In cluster mode, where the keys of each committed batch go, so that
+    /// the cluster reads their new totals and tells the other nodes.
+    committed: Option<mpsc::UnboundedSender<Vec<CounterKey>>>,
 }
 
 impl Flusher {
     /// A flusher with a random node id, so batches of different processes
     /// (or of one process before and after a restart) never share an id.
     pub fn new(counters: Arc<Counters>, store: Arc<dyn Store>, write_timeout: Duration) -> Self {
-        let mut bytes = [0u8; 8];
-        // Without randomness the id falls back to the time, which still
-        // differs between processes started apart.
-        if getrandom::fill(&mut bytes).is_err() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            bytes = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
-        }
         Flusher {
             counters,
             store,
-            node: i64::from_le_bytes(bytes),
+            node: crate::node::random_id() as i64,
             next_seq: 1,
             unconfirmed: None,
             write_timeout,
             metrics: None,
+            committed: None,
         }
+    }
+
+    /// Sends the keys of every committed batch to `committed` (cluster
+    /// mode's [`crate::cluster`] reads their totals back and publishes
+    /// them). Unbounded because a flush must never wait for Redis; the
+    /// reader merges whatever has queued into one read.
+    pub fn with_committed(mut self, committed: mpsc::UnboundedSender<Vec<CounterKey>>) -> Self {
+        self.committed = Some(committed);
+        self
     }
 
     /// Records flush durations, sizes, failures and retries in `metrics`.
@@ -156,6 +161,12 @@ impl Flusher {
                 self.counters.stored().set(covered);
                 if let Some(metrics) = &self.metrics {
                     metrics.flushed(batch.deltas.len(), started.elapsed());
+                }
+                if let Some(committed) = &self.committed {
+                    // Gone only once the cluster's tasks have stopped, at
+                    // the very end of shutdown: nobody is left to tell.
+                    let _ =
+                        committed.send(batch.deltas.into_iter().map(|delta| delta.key).collect());
                 }
                 Ok(clicks)
             }

@@ -3,9 +3,10 @@
 //! and the broadcast of stored messages that the message log's writer
 //! calls after each commit.
 
+use crate::bus::SocketIo;
+use crate::bus::{AckSender, SocketRef};
 use serde_json::Value;
-use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{Extension, State, TryData};
 
 use super::guard;
 use super::payload::{Arguments, conversation_id, conversation_of, member_of, object};

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use socketioxide::extract::{AckSender, SocketRef};
+use crate::bus::{AckSender, SocketRef};
 
 use crate::events::{Ack, ClientEvent};
 use crate::refusal::{Code, Refusal};

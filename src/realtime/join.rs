@@ -12,9 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::bus::SocketIo;
+use crate::bus::{AckSender, SocketRef};
 use serde_json::Value;
-use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{Extension, State, TryData};
 
 use super::payload::{Arguments, conversation_id, conversation_of, object};
 use super::{guard, publish};

@@ -20,8 +20,9 @@ pub mod session;
 
 use std::sync::Arc;
 
-use socketioxide::SocketIo;
-use socketioxide::extract::{Extension, SocketRef, State};
+use crate::bus::SocketRef;
+use crate::bus::{NamespaceReady, SocketIo};
+use socketioxide::extract::{Extension, State};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
@@ -33,10 +34,10 @@ use crate::state::AppState;
 pub use join::Operator;
 
 /// Registers the handlers of namespace `/`.
-pub fn register(io: &SocketIo) {
+pub fn register(io: &SocketIo) -> NamespaceReady {
     // `with` puts a middleware before the ones already there: authenticate,
     // then prepare, then (once the client is told) on_connect.
-    io.ns("/", on_connect.with(prepare).with(session::authenticate));
+    io.ns("/", on_connect.with(prepare).with(session::authenticate))
 }
 
 /// The last step of the handshake, after [`session::authenticate`] and

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::bus::SocketRef;
 use serde_json::{Map, Value};
-use socketioxide::extract::SocketRef;
 
 use crate::conversation::ConversationId;
 use crate::events::Args;

@@ -2,9 +2,14 @@
 //! `me` to that user's sockets, a conversation's total (`room_count`) and
 //! occupancy (`presence`) to its members, the global total (`count`) and
 //! the top list (`leaderboard`) to everyone.
+//!
+//! Every one of these goes to this node's sockets only (`.local()`): in a
+//! cluster each node publishes its own view of the totals, which
+//! [`crate::cluster`] keeps in step, so a client (which talks to one node)
+//! never receives another node's older figure after a newer one.
 
-use socketioxide::SocketIo;
-use socketioxide::operators::BroadcastOperators;
+use crate::bus::BroadcastOperators;
+use crate::bus::SocketIo;
 
 use super::fanout;
 use crate::counter::leaderboard::Ranked;
@@ -40,6 +45,7 @@ pub async fn changes(io: &SocketIo, changes: &Changes, state: &AppState) {
         addressed(state, PRESENCE, online.online as usize);
         if let Err(err) = everyone
             .clone()
+            .local()
             .to(online.room.to_string())
             .emit(PRESENCE, &presence)
             .await
@@ -79,7 +85,12 @@ async fn total(everyone: &BroadcastOperators, change: &Changed, state: &AppState
                 username: user.clone(),
                 count: change.total,
             };
-            everyone.clone().to(user_room(user)).emit(ME, &me).await
+            everyone
+                .clone()
+                .local()
+                .to(user_room(user))
+                .emit(ME, &me)
+                .await
         }
         CounterKey::Room(room) => {
             let count = RoomCount {
@@ -89,6 +100,7 @@ async fn total(everyone: &BroadcastOperators, change: &Changed, state: &AppState
             addressed(state, ROOM_COUNT, state.counters.online(room) as usize);
             everyone
                 .clone()
+                .local()
                 .to(room.to_string())
                 .emit(ROOM_COUNT, &count)
                 .await

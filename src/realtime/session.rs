@@ -6,9 +6,10 @@
 //! disconnected when it expires, after a `session_expired` event, unless the
 //! client sent `refresh` with a newer token for the same user in time.
 
+use crate::bus::{AckSender, SocketRef};
 use serde::Deserialize;
 use serde_json::Value;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

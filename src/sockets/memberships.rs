@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
-use socketioxide::extract::SocketRef;
+use crate::bus::SocketRef;
 
 use crate::conversation::ConversationId;
 use crate::counter::Counters;

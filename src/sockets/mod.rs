@@ -17,8 +17,8 @@ pub mod places;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::bus::SocketRef;
 use socketioxide::TransportType;
-use socketioxide::extract::SocketRef;
 
 pub use caps::{Capped, Caps};
 pub use connection::{Connection, Connections, Tracked};

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::redact_url as redact;
 use crate::conversation::{ConversationId, History, HistoryQuery, Message};
 use crate::counter::{CounterKey, Delta};
 
@@ -127,6 +128,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored total.
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError>;
 
+    /// The stored totals of `keys` (a key never stored is left out): what
+    /// a node of a cluster reads after its flush, to tell the others, and
+    /// every second for the global total. The default reads everything and
+    /// keeps what was asked for; the SQL stores read just those rows.
+    async fn totals(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+        let wanted: std::collections::HashSet<&CounterKey> = keys.iter().collect();
+        Ok(self
+            .load()
+            .await?
+            .into_iter()
+            .filter(|(key, _)| wanted.contains(key))
+            .collect())
+    }
+
     /// Adds the batch's deltas in one transaction, unless it was applied
     /// before.
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError>;
@@ -166,16 +181,6 @@ pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>
         "mysql" | "mariadb" => Arc::new(MySqlStore::connect(url, options).await?),
         _ => return Err(StoreError::UnsupportedUrl { url: redact(url) }),
     })
-}
-
-/// Hides a password in a URL before it reaches a log or an error message.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ impl Dialect for MySql {
         insert: "INSERT INTO users (username, user_count) ",
         on_conflict: " ON DUPLICATE KEY UPDATE user_count = user_count + VALUES(user_count)",
     };
+    /// The column compares without case (`ascii_general_ci`).
+    const USER_KEY: &'static str = "username";
     const ADD_ROOMS: Upsert = Upsert {
         insert: "INSERT INTO conversations (id, clicks) ",
         on_conflict: " ON DUPLICATE KEY UPDATE clicks = clicks + VALUES(clicks)",

@@ -39,6 +39,8 @@ impl Dialect for Postgres {
         on_conflict: " ON CONFLICT ((lower(username))) DO UPDATE SET \
              user_count = users.user_count + excluded.user_count, updated_at = now()",
     };
+    /// The index is on `lower(username)`.
+    const USER_KEY: &'static str = "lower(username)";
     const ADD_ROOMS: Upsert = Upsert {
         insert: "INSERT INTO conversations (id, clicks) ",
         on_conflict: " ON CONFLICT (id) DO UPDATE SET \

@@ -64,6 +64,71 @@ where
     Ok(totals)
 }
 
+/// Most keys named by one `IN (…)` list when reading some totals.
+const KEYS_PER_READ: usize = 1_000;
+
+/// The stored totals of `keys` (a key with no row is left out).
+/// `user_column` is how the dialect matches a lowercased username with its
+/// case-insensitive index.
+pub(super) async fn totals<DB>(
+    pool: &sqlx::Pool<DB>,
+    user_column: &str,
+    keys: &[CounterKey],
+) -> Result<Vec<(CounterKey, u64)>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'r> TotalRow: FromRow<'r, DB::Row>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut users = Vec::new();
+    let mut rooms = Vec::new();
+    let mut global = false;
+    for key in keys {
+        match key {
+            CounterKey::Global => global = true,
+            CounterKey::User(name) => users.push(name.folded()),
+            CounterKey::Room(room) => rooms.push(room.as_str().to_string()),
+        }
+    }
+    let mut totals = Vec::new();
+    if global {
+        let select = "SELECT name, value FROM counters WHERE name = 'global'";
+        for TotalRow { name, value } in sqlx::query_as::<_, TotalRow>(select)
+            .fetch_all(pool)
+            .await?
+        {
+            totals.push((parse_counter(&name)?, from_db(&name, value)?));
+        }
+    }
+    let user_select =
+        format!("SELECT username AS name, user_count AS value FROM users WHERE {user_column} IN (");
+    let lists: [(&str, Vec<String>, KeyParser); 2] = [
+        (&user_select, users, parse_user),
+        (
+            "SELECT id AS name, clicks AS value FROM conversations WHERE id IN (",
+            rooms,
+            parse_room,
+        ),
+    ];
+    for (select, names, key) in lists {
+        for chunk in names.chunks(KEYS_PER_READ) {
+            let mut query = sqlx::QueryBuilder::<DB>::new(select);
+            let mut list = query.separated(", ");
+            for name in chunk {
+                list.push_bind(name.clone());
+            }
+            query.push(")");
+            let rows: Vec<TotalRow> = query.build_query_as().fetch_all(pool).await?;
+            for TotalRow { name, value } in rows {
+                totals.push((key(&name)?, from_db(&name, value)?));
+            }
+        }
+    }
+    Ok(totals)
+}
+
 /// A page of history. One more row than the limit is read to learn whether
 /// some were left out.
 pub(super) async fn history<DB>(

@@ -47,6 +47,9 @@ pub trait Dialect: Send + Sync + 'static {
     /// Adds `(amount)` to the global counter.
     const ADD_GLOBAL: &'static str;
     const ADD_USERS: Upsert;
+    /// The expression a lowercased username is compared with, so the
+    /// case-insensitive unique index is used.
+    const USER_KEY: &'static str;
     const ADD_ROOMS: Upsert;
     /// Deletes this node's rows of `flushes` below a sequence number
     /// `(node, seq)`: only by the primary key, since a wider delete would
@@ -168,6 +171,10 @@ where
 {
     async fn load(&self) -> Result<Vec<(CounterKey, u64)>, StoreError> {
         read::load(&self.pool).await
+    }
+
+    async fn totals(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u64)>, StoreError> {
+        read::totals(&self.pool, D::USER_KEY, keys).await
     }
 
     async fn add(&self, batch: &Batch) -> Result<Applied, StoreError> {

@@ -40,6 +40,8 @@ impl Dialect for Sqlite {
         on_conflict: " ON CONFLICT (username) DO UPDATE SET \
              user_count = user_count + excluded.user_count, updated_at = CURRENT_TIMESTAMP",
     };
+    /// The column compares without case (`NOCASE`).
+    const USER_KEY: &'static str = "username";
     const ADD_ROOMS: Upsert = Upsert {
         insert: "INSERT INTO conversations (id, clicks) ",
         on_conflict: " ON CONFLICT (id) DO UPDATE SET clicks = clicks + excluded.clicks, \

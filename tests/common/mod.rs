@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 pub use rust_socketio::TransportType;
 
+pub mod cluster;
+
 /// Upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -48,8 +48,12 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(10);
 /// Where and how to connect; shared by every mode.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Base URL of the server, e.g. `http://127.0.0.1:3000`.
-    pub url: String,
+    /// Base URLs of the server's nodes, e.g. `http://127.0.0.1:3000` (one
+    /// for a single server). Connection `i` of the load goes to node
+    /// `i % urls.len()`; the clicker (and the sender of chat's first
+    /// message) is on the first, so with several nodes most of the load
+    /// sees clicks made on another node.
+    pub urls: Vec<String>,
     /// New connections per second while connecting: bursts of thousands of
     /// handshakes would measure the accept queue, not the server.
     pub connect_rate: f64,
@@ -68,12 +72,38 @@ impl Target {
     /// A target with the default connect rate and no progress bars.
     pub fn new(url: impl Into<String>) -> Self {
         Target {
-            url: url.into(),
+            urls: vec![url.into()],
             connect_rate: 2000.0,
             progress: Progress::hidden(),
             users: None,
             sources: Vec::new(),
         }
+    }
+
+    /// The node of connection `i`.
+    pub fn node(&self, i: usize) -> usize {
+        i % self.urls.len().max(1)
+    }
+
+    /// The URL connection `i` goes to.
+    pub fn url(&self, i: usize) -> &str {
+        &self.urls[self.node(i)]
+    }
+
+    /// The first node's URL: where the clicker and the probes connect.
+    pub fn home(&self) -> &str {
+        &self.urls[0]
+    }
+
+    /// The last node's URL: where the flood's observer connects, so that
+    /// with several nodes it sees most clicks from another node.
+    pub fn far(&self) -> &str {
+        &self.urls[self.urls.len() - 1]
+    }
+
+    /// Whether connection `i` is on another node than the clicker's.
+    pub fn remote(&self, i: usize) -> bool {
+        self.node(i) != 0
     }
 
     /// How the `i`-th connection of the load is opened: its source address
@@ -206,7 +236,7 @@ pub(crate) async fn connect_range(
         while let Some(joined) = pending.try_join_next() {
             done(joined)?;
         }
-        let url = target.url.clone();
+        let url = target.url(i).to_string();
         let how = target.dial(i);
         pending.spawn(async move {
             let started = Instant::now();

@@ -19,14 +19,17 @@ use tally_bench::{self as bench, Progress, RampSettings, Target};
 #[derive(Debug, Parser)]
 #[command(name = "tally-bench", version)]
 struct Cli {
-    /// Base URL of the server under test; the only address the tool connects to.
+    /// Base URL of the server under test; the only addresses the tool
+    /// connects to. Repeat it (or separate with commas) for the nodes of a
+    /// cluster: connection i goes to node i mod n, the clicker to the first.
     #[arg(
         long,
         env = "TALLY_BENCH_URL",
         default_value = "http://127.0.0.1:3000",
+        value_delimiter = ',',
         global = true
     )]
-    url: String,
+    url: Vec<String>,
 
     /// New connections per second while connecting.
     #[arg(
@@ -287,12 +290,12 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     bench::raise_fd_limit(cli.mode.connections() + attackers + 1)?;
     if cli.source_addrs > 0 {
         anyhow::ensure!(
-            is_loopback(&cli.url),
+            cli.url.iter().all(|url| is_loopback(url)),
             "--source-addrs needs a server on this machine (a URL on 127.0.0.1 or localhost)"
         );
     }
     let target = Target {
-        url: cli.url.clone(),
+        urls: cli.url.clone(),
         connect_rate: cli.connect_rate,
         users: cli.users.clone(),
         sources: bench::loopback_sources(cli.source_addrs),

@@ -32,12 +32,18 @@ pub struct ChatReport {
     pub ack: Latency,
     /// Message sent → a member receives it, one sample per (message, member).
     pub delivery: Latency,
+    /// [`ChatReport::delivery`] for the (message, member) pairs whose
+    /// sender is on another node (several `--url`s only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_other_nodes: Option<Latency>,
     /// (message, member) pairs that never arrived.
     pub lost: u64,
 }
 
 /// A member's tally at the end.
 struct Member {
+    /// Its index in the load (message `n` is sent by member `n % members`).
+    index: usize,
     /// (message number, µs since start) of each message received.
     received: Vec<(u64, u64)>,
     /// µs from send to ack, for the messages this member sent.
@@ -73,10 +79,11 @@ pub async fn chat(
     let stop = CancellationToken::new();
     let mut outboxes = Vec::with_capacity(members);
     let mut tasks = JoinSet::new();
-    for client in clients {
+    for (index, client) in clients.into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         outboxes.push(tx);
         tasks.spawn(member(
+            index,
             client,
             conversation.to_string(),
             rx,
@@ -101,6 +108,7 @@ pub async fn chat(
     // Members that never get every message are cut off after SETTLE.
     let timer = cancel_after(&stop, SETTLE);
     let mut delivery = histogram();
+    let mut remote = histogram();
     let mut acks = histogram();
     let (mut received, mut refused) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
@@ -108,6 +116,10 @@ pub async fn chat(
         for (n, at) in &member.received {
             let sent = sent_at[*n as usize].load(Ordering::SeqCst);
             record(&mut delivery, at.saturating_sub(sent));
+            let sender = *n as usize % members;
+            if named.node(sender) != named.node(member.index) {
+                record(&mut remote, at.saturating_sub(sent));
+            }
         }
         received += member.received.len() as u64;
         for micros in member.acks {
@@ -125,6 +137,7 @@ pub async fn chat(
         refused,
         ack: summarize(&acks),
         delivery: summarize(&delivery),
+        delivery_other_nodes: (target.urls.len() > 1).then(|| summarize(&remote)),
         lost: messages * members as u64 - received,
     })
 }
@@ -159,7 +172,9 @@ async fn join(client: &mut Client, conversation: &str) -> Result<(), BenchError>
 
 /// One member: sends the messages handed to it, notes every message it
 /// receives, until it has all `messages` and its outbox is closed, or `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn member(
+    index: usize,
     mut client: Client,
     conversation: String,
     mut outbox: mpsc::UnboundedReceiver<u64>,
@@ -169,6 +184,7 @@ async fn member(
     stop: CancellationToken,
 ) -> Result<Member, BenchError> {
     let mut state = Member {
+        index,
         received: Vec::with_capacity(messages as usize),
         acks: Vec::new(),
         refused: 0,

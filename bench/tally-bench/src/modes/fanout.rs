@@ -21,6 +21,10 @@ pub struct FanoutReport {
     /// Click sent → a listener first sees a total at least that click's, one
     /// sample per (click, listener).
     pub delivery: Latency,
+    /// [`FanoutReport::delivery`] for the listeners on other nodes than the
+    /// clicker's (several `--url`s only): a click crossing nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_other_nodes: Option<Latency>,
     /// (click, listener) pairs where the listener never saw the click's total
     /// or a larger one.
     pub missed_updates: u64,
@@ -78,7 +82,7 @@ pub async fn fanout_with(
             recv_buffer: Some(stalled.recv_buffer),
             ..target.guest(n + 1 + i)
         };
-        stuck.push(crate::client::Client::dial(&target.url, &how).await?);
+        stuck.push(crate::client::Client::dial(target.url(n + 1 + i), &how).await?);
     }
     let Audience {
         mut clicker,
@@ -122,13 +126,17 @@ pub async fn fanout_with(
     // Listeners that never reach the final total are cut off after SETTLE.
     let timer = cancel_after(&stop, SETTLE);
     let mut h = histogram();
+    let mut remote = histogram();
     let mut missing = 0;
     let mut missed = 0;
     let mut messages = 0;
     while let Some(joined) = tasks.join_next().await {
-        let (seen, frames) = joined?;
+        let (i, seen, frames) = joined?;
         missing += usize::from(seen.max() < last_total);
         missed += seen.latencies(&sent, &mut h);
+        if target.remote(i) {
+            seen.latencies(&sent, &mut remote);
+        }
         messages += frames;
     }
     timer.abort();
@@ -140,6 +148,7 @@ pub async fn fanout_with(
         target_rate_per_s: rate,
         clicks,
         delivery: summarize(&h),
+        delivery_other_nodes: (target.urls.len() > 1).then(|| summarize(&remote)),
         missed_updates: missed,
         listeners_missing_final_total: missing,
         messages_received: messages,

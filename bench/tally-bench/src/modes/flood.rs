@@ -34,6 +34,10 @@ pub struct FloodReport {
     /// Click sent → its ack, at the clicking client.
     pub ack: Latency,
     /// Click sent → the observer first sees a total at least that click's.
+    /// With several `--url`s the observer is on the last node and a click's
+    /// total is the one its own node acknowledged, which may not yet count
+    /// other nodes' clicks: then this is a lower bound, and `fanout`'s
+    /// `delivery_other_nodes` is the exact figure.
     pub visible: Latency,
     /// Every client and the observer ended on the final total, the final
     /// total is exactly the start total plus the acknowledged clicks, and
@@ -127,7 +131,7 @@ pub async fn flood_with(
     let stop = CancellationToken::new();
     let (final_tx, final_rx) = watch::channel(0);
     let observer = Observer::spawn(
-        &target.url,
+        target.far(),
         target.guest(n),
         start,
         final_rx.clone(),
@@ -135,8 +139,8 @@ pub async fn flood_with(
     )
     .await?;
     let base = observer.base;
-    for client in &mut clients {
-        greeting(client, &target.url).await?;
+    for (i, client) in clients.iter_mut().enumerate() {
+        greeting(client, target.url(i)).await?;
     }
 
     // The attack's crowd is in place before the clicking starts and held
@@ -157,7 +161,7 @@ pub async fn flood_with(
             ..Dial::default()
         };
         for _ in 0..attack.sockets {
-            match Client::dial(&target.url, &how).await {
+            match Client::dial(target.home(), &how).await {
                 Ok(client) => {
                     report.sockets_accepted += 1;
                     crowd.spawn(listen(client, start, final_rx.clone(), stop.clone()));
@@ -177,7 +181,7 @@ pub async fn flood_with(
     // The script starts with the bystanders, and clicks until they stop.
     let script = attack.as_ref().map(|attack| {
         tokio::spawn(script_loop(
-            target.url.clone(),
+            target.home().to_string(),
             attack.clone(),
             clickers.sending_ends,
             clickers.ack_sender(),
@@ -191,6 +195,10 @@ pub async fn flood_with(
     } = clickers
         .collect_acks(base, &target.progress.bar(planned as u64, "clicking"))
         .await;
+    // Across several nodes an ack carries its own node's view, which may
+    // not count other nodes' latest clicks yet: the total everyone must
+    // reach is at least the start plus every acknowledged click.
+    let final_total = final_total.max(base + acked);
     let (sending_starts, mut tasks) = (clickers.sending_starts, clickers.tasks);
     final_tx.send_replace(final_total);
     let timer = cancel_after(&stop, SETTLE);

@@ -35,7 +35,8 @@ pub(crate) struct Audience {
     pub start: Instant,
     pub stop: CancellationToken,
     pub final_total: watch::Sender<u64>,
-    pub listeners: tokio::task::JoinSet<(Seen, u64)>,
+    /// Each listener's index in the load, what it saw and its frames.
+    pub listeners: tokio::task::JoinSet<(usize, Seen, u64)>,
 }
 
 /// Connects `n` listeners and a clicker, waits for every greeting, and
@@ -45,17 +46,21 @@ pub(crate) async fn audience(
     n: usize,
 ) -> Result<Audience, super::BenchError> {
     let (mut clients, _) = super::connect_all(target, n, "connecting").await?;
-    let mut clicker = Client::dial(&target.url, &target.guest(n)).await?;
-    let base = super::greeting(&mut clicker, &target.url).await?;
-    for client in &mut clients {
-        super::greeting(client, &target.url).await?;
+    let mut clicker = Client::dial(target.home(), &target.guest(n)).await?;
+    let base = super::greeting(&mut clicker, target.home()).await?;
+    for (i, client) in clients.iter_mut().enumerate() {
+        super::greeting(client, target.url(i)).await?;
     }
     let start = Instant::now();
     let stop = CancellationToken::new();
     let (final_total, final_rx) = watch::channel(0);
     let mut listeners = tokio::task::JoinSet::new();
-    for client in clients {
-        listeners.spawn(listen(client, start, final_rx.clone(), stop.clone()));
+    for (i, client) in clients.into_iter().enumerate() {
+        let listening = listen(client, start, final_rx.clone(), stop.clone());
+        listeners.spawn(async move {
+            let (seen, frames) = listening.await;
+            (i, seen, frames)
+        });
     }
     Ok(Audience {
         clicker,

@@ -24,7 +24,7 @@ async fn settle(target: &Target) -> Result<(), BenchError> {
     tokio::time::sleep(PAUSE).await;
     while Instant::now() < give_up {
         let started = Instant::now();
-        let client = Client::dial(&target.url, &target.guest(0)).await?;
+        let client = Client::dial(target.home(), &target.guest(0)).await?;
         let took = started.elapsed();
         client.close().await;
         if took < PROMPT {

@@ -128,8 +128,8 @@ pub struct ScaleFlood {
 pub async fn scale(target: &Target, settings: &ScaleSettings) -> Result<ScaleReport, BenchError> {
     let rss_before = settings.server_pid.and_then(rss_kib);
     // The clicker of the click-to-all phase, outside the held connections.
-    let mut clicker = Client::dial(&target.url, &target.guest(0)).await?;
-    let mut total = greeting(&mut clicker, &target.url).await?;
+    let mut clicker = Client::dial(target.home(), &target.guest(0)).await?;
+    let mut total = greeting(&mut clicker, target.home()).await?;
     let mut held = Vec::new();
     let mut steps = Vec::new();
     let mut stopped = None;
@@ -173,7 +173,7 @@ impl Step<'_> {
         held: &mut Vec<Client>,
         total: &mut u64,
     ) -> Result<ScaleStep, BenchError> {
-        let health = Health::spawn(&self.target.url, self.settings.health_every)?;
+        let health = Health::spawn(self.target.home(), self.settings.health_every)?;
 
         // The connections held so far keep reading (and answering the
         // server's pings) while the new ones connect.
@@ -184,8 +184,8 @@ impl Step<'_> {
         let connect_secs = started.elapsed().as_secs_f64();
         *held = reading.stop().await?.0;
         let (mut fresh, handshakes) = connected?;
-        for client in &mut fresh {
-            greeting(client, &self.target.url).await?;
+        for (i, client) in fresh.iter_mut().enumerate() {
+            greeting(client, self.target.url(from + i)).await?;
         }
         held.extend(fresh);
         let mut handshake = histogram();

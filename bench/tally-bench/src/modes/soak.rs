@@ -96,7 +96,7 @@ pub async fn soak(
     let timer = cancel_after(&stop, SETTLE);
     let mut missing = 0;
     while let Some(joined) = tasks.join_next().await {
-        let (seen, _) = joined?;
+        let (_, seen, _) = joined?;
         missing += usize::from(seen.max() < last_total);
     }
     timer.abort();
