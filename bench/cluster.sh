@@ -111,7 +111,7 @@ md += `limits off (\`--click-limit 0 --max-connections-per-ip 0\` and the other 
 md += `${n} connections spread over the nodes (connection i on node i mod n), the clicker and chat's first sender on the first node. `;
 md += `Latencies are p50 / p99 in ms. With 3 nodes on the same cores as 1, this measures what the cluster costs, not what it adds: `;
 md += `three processes share what one had.\n\n`;
-md += `| workload | nodes | result | all clients | clients on other nodes | converged / lost | DB commits/s (per node) | RSS of all nodes |\n|---|---:|---|---:|---:|---|---:|---:|\n`;
+md += `| workload | nodes | result | all clients | clients on other nodes | converged / lost | DB transactions/s (per node; reads included) | RSS of all nodes |\n|---|---:|---|---:|---:|---|---:|---:|\n`;
 for (const nodes of [1, 3]) {
   const f = get(nodes, 'fanout');
   if (f) md += `| fanout, ${fanoutRate} clicks/s | ${nodes} | click → every listener | ${ms(f.delivery)} | ${ms(f.delivery_other_nodes)} | ${f.missed_updates} missed, ${f.listeners_missing_final_total} not on the final total | ${f.db_commits_per_s.toFixed(1)} (${f.db_commits_per_s_per_node.toFixed(1)}) | ${(f.nodes_rss_kib / 1024).toFixed(0)} MiB |\n`;
