@@ -185,12 +185,7 @@ impl Bus {
         let Some(inner) = &self.inner else {
             return Probe::Down;
         };
-        let sent = inner
-            .conn
-            .clone()
-            .publish::<_, _, redis::Value>(channel, payload)
-            .await;
-        match sent {
+        match inner.publish(channel, payload).await {
             Ok(_) if !inner.connected.swap(true, Ordering::SeqCst) => {
                 tracing::info!("Redis is reachable again");
                 Probe::Resumed
@@ -205,6 +200,15 @@ impl Bus {
 }
 
 impl Inner {
+    /// One `PUBLISH`.
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .publish::<_, _, redis::Value>(channel, payload)
+            .await
+            .map(drop)
+    }
+
     /// Notes a failed command, logging only the first of an outage.
     fn lost(&self, err: &redis::RedisError) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -262,12 +266,7 @@ impl Driver for Bus {
         }
         // Never an error, so the adapter goes on to this node's sockets
         // (see the module's documentation).
-        if let Err(err) = inner
-            .conn
-            .clone()
-            .publish::<_, _, redis::Value>(chan, val)
-            .await
-        {
+        if let Err(err) = inner.publish(&chan, val).await {
             inner.lost(&err);
         }
         Ok(())

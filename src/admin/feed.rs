@@ -9,11 +9,11 @@
 //! Socket.IO's own are shown as `[redacted]`, and the handshake's `auth`
 //! is never included (as in Node).
 
-use crate::bus::SocketRef;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use socketioxide::socket::DisconnectReason;
 
+use crate::bus::SocketRef;
 use crate::clock::{iso_millis, now_ms};
 use crate::sockets::{Identity, Memberships, Snapshot, user_room};
 

@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bus::SocketRef;
-use crate::bus::{NamespaceReady, SocketIo};
 use socketioxide::socket::DisconnectReason;
 
 pub use crate::config::AdminMode;
@@ -27,6 +25,7 @@ pub use namespace::{AdminContext, Conversations};
 use sessions::Sessions;
 use stats::{Aggregated, NamespaceStats, ServerStats};
 
+use crate::bus::{NamespaceReady, SocketIo, SocketRef};
 use crate::clock::now_ms;
 use crate::events::ClientEvent;
 use crate::server::bytes::ByteCounts;

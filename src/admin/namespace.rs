@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::bus::SocketRef;
-use crate::bus::{NamespaceReady, SocketIo};
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::extract::{State, TryData};
@@ -21,6 +19,7 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::Sid;
 
 use super::{Admin, AdminMode, NAMESPACE, feed};
+use crate::bus::{NamespaceReady, SocketIo, SocketRef};
 use crate::conversation::ConversationId;
 use crate::refusal::{Code, Refusal};
 use crate::sockets::{Caps, USER_ROOM_PREFIX, peer_addr};

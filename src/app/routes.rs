@@ -3,7 +3,6 @@
 //! each with the layers it needs (compression, limits, safety headers,
 //! the origin policy, the early cap check).
 
-use crate::bus::{Adapter, SocketIo};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::MethodRouter;
@@ -13,6 +12,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::builder::TallyBuilder;
 use super::tasks::Background;
+use crate::bus::{Adapter, SocketIo};
 use crate::config::{Config, ServingConfig};
 use crate::http::{self, OriginPolicy};
 use crate::state::AppState;

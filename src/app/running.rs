@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::bus::SocketIo;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{RECONNECT_AFTER, RunError};
+use crate::bus::SocketIo;
 use crate::cluster::{Cluster, Tasks as ClusterTasks};
 use crate::config::ServingConfig;
 use crate::events::{SERVER_SHUTDOWN, ServerShutdown};

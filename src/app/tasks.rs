@@ -106,9 +106,10 @@ impl Tally {
             state.metrics.clone(),
             {
                 let io = io.clone();
+                let clustered = state.cluster.is_some();
                 move |messages| {
                     let io = io.clone();
-                    async move { chat::broadcast(&io, &messages).await }
+                    async move { chat::broadcast(&io, &messages, clustered).await }
                 }
             },
         ));

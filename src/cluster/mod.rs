@@ -69,6 +69,10 @@ struct Inner {
     peers: Mutex<Peers>,
     /// The number of this node's next totals message.
     next_seq: AtomicU64,
+    /// The last number whose message was sent (or given up on): what the
+    /// heartbeat announces. Raised only once the publish is done, so a
+    /// heartbeat cannot overtake the message it names.
+    spent_seq: AtomicU64,
     /// Asks the reloader for a read of every total.
     reload: Notify,
 }
@@ -115,6 +119,7 @@ impl Cluster {
                 peer_timeout: config.peer_timeout,
                 peers: Mutex::new(Peers::default()),
                 next_seq: AtomicU64::new(1),
+                spent_seq: AtomicU64::new(0),
                 reload: Notify::new(),
             }),
         }))
@@ -183,6 +188,14 @@ impl Cluster {
             .bus
             .publish(self.inner.totals_channel.clone(), payload)
             .await;
+        self.inner.spent_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Spends a number without a message (the totals could not be read
+    /// back): the others see the gap in the next heartbeat.
+    fn skip_totals(&self) {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        self.inner.spent_seq.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// This node's heartbeat: its sockets per room, or its goodbye.
@@ -199,6 +212,7 @@ impl Cluster {
         let message = wire::Heartbeat {
             node: self.inner.node,
             leaving,
+            totals_seq: self.inner.spent_seq.load(Ordering::SeqCst),
             rooms,
         };
         serde_json::to_vec(&message).expect("heartbeats serialise")
@@ -217,26 +231,41 @@ impl Cluster {
 }
 
 impl Tasks {
-    /// Tells the other nodes this one is leaving (its sockets are closed
-    /// by now), waits for the publisher to send the final flush's totals,
-    /// and stops the rest. Call after the final flush.
+    /// Stops listening and beating, waits for the publisher to send the
+    /// final flush's totals, and tells the other nodes this one is leaving
+    /// (its sockets are closed by now), all within `within`. Call after the
+    /// final flush.
     pub async fn stop(self, cluster: &Cluster, counters: &Counters, within: Duration) {
-        let goodbye = cluster.heartbeat_payload(counters, true);
-        cluster
-            .inner
-            .bus
-            .probe(&cluster.inner.heartbeat_channel, goodbye)
-            .await;
+        let deadline = tokio::time::Instant::now() + within;
+        // The heartbeat stops first, so none follows the goodbye; a task
+        // stuck on a database that stopped answering is cut short.
+        self.stop.cancel();
+        for mut task in self.others {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
         let mut publisher = self.publisher;
-        if tokio::time::timeout(within, &mut publisher).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut publisher)
+            .await
+            .is_err()
+        {
             publisher.abort();
             tracing::warn!(
                 "the final totals were not published; the other nodes read them from the database"
             );
         }
-        self.stop.cancel();
-        for task in self.others {
-            task.await.ok();
+        // Last, so the final totals cannot make the others count this node
+        // alive again.
+        let goodbye = cluster.heartbeat_payload(counters, true);
+        let farewell = cluster
+            .inner
+            .bus
+            .probe(&cluster.inner.heartbeat_channel, goodbye);
+        if tokio::time::timeout_at(deadline, farewell).await.is_err() {
+            tracing::debug!(
+                "the goodbye was not sent; the others drop this node after their timeout"
+            );
         }
     }
 }
@@ -280,7 +309,7 @@ async fn listen(cluster: Cluster, counters: Arc<Counters>, stop: CancellationTok
             if message.node == inner.node {
                 continue;
             }
-            let order = lock(&inner.peers).totals(message.node, message.seq, Instant::now());
+            let order = lock(&inner.peers).totals(message.node, message.seq);
             counters.merge(&message.keys());
             if order == Sequence::Gap {
                 cluster.request_reload("a peer's totals were lost");
@@ -293,13 +322,18 @@ async fn listen(cluster: Cluster, counters: Arc<Counters>, stop: CancellationTok
             if message.node == inner.node {
                 continue;
             }
-            {
+            let order = {
                 let mut peers = lock(&inner.peers);
                 if message.leaving {
                     peers.left(message.node);
+                    Sequence::Next
                 } else {
-                    peers.heard(message.node, Instant::now(), message.rooms());
+                    let rooms = message.rooms();
+                    peers.heard(message.node, Instant::now(), rooms, message.totals_seq)
                 }
+            };
+            if order == Sequence::Gap {
+                cluster.request_reload("a peer's totals were lost");
             }
             cluster.refresh_presence(&counters);
         }
@@ -402,8 +436,9 @@ async fn publish_committed(
                 cluster.publish_totals(&totals).await;
             }
             Err(err) => {
-                // The others catch up at this node's next flush of these
-                // keys, or by their own reads.
+                // The others see the gap in this node's next heartbeat and
+                // read everything.
+                cluster.skip_totals();
                 tracing::debug!(error = %err, "could not read back the committed totals");
             }
         }

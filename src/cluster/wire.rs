@@ -70,6 +70,10 @@ pub struct Heartbeat {
     pub node: u64,
     #[serde(default)]
     pub leaving: bool,
+    /// The number of the node's latest totals message (0: none yet), so a
+    /// node that missed some notices even when no newer totals follow.
+    #[serde(default)]
+    pub totals_seq: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<(String, u64)>,
 }

@@ -39,6 +39,9 @@ use crate::conversation::ConversationId;
 use crate::sync::{lock, read, write};
 use crate::user::Username;
 
+/// Most totals [`Counters::merge`] applies under one hold of the gate.
+const MERGE_CHUNK: usize = 1_000;
+
 /// Names one counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CounterKey {
@@ -287,8 +290,9 @@ impl Counters {
     /// Replaces the other nodes' sockets per conversation (cluster mode,
     /// from their heartbeats); the rooms whose number moved are published.
     pub fn set_remote_presence(&self, remote: HashMap<ConversationId, u64>) {
-        self.presence.set_remote(remote);
-        self.changes.note();
+        if self.presence.set_remote(remote) {
+            self.changes.note();
+        }
     }
 
     /// Moves of users' totals since start (only ever grows).
@@ -351,35 +355,39 @@ impl Counters {
     /// which `max` ignores. (A batch in flight is left out of "this node's
     /// own", so a read that already includes it cannot count it twice.)
     pub fn merge(&self, committed: &[(CounterKey, u64)]) -> usize {
-        // Exclusive, so no click is half-made: between a click's pending
-        // increment and its total's, a candidate would count it twice.
-        let _exclusive = write(&self.gate);
         let mut moved = 0;
         let mut users_moved = false;
-        for (key, stored) in committed {
-            match key {
-                CounterKey::Global => {
-                    let candidate = stored + self.global.pending.load(Ordering::SeqCst);
-                    if self.global.raise_to(candidate).is_some() {
-                        moved += 1;
+        // Exclusive, so no click is half-made: between a click's pending
+        // increment and its total's, a candidate would count it twice. Taken
+        // per chunk, so a reload of a million users does not hold up every
+        // click for the whole of it (each key's rule needs only itself).
+        for chunk in committed.chunks(MERGE_CHUNK) {
+            let _exclusive = write(&self.gate);
+            for (key, stored) in chunk {
+                match key {
+                    CounterKey::Global => {
+                        let candidate = stored + self.global.pending.load(Ordering::SeqCst);
+                        if self.global.raise_to(candidate).is_some() {
+                            moved += 1;
+                        }
                     }
-                }
-                CounterKey::User(name) => {
-                    let (name, counter) = self.users.get_or_create(name);
-                    let candidate = stored + counter.pending.load(Ordering::SeqCst);
-                    if let Some(before) = counter.raise_to(candidate) {
-                        lock(&self.ranking).raise(&name, before, candidate);
-                        self.users.mark_dirty(name, counter);
-                        users_moved = true;
-                        moved += 1;
+                    CounterKey::User(name) => {
+                        let (name, counter) = self.users.get_or_create(name);
+                        let candidate = stored + counter.pending.load(Ordering::SeqCst);
+                        if let Some(before) = counter.raise_to(candidate) {
+                            lock(&self.ranking).raise(&name, before, candidate);
+                            self.users.mark_dirty(name, counter);
+                            users_moved = true;
+                            moved += 1;
+                        }
                     }
-                }
-                CounterKey::Room(room) => {
-                    let (room, counter) = self.rooms.get_or_create(room);
-                    let candidate = stored + counter.pending.load(Ordering::SeqCst);
-                    if counter.raise_to(candidate).is_some() {
-                        self.rooms.mark_dirty(room, counter);
-                        moved += 1;
+                    CounterKey::Room(room) => {
+                        let (room, counter) = self.rooms.get_or_create(room);
+                        let candidate = stored + counter.pending.load(Ordering::SeqCst);
+                        if counter.raise_to(candidate).is_some() {
+                            self.rooms.mark_dirty(room, counter);
+                            moved += 1;
+                        }
                     }
                 }
             }

@@ -77,8 +77,8 @@ impl Presence {
     }
 
     /// Replaces the other nodes' sockets per room; rooms whose number
-    /// moved are published with the next changes.
-    pub fn set_remote(&self, remote: HashMap<ConversationId, u64>) {
+    /// moved are published with the next changes. Says whether any moved.
+    pub fn set_remote(&self, remote: HashMap<ConversationId, u64>) -> bool {
         let mut rooms = lock(&self.0);
         let old = std::mem::take(&mut rooms.remote);
         let moved: Vec<ConversationId> = old
@@ -92,8 +92,10 @@ impl Presence {
                     .map(|(room, _)| room.clone()),
             )
             .collect();
+        let any = !moved.is_empty();
         rooms.changed.extend(moved);
         rooms.remote = remote;
+        any
     }
 
     /// Conversations that have sockets in them now.

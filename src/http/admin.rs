@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::bus::SocketIo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -13,6 +12,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
+use crate::bus::SocketIo;
 use crate::clock::iso_millis;
 use crate::conversation::ConversationId;
 use crate::refusal::{Code, ErrorBody};

@@ -5,7 +5,6 @@
 use socketioxide::TransportType;
 
 use crate::bus::SocketIo;
-
 use crate::metrics::State;
 use crate::state::AppState;
 

@@ -3,13 +3,12 @@
 //! and the broadcast of stored messages that the message log's writer
 //! calls after each commit.
 
-use crate::bus::SocketIo;
-use crate::bus::{AckSender, SocketRef};
 use serde_json::Value;
 use socketioxide::extract::{Extension, State, TryData};
 
 use super::guard;
 use super::payload::{Arguments, conversation_id, conversation_of, member_of, object};
+use crate::bus::{AckSender, BroadcastOperators, SocketIo, SocketRef};
 use crate::conversation::{Content, ConversationId, Draft, Message};
 use crate::events::{Ack, Args, ClientEvent, Done, MESSAGE, Posted, TYPING, Typing};
 use crate::refusal::{Code, Refusal};
@@ -75,15 +74,25 @@ fn signed_in(identity: &Identity, why: &str) -> Result<Username, Refusal> {
         .ok_or_else(|| Code::LoginRequired.with(why))
 }
 
-/// Sends stored messages to their rooms, in order. Called by the message
-/// log's writer after each commit.
-pub async fn broadcast(io: &SocketIo, messages: &[Message]) {
+/// A conversation's members: on every node in a cluster (through the
+/// Redis adapter), else this node's, without encoding the packet for an
+/// adapter that sends it nowhere.
+fn members(everyone: BroadcastOperators, clustered: bool) -> BroadcastOperators {
+    if clustered {
+        everyone
+    } else {
+        everyone.local()
+    }
+}
+
+/// Sends stored messages to their rooms (on every node when `clustered`),
+/// in order. Called by the message log's writer after each commit.
+pub async fn broadcast(io: &SocketIo, messages: &[Message], clustered: bool) {
     let Some(everyone) = io.of("/") else {
         return;
     };
     for message in messages {
-        if let Err(err) = everyone
-            .clone()
+        if let Err(err) = members(everyone.clone(), clustered)
             .to(message.conversation.to_string())
             .emit(MESSAGE, message)
             .await
@@ -118,7 +127,7 @@ pub async fn on_typing(
                 user_id: user,
             };
             // Volatile: a member whose buffer is full simply misses it.
-            socket
+            members(socket.broadcast(), state.cluster.is_some())
                 .to(typing.conversation_id.to_string())
                 .emit(TYPING, &typing)
                 .await

@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::bus::SocketIo;
-use crate::bus::{AckSender, SocketRef};
 use serde_json::Value;
 use socketioxide::extract::{Extension, State, TryData};
 
 use super::payload::{Arguments, conversation_id, member_of};
 use super::{guard, publish};
+use crate::bus::{AckSender, SocketIo, SocketRef};
 use crate::conversation::ConversationId;
 use crate::counter::{Changed, Changes, Click, CounterKey};
 use crate::events::{Ack, Args, ClickAck, ClientEvent, RoomCount};

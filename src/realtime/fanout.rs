@@ -14,9 +14,10 @@
 //! so audiences of up to [`AT_ONCE`] sockets, whose writers are through
 //! the queue within some 20 ms, still get socketioxide's own broadcast.
 
-use crate::bus::BroadcastOperators;
 use serde::Serialize;
 use socketioxide::BroadcastError;
+
+use crate::bus::BroadcastOperators;
 
 /// Sockets written to between two turns: half of a tokio worker's local run
 /// queue (256 tasks). What an earlier step left there can still make a step

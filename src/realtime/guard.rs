@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use crate::bus::{AckSender, SocketRef};
-
 use crate::events::{Ack, ClientEvent};
 use crate::refusal::{Code, Refusal};
 use crate::sockets::Connection;

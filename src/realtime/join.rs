@@ -12,14 +12,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::bus::SocketIo;
-use crate::bus::{AckSender, SocketRef};
 use serde_json::Value;
 use socketioxide::extract::{Extension, State, TryData};
 
 use super::payload::{Arguments, conversation_id, conversation_of, object};
 use super::{guard, publish};
 use crate::admin::Conversations;
+use crate::bus::{AckSender, SocketIo, SocketRef};
 use crate::conversation::{ConversationId, HistoryQuery, MessageId};
 use crate::events::{Ack, Args, ClientEvent, Done, Joined};
 use crate::refusal::{Code, Refusal};

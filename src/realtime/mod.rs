@@ -20,12 +20,11 @@ pub mod session;
 
 use std::sync::Arc;
 
-use crate::bus::SocketRef;
-use crate::bus::{NamespaceReady, SocketIo};
 use socketioxide::extract::{Extension, State};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
+use crate::bus::{NamespaceReady, SocketIo, SocketRef};
 use crate::events::{COUNT, ClientEvent, Count, LEADERBOARD, ME, Me};
 use crate::refusal::Refusal;
 use crate::sockets::{Connection, Identity, Memberships, Place, peer_addr};

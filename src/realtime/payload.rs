@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::bus::SocketRef;
 use serde_json::{Map, Value};
 
+use crate::bus::SocketRef;
 use crate::conversation::ConversationId;
 use crate::events::Args;
 use crate::refusal::{Code, Refusal};

@@ -8,10 +8,8 @@
 //! [`crate::cluster`] keeps in step, so a client (which talks to one node)
 //! never receives another node's older figure after a newer one.
 
-use crate::bus::BroadcastOperators;
-use crate::bus::SocketIo;
-
 use super::fanout;
+use crate::bus::{BroadcastOperators, SocketIo};
 use crate::counter::leaderboard::Ranked;
 use crate::counter::{Changed, Changes, CounterKey};
 use crate::events::{COUNT, Count, LEADERBOARD, ME, Me, PRESENCE, Presence, ROOM_COUNT, RoomCount};

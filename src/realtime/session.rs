@@ -6,7 +6,6 @@
 //! disconnected when it expires, after a `session_expired` event, unless the
 //! client sent `refresh` with a newer token for the same user in time.
 
-use crate::bus::{AckSender, SocketRef};
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::extract::{State, TryData};
@@ -15,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard;
 use crate::auth::{AuthError, AuthMode};
+use crate::bus::{AckSender, SocketRef};
 use crate::clock::time_until;
 use crate::events::{Ack, ClientEvent, Refresh, Refreshed, SESSION_EXPIRED, SessionExpired};
 use crate::identity::HandshakeRequest;

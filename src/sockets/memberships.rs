@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::bus::SocketRef;
-
 use crate::conversation::ConversationId;
 use crate::counter::Counters;
 use crate::refusal::{Code, Refusal};

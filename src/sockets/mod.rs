@@ -17,7 +17,6 @@ pub mod places;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::bus::SocketRef;
 use socketioxide::TransportType;
 
 pub use caps::{Capped, Caps};
@@ -26,6 +25,7 @@ pub use identity::{Identity, TokenSession, USER_ROOM_PREFIX, user_room};
 pub use memberships::{MAX_CONVERSATIONS_PER_SOCKET, Memberships};
 pub use places::{Place, Places};
 
+use crate::bus::SocketRef;
 use crate::conversation::ConversationId;
 use crate::user::Username;
 
