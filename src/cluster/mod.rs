@@ -10,8 +10,9 @@
 //!   wrote and publishes them (`wire::Totals`, numbered per node); every
 //!   node raises its counters with [`Counters::merge`] (stored value plus
 //!   its own unflushed clicks, never lower). A node that sees a gap in a
-//!   peer's numbers, or whose Redis connection comes back, reads every
-//!   total again; the global total is also read every second, so it keeps
+//!   peer's numbers (in its totals, or in the last number its heartbeat
+//!   names), or whose Redis connection comes back, reads every total
+//!   again; the global total is also read every second, so it keeps
 //!   moving while Redis is down. Each node publishes `count`, `me` and
 //!   `room_count` to its own sockets only, so a client, which talks to one
 //!   node, never sees a total go back.
