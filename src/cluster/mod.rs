@@ -252,6 +252,9 @@ impl Tasks {
             .is_err()
         {
             publisher.abort();
+            // The goodbye then names a number no message carried, and the
+            // others read every total from the database.
+            cluster.skip_totals();
             tracing::warn!(
                 "the final totals were not published; the other nodes read them from the database"
             );
@@ -326,8 +329,7 @@ async fn listen(cluster: Cluster, counters: Arc<Counters>, stop: CancellationTok
             let order = {
                 let mut peers = lock(&inner.peers);
                 if message.leaving {
-                    peers.left(message.node);
-                    Sequence::Next
+                    peers.left(message.node, message.totals_seq)
                 } else {
                     let rooms = message.rooms();
                     peers.heard(message.node, Instant::now(), rooms, message.totals_seq)

@@ -63,10 +63,20 @@ impl Peers {
         }
     }
 
-    /// `node` said it is stopping: its sockets are gone now, not after the
-    /// timeout.
-    pub fn left(&mut self, node: u64) -> bool {
-        self.nodes.remove(&node).is_some()
+    /// `node` said it is stopping, naming its last totals message: its
+    /// sockets are gone now, not after the timeout; a gap says its final
+    /// totals were lost.
+    pub fn left(&mut self, node: u64, totals_seq: u64) -> Sequence {
+        self.nodes.remove(&node);
+        match self.totals_seq.insert(node, totals_seq) {
+            Some(last) if totals_seq > last => Sequence::Gap,
+            Some(last) => {
+                self.totals_seq.insert(node, last);
+                Sequence::Behind
+            }
+            None if totals_seq > 0 => Sequence::Gap,
+            None => Sequence::Next,
+        }
     }
 
     /// Forgets the nodes not heard from within `timeout`; says whether any
@@ -138,7 +148,7 @@ mod tests {
         assert!(peers.expire(start + Duration::from_secs(4), Duration::from_secs(3)));
         assert_eq!(peers.remote(), HashMap::from([(room("a"), 1)]));
         assert_eq!(peers.len(), 1);
-        assert!(peers.left(2));
+        assert_eq!(peers.left(2, 0), Sequence::Behind);
         assert!(peers.is_empty());
     }
 
@@ -166,5 +176,10 @@ mod tests {
         let back = start + Duration::from_secs(11);
         assert_eq!(peers.heard(3, back, HashMap::new(), 9), Sequence::Gap);
         assert_eq!(peers.totals(3, 10), Sequence::Next);
+        assert_eq!(
+            peers.left(3, 11),
+            Sequence::Gap,
+            "its final totals were lost"
+        );
     }
 }
