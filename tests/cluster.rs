@@ -14,6 +14,28 @@ use serde_json::{Value, json};
 
 const ROOM: &str = "lobby";
 
+/// What a cluster's nodes share: a fresh database on `backend` and a
+/// `redis-server` of the test's own.
+struct Shared {
+    db: TempDb,
+    redis: RedisServer,
+}
+
+impl Shared {
+    /// `None` only when `TALLY_TEST_SKIP_SERVERS=1` skips `backend`.
+    async fn start(backend: Backend) -> Option<Self> {
+        Some(Shared {
+            db: TempDb::fresh(backend).await?,
+            redis: RedisServer::start(),
+        })
+    }
+
+    /// One more node on them, with `extra` variables.
+    fn node(&self, extra: &[(&str, &str)]) -> ChildServer {
+        cluster::node(&self.db.url(), &self.redis.url(), extra)
+    }
+}
+
 async fn client(url: &str, transport: TransportType, username: &str) -> TestClient {
     TestClient::connect_as(url, transport, json!({ "username": username }))
         .await
@@ -77,13 +99,10 @@ async fn receive_all(client: &mut TestClient, ids: &HashSet<String>) {
 /// node serves the same leaderboard, presence and room total, and every
 /// acknowledged message is stored once and reaches every member.
 async fn three_nodes_agree(backend: Backend) {
-    let Some(db) = TempDb::fresh(backend).await else {
+    let Some(shared) = Shared::start(backend).await else {
         return;
     };
-    let redis = RedisServer::start();
-    let nodes: Vec<ChildServer> = (0..3)
-        .map(|_| cluster::node(&db.url(), &redis.url(), &[]))
-        .collect();
+    let nodes: Vec<ChildServer> = (0..3).map(|_| shared.node(&[])).collect();
     let urls: Vec<&str> = nodes.iter().map(|node| node.url.as_str()).collect();
     let nginx = Nginx::start(&urls);
 
@@ -213,12 +232,11 @@ async fn clicks(client: &TestClient, n: usize) {
 /// acknowledged clicks.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_costs_freshness_and_never_a_click() {
-    let Some(db) = TempDb::fresh(Backend::Postgres).await else {
+    let Some(mut shared) = Shared::start(Backend::Postgres).await else {
         return;
     };
-    let mut redis = RedisServer::start();
-    let a = cluster::node(&db.url(), &redis.url(), &[]);
-    let b = cluster::node(&db.url(), &redis.url(), &[]);
+    let a = shared.node(&[]);
+    let b = shared.node(&[]);
     let mut on_a = client(&a.url, TransportType::Websocket, "ada").await;
     let mut also_on_a = client(&a.url, TransportType::Polling, "amy").await;
     let mut on_b = client(&b.url, TransportType::Websocket, "bob").await;
@@ -236,7 +254,7 @@ async fn a_redis_outage_costs_freshness_and_never_a_click() {
                 .unwrap_or(0.0),
         );
     }
-    redis.kill();
+    shared.redis.kill();
     for url in [&a.url, &b.url] {
         eventually("the nodes notice Redis is gone", || async {
             match metric(url, "tally_redis_connected").await {
@@ -266,7 +284,7 @@ async fn a_redis_outage_costs_freshness_and_never_a_click() {
     assert_eq!(on_b.wait_for_total(during).await, during);
     assert_eq!(on_a.wait_for_total(during).await, during);
 
-    redis.restart();
+    shared.redis.restart();
     for (url, before) in [&a.url, &b.url].into_iter().zip(reloads_before) {
         eventually(
             "the nodes are back on Redis and read every total again",
@@ -294,7 +312,7 @@ async fn a_redis_outage_costs_freshness_and_never_a_click() {
     // Write-behind: the database holds every acknowledged click once the
     // last flush is in, and never more.
     eventually("every click stored, none twice", || async {
-        match stored_total(&db).await {
+        match stored_total(&shared.db).await {
             stored if stored == total => Ok(()),
             stored => {
                 assert!(stored < total, "{stored} stored of {total} clicks");
@@ -317,14 +335,13 @@ async fn a_redis_outage_costs_freshness_and_never_a_click() {
 /// nginx, land on another node with the exact total.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_stopped_with_sigterm_hands_its_clients_over_through_nginx() {
-    let Some(db) = TempDb::fresh(Backend::Postgres).await else {
+    let Some(shared) = Shared::start(Backend::Postgres).await else {
         return;
     };
-    let redis = RedisServer::start();
     // No flush but the final one: what the other nodes learn of the
     // stopped node's clicks, they learn from its shutdown.
     let mut nodes: Vec<ChildServer> = (0..3)
-        .map(|_| cluster::node(&db.url(), &redis.url(), &[("TALLY_FLUSH_INTERVAL", "1h")]))
+        .map(|_| shared.node(&[("TALLY_FLUSH_INTERVAL", "1h")]))
         .collect();
     let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
     let nginx = Nginx::start(&urls.iter().map(String::as_str).collect::<Vec<_>>());
@@ -378,12 +395,11 @@ async fn a_node_stopped_with_sigterm_hands_its_clients_over_through_nginx() {
 /// its sockets leave the other node's presence within the peer timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_loses_no_durable_click_and_leaves_presence() {
-    let Some(db) = TempDb::fresh(Backend::Postgres).await else {
+    let Some(shared) = Shared::start(Backend::Postgres).await else {
         return;
     };
-    let redis = RedisServer::start();
-    let a = cluster::node(&db.url(), &redis.url(), &[]);
-    let mut b = cluster::node(&db.url(), &redis.url(), &[("TALLY_FLUSH_INTERVAL", "0")]);
+    let a = shared.node(&[]);
+    let mut b = shared.node(&[("TALLY_FLUSH_INTERVAL", "0")]);
     let mut on_a = client(&a.url, TransportType::Websocket, "ada").await;
     let on_b = client(&b.url, TransportType::Websocket, "bob").await;
     join(&on_a).await;
@@ -453,13 +469,12 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
 async fn the_admin_ui_on_one_node_hears_every_node() {
     use futures_util::FutureExt;
     use rust_socketio::asynchronous::ClientBuilder;
-    let Some(db) = TempDb::fresh(Backend::Postgres).await else {
+    let Some(shared) = Shared::start(Backend::Postgres).await else {
         return;
     };
-    let redis = RedisServer::start();
     let admin = [("TALLY_ADMIN", "true"), ("TALLY_ADMIN_NO_AUTH", "true")];
-    let a = cluster::node(&db.url(), &redis.url(), &admin);
-    let b = cluster::node(&db.url(), &redis.url(), &admin);
+    let a = shared.node(&admin);
+    let b = shared.node(&admin);
     let (tx, mut stats) = tokio::sync::mpsc::unbounded_channel();
     let ui = ClientBuilder::new(a.url.clone())
         .namespace("/admin")
