@@ -25,6 +25,10 @@ const SERVERS = ['tally', 'tally-interval-0', 'node-throttled', 'node'];
 const distinct = (field) => [...new Set(rows.map((r) => r[field] ?? 'unrecorded'))];
 const times = rows.map((r) => r.measured_at).filter(Boolean).sort();
 
+// A \`ramp\` line is either the capacity ladder's (rates, each run several
+// times) or, in raw lines from before it, the single-run ramp's (steps).
+const sustained = (r) => r.capacity_per_s ?? r.highest_sustained_rate_per_s;
+const rungs = (r) => (r?.rates ? r.rates.map((g) => ({ rate: g.rate_per_s, p99: g.median_p99_ms, g })) : (r?.steps ?? []).map((st) => ({ rate: st.target_rate_per_s, p99: st.visible.p99_ms, st })));
 const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v) ? '–' : Number(v).toFixed(digits));
 const cpuPerK = (r) => (r?.clicks ? (r.server_cpu_s * 1e6) / r.clicks : NaN);
 const kib = (r) => (r?.rss_per_connection_bytes ?? NaN) / 1024;
@@ -44,7 +48,7 @@ const metrics = [
   ['Big flood: achieved clicks/s', 'big', (r) => r.achieved_rate_per_s, 'higher'],
   ['Big flood: click → visible p99 (ms)', 'big', (r) => r.visible.p99_ms, 'lower'],
   ['Big flood: every client converged on the exact total', 'big', (r) => r.converged, 'bool'],
-  ['Ramp: highest sustained clicks/s (p99 visible ≤ 100 ms)', 'ramp', (r) => r.highest_sustained_rate_per_s, 'higher'],
+  ['Capacity: highest clicks/s sustained (p99 visible ≤ 100 ms)', 'ramp', (r) => sustained(r), 'higher'],
   ['Chat: message → every member p50 (ms)', 'chat', (r) => r.delivery.p50_ms, 'lower'],
   ['Chat: message → every member p99 (ms)', 'chat', (r) => r.delivery.p99_ms, 'lower'],
   ['Chat: message → ack p99 (ms; tally acks once stored)', 'chat', (r) => r.ack.p99_ms, 'lower'],
@@ -54,7 +58,7 @@ const metrics = [
 
 const params = (w) => {
   const r = get('tally', w) ?? {};
-  return { idle: `${r.connections} connections`, fanout: `${r.listeners} listeners, ${r.target_rate_per_s} clicks/s`, flood: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, big: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, ramp: `${r.clients} clients, from ${r.steps?.[0]?.target_rate_per_s} clicks/s ×${fmt(r.steps?.[1]?.target_rate_per_s / r.steps?.[0]?.target_rate_per_s)} per step`, chat: `${get('tally', 'chat')?.members} members of one conversation, ${get('tally', 'chat')?.target_rate_per_s} messages/s` }[w];
+  return { idle: `${r.connections} connections`, fanout: `${r.listeners} listeners, ${r.target_rate_per_s} clicks/s`, flood: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, big: `${r.clients} clients, ${r.target_rate_per_s} clicks/s`, ramp: `${r.clients} clients, from ${rungs(r)[0]?.rate} clicks/s ×${fmt(rungs(r)[1]?.rate / rungs(r)[0]?.rate)} per step${r.runs_per_rate ? `, ${r.runs_per_rate} runs per rate` : ''}`, chat: `${get('tally', 'chat')?.members} members of one conversation, ${get('tally', 'chat')?.target_rate_per_s} messages/s` }[w];
 };
 
 let md = `# Benchmarks: tally vs Node's socket.io
@@ -113,7 +117,7 @@ const idleT = med('tally', 'idle', kib);
 const idleN = med('node', 'idle', kib);
 const fanT = med('tally', 'fanout', (r) => r.delivery.p99_ms);
 const fanN = med('node', 'fanout', (r) => r.delivery.p99_ms);
-const highest = (r) => r.highest_sustained_rate_per_s;
+const highest = sustained;
 const rampT = med('tally', 'ramp', highest) || 0;
 const ramp0 = med('tally-interval-0', 'ramp', highest) || 0;
 const rampN = med('node', 'ramp', highest) || 0;
@@ -151,7 +155,7 @@ md += check(chatT && chatN && chatT.delivery.p99_ms <= chatN.delivery.p99_ms / 2
 
 // The ramp chart: p99 visible latency per step, log-log.
 const W = 640, H = 360, L = 60, R = 20, T = 20, B = 50;
-const steps = SERVERS.map((s) => ({ s, pts: (get(s, 'ramp')?.steps ?? []).map((st) => [st.target_rate_per_s, Math.max(st.visible.p99_ms, 0.1)]).sort((a, b) => a[0] - b[0]) }));
+const steps = SERVERS.map((s) => ({ s, pts: rungs(get(s, 'ramp')).map(({ rate, p99 }) => [rate, Math.max(p99, 0.1)]).sort((a, b) => a[0] - b[0]) }));
 const all = steps.flatMap((x) => x.pts);
 const xmin = Math.min(...all.map((p) => p[0]), 250), xmax = Math.max(...all.map((p) => p[0]), 1000);
 const ymin = 0.5, ymax = Math.max(1000, ...all.map((p) => p[1]));
@@ -173,13 +177,15 @@ steps.forEach(({ s, pts }, i) => {
 });
 svg += '</svg>\n';
 
-md += `\n## Ramp\n\n![p99 click-to-visible latency per offered rate](ramp.svg)\n\n`;
-md += `Each step floods for the step length with the given number of clients (reconnected per step), the rate rising by a factor per step (${params('ramp')}), then two bisection steps between the last good and the first bad rate. A step fails when the tool could not send 90% of the offered rate (\`load generator\`: the result is then a floor), clicks were lost or a client missed the exact total (\`lost\`), acks fell under 90% of the clicks sent (\`throughput\`), or p99 visible latency passed 100 ms (\`latency\`).\n\n`;
-md += `The chart shows each server's first run; the table shows every run.\n\n`;
-md += `| server | run | highest sustained clicks/s | stopped by | steps (offered → achieved clicks/s, p99 visible ms) |\n|---|---:|---:|---|---|\n`;
+md += `\n## Capacity\n\n![p99 click-to-visible latency per offered rate](ramp.svg)\n\n`;
+md += `The capacity ladder (\`tally-bench capacity\`, ${params('ramp')}): at each rate, floods of the step length (clients reconnected each time), judged by the median of their p99 click → visible; a rate passes when that median is within 100 ms and more than half of its runs lost nothing (\`lost\`), kept acks within 90% of the clicks sent (\`throughput\`) and sent 90% of the offered rate (\`load generator\`). The ladder goes on past one failed rate and stops after two in a row; the capacity is the highest rate that passed. Each run also records the tool's CPU share of its core: where the median run's was above 90%, the rate is marked *tool-bound* and a capacity stopped by it is a floor, not the server's limit. Lines from before the ladder (one ramp run, steps) show their steps.\n\n`;
+md += `| server | capacity clicks/s | stopped by | rates (clicks/s: p99 visible of each run in ms → verdict; tool CPU, server cores) |\n|---|---:|---|---|\n`;
 for (const s of SERVERS) {
   for (const r of runs(s, 'ramp')) {
-    md += `| ${s} | ${r.round ?? 1} | ${fmt(r.highest_sustained_rate_per_s, 0)} | ${r.limited_by ?? '–'} | ${(r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ')} |\n`;
+    const detail = r.rates
+      ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}; ${fmt(g.median_tool_cpu * 100, 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
+      : (r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ');
+    md += `| ${s} | ${fmt(sustained(r), 0)}${r.floor ? ' (a floor: the tool was the limit)' : ''} | ${r.limited_by ?? '–'} | ${detail} |\n`;
   }
 }
 
@@ -264,7 +270,7 @@ for (const file of ['chat.md', 'durable.md', 'soak.md', 'stalled.md', 'attack.md
   const notes = join(dirname(fileURLToPath(import.meta.url)), file);
   if (existsSync(notes)) md += `\n${readFileSync(notes, 'utf8')}`;
 }
-md += `\nRaw results, one JSON line per workload:\n\n\`\`\`json\n${rows.map((r) => JSON.stringify({ ...r, steps: undefined, warmup: undefined })).join('\n')}\n\`\`\`\n`;
+md += `\nRaw results, one JSON line per workload:\n\n\`\`\`json\n${rows.map((r) => JSON.stringify({ ...r, steps: undefined, warmup: undefined, rates: undefined })).join('\n')}\n\`\`\`\n`;
 
 writeFileSync(join(outDir, 'benchmarks.md'), md);
 writeFileSync(join(outDir, 'ramp.svg'), svg);

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{ChildServer, TempDb, TestServer};
-use tally_bench::{self as bench, RampSettings, Target};
+use tally_bench::{self as bench, CapacitySettings, Target};
 
 /// The global total stored in the SQLite file at `db`.
 async fn stored_total(db: &std::path::Path) -> u64 {
@@ -128,19 +128,31 @@ async fn every_mode_runs_and_counts_exactly() {
         "at least one ack per click: {flood:?}"
     );
 
-    let settings = RampSettings {
+    let settings = CapacitySettings {
         clients: 5,
-        start_rate: 50.0,
-        factor: 1.5,
-        max_rate: 120.0,
-        step: Duration::from_millis(300),
-        // Generous: this checks the ramp's mechanics, not the machine.
+        rates: vec![50.0, 80.0],
+        runs: 3,
+        duration: Duration::from_millis(300),
+        // Generous: this checks the ladder's mechanics, not the machine.
         bound: Duration::from_secs(5),
-        refine: 1,
+        stop_after: 2,
     };
-    let ramp = bench::ramp(&target, &settings).await.unwrap();
-    assert!(!ramp.steps.is_empty());
-    assert!(ramp.steps.iter().all(|s| s.converged), "{ramp:?}");
+    let ladder = bench::capacity(&target, &settings).await.unwrap();
+    assert_eq!(ladder.rates.len(), 2, "{ladder:?}");
+    for rung in &ladder.rates {
+        assert_eq!(rung.runs.len(), 3, "three runs at each rate: {rung:?}");
+        assert!(rung.runs.iter().all(|r| r.converged), "{rung:?}");
+        assert!(rung.passed, "{rung:?}");
+    }
+    assert_eq!(ladder.capacity_per_s, 80.0, "{ladder:?}");
+    assert_eq!(ladder.limited_by, "max rate");
+    let ladder_clicks = ladder.warmup.clicks
+        + ladder
+            .rates
+            .iter()
+            .flat_map(|rung| &rung.runs)
+            .map(|r| r.clicks)
+            .sum::<u64>();
 
     let scale = bench::scale(
         &target,
@@ -201,12 +213,7 @@ async fn every_mode_runs_and_counts_exactly() {
     let stored = stored_total(&db).await;
     assert_eq!(
         stored,
-        fanout_clicks
-            + soak.clicks
-            + flood.clicks
-            + ramp.warmup.clicks
-            + ramp.steps.iter().map(|s| s.clicks).sum::<u64>()
-            + scale_clicks,
+        fanout_clicks + soak.clicks + flood.clicks + ladder_clicks + scale_clicks,
         "the server stored exactly the clicks the tool counted"
     );
 }
@@ -369,4 +376,69 @@ async fn an_http_server_that_is_not_socket_io_is_a_clear_error() {
         "{err}"
     );
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crowd_split_over_shards_acts_as_one_load() {
+    let mut server = ChildServer::start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite://t.db",
+            "--flush-interval",
+            "50ms",
+        ],
+        &[],
+    );
+    let mut target = Target::new(server.url.clone());
+    target.server_pids = vec![server.pid()];
+    target.sources = bench::loopback_sources(2);
+    let settings = bench::CrowdSettings {
+        processes: 3,
+        steps: vec![13, 31],
+        clicks: 2,
+        click_every: Duration::from_millis(50),
+        flood_clients: 7,
+        flood_rate: 140.0,
+        flood_duration: Duration::from_millis(400),
+        health_every: Duration::from_millis(50),
+    };
+    // The shards as tasks: the same orders and answers as processes.
+    let crowd = bench::crowd(&target, &settings, &bench::Shards::Tasks)
+        .await
+        .unwrap();
+    assert_eq!(crowd.stopped, None, "{crowd:?}");
+    let held: Vec<_> = crowd.steps.iter().map(|s| s.connections).collect();
+    assert_eq!(held, [13, 31], "the shards' shares add up to each step");
+    let mut clicks = 0;
+    for step in &crowd.steps {
+        assert_eq!(step.most_per_process, step.connections.div_ceil(3));
+        assert_eq!(
+            (step.click_missed, step.click_short),
+            (0, 0),
+            "every click reached every connection of every shard: {step:?}"
+        );
+        assert_eq!(step.click_to_all.samples, 2 * step.connections as u64);
+        let flood = &step.flood;
+        assert!(flood.converged && flood.missed == 0, "{step:?}");
+        assert!(flood.clicks > 0, "{step:?}");
+        assert_eq!(flood.ack.samples, flood.clicks, "{step:?}");
+        assert_eq!(
+            flood.visible_to_all.samples,
+            flood.clicks * (step.connections - 7) as u64,
+            "each shard timed every shard's clicks on its listeners: {step:?}"
+        );
+        assert_eq!(step.health.len(), 1);
+        assert!(step.health[0].failures == 0 && step.health[0].all.samples > 0);
+        assert!(step.servers_rss_kib.is_some() && step.servers_rss_after_traffic_kib.is_some());
+        clicks += 2 + flood.clicks;
+    }
+    let db = server.dir.path().join("t.db");
+    assert!(server.terminate().success());
+    assert_eq!(
+        stored_total(&db).await,
+        clicks,
+        "the server stored exactly the clicks the shards counted"
+    );
 }

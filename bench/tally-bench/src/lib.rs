@@ -8,11 +8,15 @@
 //!   latency and missed updates;
 //! - [`flood`]: N clients clicking at an aggregate open-loop rate; achieved
 //!   rate, ack latency, click-to-visible latency at an observer, convergence;
-//! - [`ramp`]: floods at rising rates until the p99 visible latency passes a
-//!   bound or clicks are lost; the highest sustained rate;
+//! - [`capacity`]: a ladder of rates, several floods at each, judged by
+//!   their median: the highest rate sustained with every click counted and
+//!   p99 visible latency under a bound, and whether the tool limited it;
 //! - [`scale`]: connections held in rising steps; at each, the server's
 //!   memory, one click reaching all of them, a flood from some of them, and
-//!   `/healthz` answering throughout.
+//!   `/healthz` answering throughout;
+//! - [`crowd`]: `scale` split over several processes ([`shard`]s), each
+//!   under the per-process descriptor limit, for loads of 100,000
+//!   connections over the nodes of a cluster.
 //!
 //! Latencies are measured against the server's own totals: a click's total is
 //! known from its ack, and a recipient "sees" it when it first receives a
@@ -23,6 +27,7 @@
 //! you run yourself.
 
 pub mod client;
+pub mod cpu;
 pub mod modes;
 pub mod progress;
 pub mod report;
@@ -35,9 +40,10 @@ use tokio::task::JoinSet;
 
 pub use client::{Client, ClientError, Dial, Incoming};
 pub use modes::{
-    Attack, AttackReport, ChatReport, FanoutReport, FloodReport, IdleReport, RampReport,
-    RampSettings, ScaleReport, ScaleSettings, SoakReport, Stalled, chat, fanout, fanout_with,
-    flood, flood_with, idle, ramp, scale, soak,
+    Attack, AttackReport, CapacityReport, CapacitySettings, ChatReport, CrowdReport, CrowdSettings,
+    FanoutReport, FloodReport, IdleReport, Rung, ScaleReport, ScaleSettings, Shards, SoakReport,
+    Stalled, capacity, chat, crowd, fanout, fanout_with, flood, flood_with, idle, instant_of,
+    scale, shard, soak,
 };
 pub use progress::Progress;
 
@@ -66,6 +72,9 @@ pub struct Target {
     /// Local addresses the load's connections come from, in turn (empty:
     /// whatever the OS picks). See [`loopback_sources`].
     pub sources: Vec<IpAddr>,
+    /// The server processes under test (one per node), for the modes that
+    /// read their memory or CPU time from `/proc`; empty when unknown.
+    pub server_pids: Vec<u32>,
 }
 
 impl Target {
@@ -77,6 +86,7 @@ impl Target {
             progress: Progress::hidden(),
             users: None,
             sources: Vec::new(),
+            server_pids: Vec::new(),
         }
     }
 
@@ -175,6 +185,8 @@ pub enum BenchError {
     ProberLost,
     #[error("the server refused {0}")]
     Refused(String),
+    #[error("a shard of the load failed: {0}")]
+    Shard(String),
 }
 
 /// Raises this process's open-file limit to its hard limit and checks that

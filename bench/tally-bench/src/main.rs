@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tally_bench::{self as bench, Progress, RampSettings, Target};
+use tally_bench::{self as bench, CapacitySettings, Progress, Target};
 
 /// Load generator for Socket.IO click servers (tally, or anything speaking
 /// the same contract: `click` with an ack carrying `{"total":N}`, and `count`
@@ -62,6 +62,17 @@ struct Cli {
     )]
     source_addrs: u32,
 
+    /// Process id of the server under test, to read its memory and CPU
+    /// time from /proc; repeat it (or separate with commas) for the nodes
+    /// of a cluster.
+    #[arg(
+        long,
+        env = "TALLY_BENCH_SERVER_PID",
+        value_delimiter = ',',
+        global = true
+    )]
+    server_pid: Vec<u32>,
+
     #[command(subcommand)]
     mode: Mode,
 }
@@ -77,9 +88,6 @@ enum Mode {
         /// How long to hold them before measuring.
         #[arg(long, env = "TALLY_BENCH_HOLD", default_value = "3s", value_parser = humantime::parse_duration)]
         hold: Duration,
-        /// Server process id, to read its RSS from /proc.
-        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
-        server_pid: Option<u32>,
     },
     /// One clicker, many listeners: click-to-every-recipient latency and
     /// missed updates.
@@ -99,9 +107,6 @@ enum Mode {
         /// the exact total after one more click.
         #[arg(long, env = "TALLY_BENCH_STALLED", default_value_t = 0)]
         stalled: usize,
-        /// Server process id, to read its RSS at the end of the clicking.
-        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
-        server_pid: Option<u32>,
     },
     /// Many clients clicking at an aggregate open-loop rate: achieved rate,
     /// ack and visible latency, exact convergence.
@@ -161,34 +166,40 @@ enum Mode {
         /// How often to sample the server's RSS.
         #[arg(long, env = "TALLY_BENCH_SAMPLE_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
         sample_every: Duration,
-        /// Server process id, to read its RSS from /proc.
-        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
-        server_pid: Option<u32>,
     },
-    /// Floods at rising rates until p99 visible latency passes the bound or
-    /// clicks are lost; reports the highest sustained rate.
-    Ramp {
+    /// Climbs a ladder of click rates, several floods at each judged by
+    /// their median, and reports the highest rate sustained with every click
+    /// counted and the median p99 click-to-visible latency within the
+    /// bound; it goes on past a failed rate and stops after two in a row.
+    Capacity {
         /// Clicking connections.
         #[arg(long, env = "TALLY_BENCH_CONNECTIONS", default_value_t = 1000)]
         connections: usize,
-        /// First rate, clicks per second.
-        #[arg(long, env = "TALLY_BENCH_START_RATE", default_value_t = 20.0)]
+        /// The rates to try, rising, comma-separated (clicks/s); without
+        /// it, a geometric ladder from `--start-rate` by `--factor`.
+        #[arg(long, env = "TALLY_BENCH_RATES", value_delimiter = ',')]
+        rates: Vec<f64>,
+        /// First rate of the geometric ladder, clicks per second.
+        #[arg(long, env = "TALLY_BENCH_START_RATE", default_value_t = 100.0)]
         start_rate: f64,
-        /// Each next rate is the last one times this.
+        /// Each next rate of the geometric ladder is the last times this.
         #[arg(long, env = "TALLY_BENCH_FACTOR", default_value_t = 1.5)]
         factor: f64,
-        /// Highest rate tried.
+        /// Highest rate of the geometric ladder.
         #[arg(long, env = "TALLY_BENCH_MAX_RATE", default_value_t = 200_000.0)]
         max_rate: f64,
-        /// Length of each step.
-        #[arg(long, env = "TALLY_BENCH_STEP", default_value = "5s", value_parser = humantime::parse_duration)]
+        /// Runs at each rate, judged by their median.
+        #[arg(long, env = "TALLY_BENCH_RUNS", default_value_t = 3)]
+        runs: usize,
+        /// Length of each run.
+        #[arg(long, env = "TALLY_BENCH_STEP", default_value = "3s", value_parser = humantime::parse_duration)]
         step: Duration,
-        /// Bound on the observer's p99 click-to-visible latency.
+        /// Bound on the median p99 click-to-visible latency.
         #[arg(long, env = "TALLY_BENCH_BOUND", default_value = "100ms", value_parser = humantime::parse_duration)]
         bound: Duration,
-        /// Bisection steps between the last good and the first bad rate.
-        #[arg(long, env = "TALLY_BENCH_REFINE", default_value_t = 2)]
-        refine: u32,
+        /// Stop after this many failed rates in a row.
+        #[arg(long, env = "TALLY_BENCH_STOP_AFTER", default_value_t = 2)]
+        stop_after: usize,
     },
     /// Holds connections in rising steps; at each step measures the
     /// server's RSS, clicks that must reach every connection, a flood from
@@ -222,9 +233,51 @@ enum Mode {
         /// How often `/healthz` is asked.
         #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
         health_every: Duration,
-        /// Server process id, to read its RSS from /proc.
-        #[arg(long, env = "TALLY_BENCH_SERVER_PID")]
-        server_pid: Option<u32>,
+    },
+    /// `scale` over several processes, for more connections than one
+    /// process may hold (each holds an even share, under the open-file
+    /// limit): the connections in rising steps over every `--url`, the sum
+    /// of the servers' RSS (`--server-pid` for each node), clicks that must
+    /// reach every connection, a flood, and each node's `/healthz`.
+    Crowd {
+        /// Shard processes to split the load over.
+        #[arg(long, env = "TALLY_BENCH_PROCESSES", default_value_t = 6)]
+        processes: usize,
+        /// Connections held at each step over all processes, rising,
+        /// comma-separated.
+        #[arg(
+            long,
+            env = "TALLY_BENCH_STEPS",
+            value_delimiter = ',',
+            default_value = "20000,50000,100000"
+        )]
+        steps: Vec<usize>,
+        /// Clicks per step that must each reach every connection.
+        #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
+        clicks: u64,
+        /// Time between those clicks.
+        #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+        click_every: Duration,
+        /// Held connections that click in each step's flood.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_CLIENTS", default_value_t = 1000)]
+        flood_clients: usize,
+        /// The flood's clicks per second, all together.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_RATE", default_value_t = 1000.0)]
+        flood_rate: f64,
+        /// How long each flood lasts.
+        #[arg(long, env = "TALLY_BENCH_FLOOD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        flood_duration: Duration,
+        /// How often each node's `/healthz` is asked.
+        #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
+        health_every: Duration,
+    },
+    /// One process of a `crowd` (started by it; orders on stdin, answers
+    /// on stdout).
+    #[command(hide = true)]
+    Shard {
+        /// The crowd's time origin, µs since the Unix epoch.
+        #[arg(long)]
+        epoch_us: u64,
     },
 }
 
@@ -236,8 +289,11 @@ impl Mode {
             | Mode::Flood { connections, .. }
             | Mode::Chat { connections, .. }
             | Mode::Soak { connections, .. }
-            | Mode::Ramp { connections, .. } => *connections,
+            | Mode::Capacity { connections, .. } => *connections,
             Mode::Scale { steps, .. } => steps.iter().copied().max().unwrap_or(0),
+            // The shards hold the connections; the parent only its clicker.
+            Mode::Crowd { .. } => 1,
+            Mode::Shard { .. } => 1,
         }
     }
 }
@@ -246,7 +302,10 @@ impl Mode {
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(json) => {
-            println!("{json}");
+            // A shard's answers went out as it ran; it prints no result.
+            if !json.is_empty() {
+                println!("{json}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -294,11 +353,14 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             "--source-addrs needs a server on this machine (a URL on 127.0.0.1 or localhost)"
         );
     }
+    // The first server's pid, for the modes that read one server.
+    let server_pid = cli.server_pid.first().copied();
     let target = Target {
         urls: cli.url.clone(),
         connect_rate: cli.connect_rate,
         users: cli.users.clone(),
         sources: bench::loopback_sources(cli.source_addrs),
+        server_pids: cli.server_pid.clone(),
         progress: if cli.quiet {
             Progress::hidden()
         } else {
@@ -306,17 +368,14 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         },
     };
     let json = match cli.mode {
-        Mode::Idle {
-            connections,
-            hold,
-            server_pid,
-        } => serde_json::to_string(&bench::idle(&target, connections, hold, server_pid).await?),
+        Mode::Idle { connections, hold } => {
+            serde_json::to_string(&bench::idle(&target, connections, hold, server_pid).await?)
+        }
         Mode::Fanout {
             connections,
             rate,
             duration,
             stalled,
-            server_pid,
         } => {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
             let stalled = bench::Stalled {
@@ -374,7 +433,6 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             rate,
             duration,
             sample_every,
-            server_pid,
         } => {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
             anyhow::ensure!(!sample_every.is_zero(), "--sample-every must be positive");
@@ -390,29 +448,45 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 .await?,
             )
         }
-        Mode::Ramp {
+        Mode::Capacity {
             connections,
+            rates,
             start_rate,
             factor,
             max_rate,
+            runs,
             step,
             bound,
-            refine,
+            stop_after,
         } => {
-            anyhow::ensure!(
-                start_rate > 0.0 && factor > 1.0,
-                "--start-rate must be positive and --factor above 1"
-            );
-            let settings = RampSettings {
-                clients: connections,
-                start_rate,
-                factor,
-                max_rate,
-                step,
-                bound,
-                refine,
+            let rates = if rates.is_empty() {
+                anyhow::ensure!(
+                    start_rate > 0.0 && factor > 1.0,
+                    "--start-rate must be positive and --factor above 1"
+                );
+                CapacitySettings::geometric(start_rate, factor, max_rate)
+            } else {
+                rates
             };
-            serde_json::to_string(&bench::ramp(&target, &settings).await?)
+            anyhow::ensure!(
+                !rates.is_empty()
+                    && rates[0] > 0.0
+                    && rates.windows(2).all(|pair| pair[0] < pair[1]),
+                "the ladder's rates must be positive and rise"
+            );
+            anyhow::ensure!(
+                runs > 0 && stop_after > 0,
+                "--runs and --stop-after must be at least 1"
+            );
+            let settings = CapacitySettings {
+                clients: connections,
+                rates,
+                runs,
+                duration: step,
+                bound,
+                stop_after,
+            };
+            serde_json::to_string(&bench::capacity(&target, &settings).await?)
         }
         Mode::Scale {
             steps,
@@ -422,7 +496,6 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             flood_rate,
             flood_duration,
             health_every,
-            server_pid,
         } => {
             anyhow::ensure!(
                 steps.windows(2).all(|pair| pair[0] < pair[1]),
@@ -451,6 +524,59 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 server_pid,
             };
             serde_json::to_string(&bench::scale(&target, &settings).await?)
+        }
+        Mode::Crowd {
+            processes,
+            steps,
+            clicks,
+            click_every,
+            flood_clients,
+            flood_rate,
+            flood_duration,
+            health_every,
+        } => {
+            anyhow::ensure!(processes > 0, "--processes must be at least 1");
+            anyhow::ensure!(
+                !steps.is_empty() && steps.windows(2).all(|pair| pair[0] < pair[1]),
+                "--steps must rise"
+            );
+            anyhow::ensure!(
+                (1..=steps[0]).contains(&flood_clients),
+                "--flood-clients must be between 1 and the first step"
+            );
+            anyhow::ensure!(
+                flood_rate > 0.0 && clicks > 0,
+                "--flood-rate and --clicks must be positive"
+            );
+            anyhow::ensure!(
+                !click_every.is_zero() && !health_every.is_zero(),
+                "--click-every and --health-every must be positive"
+            );
+            let settings = bench::CrowdSettings {
+                processes,
+                steps,
+                clicks,
+                click_every,
+                flood_clients,
+                flood_rate,
+                flood_duration,
+                health_every,
+            };
+            let exe = std::env::current_exe().context("finding this executable for the shards")?;
+            serde_json::to_string(
+                &bench::crowd(&target, &settings, &bench::Shards::Processes(exe)).await?,
+            )
+        }
+        Mode::Shard { epoch_us } => {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            bench::shard(
+                &target,
+                bench::instant_of(epoch_us),
+                stdin,
+                tokio::io::stdout(),
+            )
+            .await?;
+            return Ok(String::new());
         }
     }
     .context("serialising the result")?;

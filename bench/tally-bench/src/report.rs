@@ -34,6 +34,21 @@ pub fn summarize(histogram: &Histogram<u64>) -> Latency {
     }
 }
 
+/// A histogram as `(value, count)` pairs, to send to another process.
+pub fn buckets(histogram: &Histogram<u64>) -> Vec<(u64, u64)> {
+    histogram
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+/// Adds [`buckets`] from another process to `histogram`.
+pub fn add_buckets(histogram: &mut Histogram<u64>, buckets: &[(u64, u64)]) {
+    for &(value, count) in buckets {
+        histogram.saturating_record_n(value.max(1), count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +64,16 @@ mod tests {
         assert!((s.p50_ms - 500.0).abs() < 1.0, "{s:?}");
         assert!((s.p99_ms - 990.0).abs() < 1.0, "{s:?}");
         assert!((s.max_ms - 1000.0).abs() < 1.0, "{s:?}");
+    }
+
+    #[test]
+    fn buckets_carry_a_histogram_to_another_process() {
+        let mut h = histogram();
+        for micros in [5, 5, 700, 12_000, 12_000, 12_000] {
+            record(&mut h, micros);
+        }
+        let mut copy = histogram();
+        add_buckets(&mut copy, &buckets(&h));
+        assert_eq!(summarize(&copy), summarize(&h));
     }
 }

@@ -43,6 +43,21 @@ impl SendTimes {
         }
     }
 
+    /// Send times gathered elsewhere (by the other processes of a load run
+    /// as several), as [`SendTimes::entries`] gives them.
+    pub fn from_entries(base: u64, capacity: usize, entries: &[(u64, u64)]) -> Self {
+        let sent = SendTimes::new(base, capacity);
+        for &(total, at) in entries {
+            sent.note(total, at);
+        }
+        sent
+    }
+
+    /// `(total, sent at µs)` of every acknowledged click, in total order.
+    pub fn entries(&self) -> Vec<(u64, u64)> {
+        self.iter().collect()
+    }
+
     /// `(total, sent at µs)` of every acknowledged click, in total order.
     fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.slots.iter().enumerate().filter_map(|(k, slot)| {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Observer, cancel_after, listen};
 use crate::client::{Client, Dial, Incoming};
+use crate::cpu::{CpuClock, CpuShare};
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::{Seen, SendTimes};
 use crate::{BenchError, SETTLE, Target, connect_all, greeting, micros_since};
@@ -46,6 +47,9 @@ pub struct FloodReport {
     pub final_total: u64,
     /// Frames received by all clients and the observer.
     pub messages_received: u64,
+    /// The tool's and the servers' CPU from the first click to the last
+    /// ack: with the tool's core saturated the figures above are a floor.
+    pub cpu: CpuShare,
     /// What the attack beside the load achieved (`flood --attack`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attack: Option<AttackReport>,
@@ -177,7 +181,15 @@ pub async fn flood_with(
     // Slack for the last tick of every client's schedule.
     let sent = SendTimes::new(base, planned + n);
 
+    let cpu = CpuClock::start(&target.server_pids);
     let mut clickers = Clickers::spawn(clients, rate, duration, start, &sent, &final_rx, &stop);
+    // Read over the sending time only: the wait for the last acks after it
+    // is idle for the tool and would water its share down.
+    let sending_ends = clickers.sending_ends;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(sending_ends).await;
+        cpu.read()
+    });
     // The script starts with the bystanders, and clicks until they stop.
     let script = attack.as_ref().map(|attack| {
         tokio::spawn(script_loop(
@@ -195,6 +207,7 @@ pub async fn flood_with(
     } = clickers
         .collect_acks(base, &target.progress.bar(planned as u64, "clicking"))
         .await;
+    let cpu = cpu.await?;
     // Across several nodes an ack carries its own node's view, which may
     // not count other nodes' latest clicks yet: the total everyone must
     // reach is at least the start plus every acknowledged click.
@@ -257,6 +270,7 @@ pub async fn flood_with(
         converged,
         final_total,
         messages_received: messages + observer_frames,
+        cpu,
         attack: attack_report,
     })
 }

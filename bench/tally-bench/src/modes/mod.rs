@@ -1,20 +1,27 @@
 //! The workloads. Each takes a [`Target`](super::Target) and returns a
 //! serialisable report: one JSON line for scripts.
 
+mod capacity;
 mod chat;
+mod crowd;
 mod fanout;
 mod flood;
+mod health;
 mod idle;
-mod ramp;
+mod reading;
 mod scale;
+mod shard;
 mod soak;
 
+pub use capacity::{CapacityReport, CapacitySettings, Rung, capacity};
 pub use chat::{ChatReport, chat};
+pub use crowd::{CrowdReport, CrowdSettings, CrowdStep, Shards, crowd};
 pub use fanout::{FanoutReport, Stalled, fanout, fanout_with};
 pub use flood::{Attack, AttackReport, FloodReport, flood, flood_with};
+pub use health::HealthReport;
 pub use idle::{IdleReport, idle};
-pub use ramp::{RampReport, RampSettings, ramp};
 pub use scale::{ScaleReport, ScaleSettings, scale};
+pub use shard::{instant_of, shard};
 pub use soak::{SoakReport, soak};
 
 use std::time::{Duration, Instant};

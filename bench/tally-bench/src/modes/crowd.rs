@@ -1,0 +1,601 @@
+//! `crowd`: `scale` for more connections than one process may hold. The
+//! load is split over several shard processes ([`super::shard`]), each
+//! under the 20,000-descriptor limit of this machine, spread over the
+//! nodes' URLs and the loopback source addresses; this process steers them
+//! step by step and merges what they saw. At each step: the connections
+//! held, the servers' memory summed after connecting and after traffic,
+//! clicks that must reach every connection, a flood from some of them with
+//! every connection ending on the exact total, and every node's `/healthz`
+//! latency throughout.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
+
+use super::health::{Health, HealthReport, Phase};
+use super::shard::{Answer, Order, instant_of, shard};
+use crate::client::{Client, Incoming};
+use crate::cpu::{CpuClock, SATURATED, own_cores};
+use crate::report::{Latency, add_buckets, histogram, summarize};
+use crate::{BenchError, SETTLE, Target, greeting, micros_since, rss_kib};
+
+/// How long a shard may take over one order before the run is given up: it
+/// covers connecting a shard's whole share at a slow connect rate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How to run the crowd.
+#[derive(Debug, Clone)]
+pub struct CrowdSettings {
+    /// Shard processes; each holds an even share of every step.
+    pub processes: usize,
+    /// Connections held at each step, rising, over all shards.
+    pub steps: Vec<usize>,
+    /// Clicks, `click_every` apart, that must each reach every connection.
+    pub clicks: u64,
+    pub click_every: Duration,
+    /// Held connections that click in each step's flood, over all shards…
+    pub flood_clients: usize,
+    /// …at this rate, all together…
+    pub flood_rate: f64,
+    /// …for this long.
+    pub flood_duration: Duration,
+    /// How often each node's `/healthz` is asked.
+    pub health_every: Duration,
+}
+
+/// Where the shards run.
+#[derive(Debug, Clone)]
+pub enum Shards {
+    /// Each in a process of its own: this executable, run with the hidden
+    /// `shard` subcommand.
+    Processes(PathBuf),
+    /// Each as a task of this process (for tests: the same orders and
+    /// answers, without the descriptor limit's reason to split).
+    Tasks,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CrowdReport {
+    pub mode: &'static str,
+    pub processes: usize,
+    pub nodes: usize,
+    pub steps: Vec<CrowdStep>,
+    /// Why the run ended before its last step, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+/// One step: `connections` held over all shards.
+#[derive(Debug, Serialize)]
+pub struct CrowdStep {
+    pub connections: usize,
+    /// The most connections one shard process held.
+    pub most_per_process: usize,
+    /// Of the connections this step opened.
+    pub connect_rate_per_s: f64,
+    pub handshake: Latency,
+    /// The sum of the servers' RSS once the step's connections are open.
+    pub servers_rss_kib: Option<u64>,
+    /// Each server's RSS then, in `--server-pid` order.
+    pub rss_kib_by_node: Vec<Option<u64>>,
+    /// The sum again after the step's clicks and flood, when every
+    /// connection has been written to (per-connection queues grow on first
+    /// use and keep what they grew).
+    pub servers_rss_after_traffic_kib: Option<u64>,
+    pub rss_after_traffic_kib_by_node: Vec<Option<u64>>,
+    /// A click sent → each held connection first sees its total or more.
+    pub click_to_all: Latency,
+    /// (click, connection) pairs never seen.
+    pub click_missed: u64,
+    /// Connections that did not end on the last click's total.
+    pub click_short: usize,
+    pub flood: CrowdFlood,
+    /// `GET /healthz` on each node through the whole step, in `--url`
+    /// order.
+    pub health: Vec<HealthReport>,
+    /// The tool's CPU (this process and its shards) over the step, in
+    /// cores, and whether that was above 90% of the cores it may use: then
+    /// the step's latencies are the tool's as much as the servers'.
+    pub tool_cpu_cores: f64,
+    pub tool_saturated: bool,
+}
+
+/// A flood from some of the held connections while all the others listen.
+#[derive(Debug, Serialize)]
+pub struct CrowdFlood {
+    pub clients: usize,
+    pub target_rate_per_s: f64,
+    /// Acknowledged clicks per second over the flood's time.
+    pub achieved_rate_per_s: f64,
+    pub clicks: u64,
+    pub unacked: u64,
+    pub ack: Latency,
+    /// Click sent → each listening connection first sees a total at least
+    /// that click's.
+    pub visible_to_all: Latency,
+    /// (click, listener) pairs never seen.
+    pub missed: u64,
+    /// Every connection, clickers and listeners, ended on the final total,
+    /// which is exactly the start total plus the acknowledged clicks, and
+    /// nothing was left unacknowledged.
+    pub converged: bool,
+}
+
+/// One shard and the pipe to it.
+struct Link {
+    orders: Box<dyn AsyncWrite + Unpin + Send>,
+    answers: Lines<BufReader<Box<dyn AsyncRead + Unpin + Send>>>,
+    process: Option<tokio::process::Child>,
+    task: Option<tokio::task::JoinHandle<Result<(), BenchError>>>,
+}
+
+impl Link {
+    async fn send(&mut self, order: &Order) -> Result<(), BenchError> {
+        let mut line = serde_json::to_string(order).expect("orders serialise");
+        line.push('\n');
+        self.orders
+            .write_all(line.as_bytes())
+            .await
+            .map_err(BenchError::Runtime)?;
+        self.orders.flush().await.map_err(BenchError::Runtime)
+    }
+
+    async fn answer(&mut self) -> Result<Answer, BenchError> {
+        let line = tokio::time::timeout(ORDER_TIMEOUT, self.answers.next_line())
+            .await
+            .map_err(|_| BenchError::Shard("no answer in time".into()))?
+            .map_err(BenchError::Runtime)?
+            .ok_or_else(|| BenchError::Shard("it exited".into()))?;
+        match serde_json::from_str(&line) {
+            Ok(Answer::Failed { error }) => Err(BenchError::Shard(error)),
+            Ok(answer) => Ok(answer),
+            Err(err) => Err(BenchError::Shard(format!("a bad answer ({err}): {line}"))),
+        }
+    }
+}
+
+/// The shards of a crowd.
+struct Crowd {
+    links: Vec<Link>,
+}
+
+impl Crowd {
+    /// Starts `settings.processes` shards; shard `k` gets the node URLs
+    /// rotated by `k`, so that its first connections, and the flood's, are
+    /// spread over the nodes.
+    async fn start(
+        target: &Target,
+        processes: usize,
+        epoch_us: u64,
+        shards: &Shards,
+    ) -> Result<Self, BenchError> {
+        let mut links = Vec::with_capacity(processes);
+        for k in 0..processes {
+            let mut own = target.clone();
+            own.urls.rotate_left(k % target.urls.len().max(1));
+            own.connect_rate = target.connect_rate / processes as f64;
+            own.server_pids.clear();
+            links.push(match shards {
+                Shards::Tasks => {
+                    let (ours, theirs) = tokio::io::duplex(1 << 20);
+                    let (their_read, their_write) = tokio::io::split(theirs);
+                    let (our_read, our_write) = tokio::io::split(ours);
+                    let task = tokio::spawn(async move {
+                        let start = instant_of(epoch_us);
+                        shard(&own, start, BufReader::new(their_read), their_write).await
+                    });
+                    let answers: Box<dyn AsyncRead + Unpin + Send> = Box::new(our_read);
+                    Link {
+                        orders: Box::new(our_write),
+                        answers: BufReader::new(answers).lines(),
+                        process: None,
+                        task: Some(task),
+                    }
+                }
+                Shards::Processes(exe) => {
+                    let mut command = tokio::process::Command::new(exe);
+                    command
+                        .arg("--quiet")
+                        .arg("--url")
+                        .arg(own.urls.join(","))
+                        .arg("--connect-rate")
+                        .arg(own.connect_rate.to_string())
+                        .arg("--source-addrs")
+                        .arg(own.sources.len().to_string())
+                        .arg("shard")
+                        .arg("--epoch-us")
+                        .arg(epoch_us.to_string())
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::inherit())
+                        .kill_on_drop(true);
+                    let mut child = command.spawn().map_err(BenchError::Runtime)?;
+                    let stdin = child.stdin.take().expect("piped");
+                    let stdout = child.stdout.take().expect("piped");
+                    let answers: Box<dyn AsyncRead + Unpin + Send> = Box::new(stdout);
+                    Link {
+                        orders: Box::new(stdin),
+                        answers: BufReader::new(answers).lines(),
+                        process: Some(child),
+                        task: None,
+                    }
+                }
+            });
+        }
+        Ok(Crowd { links })
+    }
+
+    /// The shard processes' pids (none when they are tasks).
+    fn pids(&self) -> Vec<u32> {
+        self.links
+            .iter()
+            .filter_map(|link| link.process.as_ref().and_then(|child| child.id()))
+            .collect()
+    }
+
+    /// Gives shard `k` the order `order(k)`, all at once, and collects the
+    /// answers in shard order.
+    async fn order(&mut self, order: impl Fn(usize) -> Order) -> Result<Vec<Answer>, BenchError> {
+        for (k, link) in self.links.iter_mut().enumerate() {
+            link.send(&order(k)).await?;
+        }
+        let mut answers = Vec::with_capacity(self.links.len());
+        for link in &mut self.links {
+            answers.push(link.answer().await?);
+        }
+        Ok(answers)
+    }
+
+    async fn quit(self) {
+        for mut link in self.links {
+            link.send(&Order::Quit).await.ok();
+            if let Some(mut child) = link.process {
+                // A shard closes its connections and exits; one that hangs
+                // is killed rather than left behind.
+                if tokio::time::timeout(SETTLE, child.wait()).await.is_err() {
+                    child.kill().await.ok();
+                }
+            }
+            if let Some(task) = link.task {
+                task.await.ok();
+            }
+        }
+    }
+}
+
+/// Shard `k`'s part of `total` split over `n`.
+fn share(total: usize, k: usize, n: usize) -> usize {
+    total / n + usize::from(k < total % n)
+}
+
+/// Microseconds since the Unix epoch, now.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// This process's CPU and its shard processes', in cores.
+struct ToolClock {
+    clock: CpuClock,
+}
+
+impl ToolClock {
+    fn start(shards: &[u32]) -> Self {
+        ToolClock {
+            clock: CpuClock::start(shards),
+        }
+    }
+
+    fn read(&self) -> (f64, bool) {
+        let share = self.clock.read();
+        let cores = share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0);
+        (cores, cores > SATURATED * own_cores() as f64)
+    }
+}
+
+/// Runs the crowd's steps. A step that fails ends the run; the report keeps
+/// the steps before it and says why.
+pub async fn crowd(
+    target: &Target,
+    settings: &CrowdSettings,
+    shards: &Shards,
+) -> Result<CrowdReport, BenchError> {
+    let processes = settings.processes.max(1);
+    let epoch_us = unix_micros();
+    let start = instant_of(epoch_us);
+    let mut crowd = Crowd::start(target, processes, epoch_us, shards).await?;
+    let mut clicker = Client::dial(target.home(), &target.guest(0)).await?;
+    let mut total = greeting(&mut clicker, target.home()).await?;
+    let mut steps = Vec::new();
+    let mut stopped = None;
+    let mut held = 0;
+    for &connections in &settings.steps {
+        let step = Step {
+            target,
+            settings,
+            processes,
+            start,
+        };
+        match step
+            .run(&mut crowd, &mut clicker, &mut total, held, connections)
+            .await
+        {
+            Ok(report) => {
+                held = report.connections;
+                steps.push(report);
+            }
+            Err(err) => {
+                stopped = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    clicker.close().await;
+    crowd.quit().await;
+    Ok(CrowdReport {
+        mode: "crowd",
+        processes,
+        nodes: target.urls.len(),
+        steps,
+        stopped,
+    })
+}
+
+struct Step<'a> {
+    target: &'a Target,
+    settings: &'a CrowdSettings,
+    processes: usize,
+    start: Instant,
+}
+
+impl Step<'_> {
+    async fn run(
+        &self,
+        crowd: &mut Crowd,
+        clicker: &mut Client,
+        total: &mut u64,
+        held: usize,
+        connections: usize,
+    ) -> Result<CrowdStep, BenchError> {
+        let n = self.processes;
+        let health = self
+            .target
+            .urls
+            .iter()
+            .map(|url| Health::spawn(url, self.settings.health_every))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tool = ToolClock::start(&crowd.pids());
+
+        let started = Instant::now();
+        let answers = crowd
+            .order(|k| Order::Connect {
+                upto: share(connections, k, n),
+            })
+            .await?;
+        let connect_secs = started.elapsed().as_secs_f64();
+        let mut handshake = histogram();
+        let mut now_held = 0;
+        let mut most_per_process = 0;
+        for answer in answers {
+            let Answer::Connected { held, handshakes } = answer else {
+                return Err(BenchError::Shard("answered Connect out of turn".into()));
+            };
+            add_buckets(&mut handshake, &handshakes);
+            now_held += held;
+            most_per_process = most_per_process.max(held);
+        }
+        let rss_kib_by_node = self.rss();
+
+        for probe in &health {
+            probe.enter(Phase::Clicking);
+        }
+        let (click_to_all, click_missed, click_short) =
+            self.click_to_all(crowd, clicker, total).await?;
+        for probe in &health {
+            probe.enter(Phase::Flooding);
+        }
+        let flood = self.flood(crowd, total).await?;
+        let rss_after_traffic_kib_by_node = self.rss();
+        let (tool_cpu_cores, tool_saturated) = tool.read();
+        let mut healths = Vec::with_capacity(health.len());
+        for probe in health {
+            healths.push(probe.finish().await?);
+        }
+        Ok(CrowdStep {
+            connections: now_held,
+            most_per_process,
+            connect_rate_per_s: connections.saturating_sub(held) as f64 / connect_secs.max(1e-9),
+            handshake: summarize(&handshake),
+            servers_rss_kib: sum(&rss_kib_by_node),
+            rss_kib_by_node,
+            servers_rss_after_traffic_kib: sum(&rss_after_traffic_kib_by_node),
+            rss_after_traffic_kib_by_node,
+            click_to_all,
+            click_missed,
+            click_short,
+            flood,
+            health: healths,
+            tool_cpu_cores,
+            tool_saturated,
+        })
+    }
+
+    fn rss(&self) -> Vec<Option<u64>> {
+        self.target
+            .server_pids
+            .iter()
+            .map(|&pid| rss_kib(pid))
+            .collect()
+    }
+
+    /// `clicks` clicks from the clicker, each awaited; every held connection
+    /// must see each one.
+    async fn click_to_all(
+        &self,
+        crowd: &mut Crowd,
+        clicker: &mut Client,
+        total: &mut u64,
+    ) -> Result<(Latency, u64, usize), BenchError> {
+        let mut sent = Vec::new();
+        let mut pace = tokio::time::interval(self.settings.click_every);
+        for _ in 0..self.settings.clicks {
+            pace.tick().await;
+            let at = micros_since(self.start);
+            let id = clicker.click().await?;
+            let acked = async {
+                loop {
+                    if let Incoming::Ack { id: acked, total } = clicker.recv().await?
+                        && acked == id
+                    {
+                        return Ok::<_, BenchError>(total);
+                    }
+                }
+            };
+            let clicked = tokio::time::timeout(SETTLE, acked)
+                .await
+                .map_err(|_| BenchError::Unacked { acked: 0, sent: 1 })??;
+            sent.push((clicked, at));
+            *total = (*total).max(clicked);
+        }
+        let until = *total;
+        let answers = crowd
+            .order(|_| Order::Expect {
+                sent: sent.clone(),
+                until,
+            })
+            .await?;
+        let mut latency = histogram();
+        let (mut missed, mut short) = (0, 0);
+        for answer in answers {
+            let Answer::Saw {
+                latency: seen,
+                missed: m,
+                short: s,
+                ..
+            } = answer
+            else {
+                return Err(BenchError::Shard("answered Expect out of turn".into()));
+            };
+            add_buckets(&mut latency, &seen);
+            missed += m;
+            short += s;
+        }
+        Ok((summarize(&latency), missed, short))
+    }
+
+    /// The flood: shard `k` clicks with its share of `flood_clients` at its
+    /// share of the rate; then every shard learns every click and the final
+    /// total, and says what its connections saw.
+    async fn flood(&self, crowd: &mut Crowd, total: &mut u64) -> Result<CrowdFlood, BenchError> {
+        let settings = self.settings;
+        let n = self.processes;
+        let base = *total;
+        let planned = (settings.flood_rate * settings.flood_duration.as_secs_f64()).ceil() as usize;
+        let capacity = planned + settings.flood_clients;
+        let flood_started = Instant::now();
+        let answers = crowd
+            .order(|k| {
+                let clients = share(settings.flood_clients, k, n);
+                Order::Flood {
+                    clients,
+                    rate: settings.flood_rate * clients as f64 / settings.flood_clients as f64,
+                    duration_ms: u64::try_from(settings.flood_duration.as_millis())
+                        .unwrap_or(u64::MAX),
+                    base,
+                    capacity,
+                }
+            })
+            .await?;
+        let mut acked = 0;
+        let mut final_total = base;
+        let mut sent = Vec::new();
+        for answer in answers {
+            let Answer::Clicked {
+                acked: a,
+                max_total,
+                sent: s,
+            } = answer
+            else {
+                return Err(BenchError::Shard("answered Flood out of turn".into()));
+            };
+            acked += a;
+            final_total = final_total.max(max_total);
+            sent.extend(s);
+        }
+        let clicking_secs = flood_started.elapsed().as_secs_f64();
+        // Across several nodes an ack carries its own node's view: the
+        // total everyone must reach is at least the start plus every ack.
+        final_total = final_total.max(base + acked);
+        sent.sort_unstable();
+        let answers = crowd
+            .order(|_| Order::Expect {
+                sent: sent.clone(),
+                until: final_total,
+            })
+            .await?;
+        *total = final_total;
+        let mut visible = histogram();
+        let mut ack = histogram();
+        let (mut missed, mut short, mut unacked) = (0, 0, 0);
+        for answer in answers {
+            let Answer::Saw {
+                latency,
+                missed: m,
+                short: s,
+                flood,
+            } = answer
+            else {
+                return Err(BenchError::Shard("answered Expect out of turn".into()));
+            };
+            add_buckets(&mut visible, &latency);
+            missed += m;
+            short += s;
+            if let Some(flood) = flood {
+                add_buckets(&mut ack, &flood.ack);
+                unacked += flood.unacked;
+            }
+        }
+        Ok(CrowdFlood {
+            clients: settings.flood_clients,
+            target_rate_per_s: settings.flood_rate,
+            achieved_rate_per_s: acked as f64
+                / settings
+                    .flood_duration
+                    .as_secs_f64()
+                    .max(clicking_secs - 0.5),
+            clicks: acked,
+            unacked,
+            ack: summarize(&ack),
+            visible_to_all: summarize(&visible),
+            missed,
+            converged: short == 0 && unacked == 0 && final_total == base + acked,
+        })
+    }
+}
+
+/// The sum of the figures, if every one is known.
+fn sum(values: &[Option<u64>]) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.iter().copied().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_and_differ_by_at_most_one() {
+        for (total, n) in [(100_000, 6), (7, 3), (2, 5), (0, 4)] {
+            let shares: Vec<usize> = (0..n).map(|k| share(total, k, n)).collect();
+            assert_eq!(shares.iter().sum::<usize>(), total, "{shares:?}");
+            let (min, max) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(max - min <= 1, "{shares:?}");
+        }
+    }
+}
