@@ -17,7 +17,8 @@
 # FLOOD_RATE (1000), FLOOD_DURATION (10s), CLICKS (5), CONNECT_RATE (3000
 # per second), SOURCES (8 loopback source addresses), FLUSH (100ms, the
 # nodes' --flush-interval), OUT (docs), QUICK=1 for a seconds-long smoke run
-# (2 nodes, 3 processes, a few hundred connections).
+# (2 nodes, 3 processes, a few hundred connections), LOGS (a directory that
+# keeps the nodes' logs; by default they go with the scratch directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,7 @@ work=$(mktemp -d)
 database=tally_crowd_bench
 pids=()
 cleanup() {
+  [[ -z "${LOGS:-}" ]] || { mkdir -p "$LOGS" && cp "$work"/*.log "$LOGS/" 2>/dev/null || true; }
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$PG/test" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true

@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# Runs the same workloads against tally (coalesced broadcasts, the default),
-# tally with --broadcast-interval 0, and the Node socket.io reference server
-# twice (throttled to one broadcast per 10 ms window like tally's default, the
-# fair peer; and broadcasting after every click, the design's baseline),
-# one server at a time on this machine, and writes docs/benchmarks.md and
-# docs/ramp.svg. Loads go to 127.0.0.1 only. Takes about 10 minutes per
-# round.
+# Runs the same workloads against tally (limits off, coalesced broadcasts, the
+# default) and the Node socket.io reference server twice (throttled to one
+# broadcast per 10 ms window like tally's default, the fair peer; and
+# broadcasting after every click, the design's baseline), one server at a
+# time on this machine, and writes docs/benchmarks.md, docs/ramp.svg and
+# docs/scale.svg from the raw lines of this one invocation (kept in
+# bench/results.jsonl). Loads go to 127.0.0.1 only. Takes about 35 minutes.
+#
+# Workloads: the capacity ladder (`ramp`: three runs at each rate of
+# RATES, judged by their median), idle memory, fanout, flood, chat and, for
+# tally only, a big flood and many connections (scale). IDLE, CHAT and FANOUT
+# run ROUNDS times (3), the servers taking turns within each round, so a
+# slow spell of the machine does not land on one server only.
 #
 # Knobs (environment): IDLE_N (10000), FANOUT_N (1000), FLOOD_N (1000),
-# FLOOD_RATE (3000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000),
-# RAMP_START (100), RAMP_FACTOR (1.6), STEP (3s), DURATION (10s), CHAT_N
-# (1000), CHAT_RATE (50), SCALE_STEPS (5000,10000,19000, or less when the
-# open-file limit is lower), ROUNDS (1; see below), OUT (docs), QUICK=1 for a
-# seconds-long smoke run with tiny numbers, COOLDOWN (10s; 0 with QUICK)
-# between workloads, SERVER_CPUS / TOOL_CPUS (see below).
+# FLOOD_RATE (3000), BIG_N (10000), BIG_RATE (10000), RAMP_N (1000), RATES
+# (the ladder, 100 to 40,000 clicks/s), RUNS (3 per rate), STEP (3s),
+# DURATION (10s), CHAT_N (1000), CHAT_RATE (50), SCALE_STEPS
+# (5000,10000,19000, or less when the open-file limit is lower), ROUNDS (3),
+# OUT (docs), QUICK=1 for a seconds-long smoke run with tiny numbers,
+# COOLDOWN (5s; 0 with QUICK) between workloads, SERVER_CPUS / TOOL_CPUS (see
+# below), SERVERS and WORKLOADS (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-}" == 1 ]]; then
   : "${COOLDOWN:=0}"
-  : "${SCALE_STEPS:=20,40}" "${SCALE_FLOOD_N:=10}" "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${CHAT_N:=20}" "${CHAT_RATE:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RAMP_START:=50}" "${RAMP_MAX:=400}" "${RUNS:=2}"
+  : "${SCALE_STEPS:=20,40}" "${SCALE_FLOOD_N:=10}" "${IDLE_N:=50}" "${FANOUT_N:=20}" "${FLOOD_N:=20}" "${FLOOD_RATE:=200}" "${BIG_N:=50}" "${BIG_RATE:=200}" "${RAMP_N:=20}" "${CHAT_N:=20}" "${CHAT_RATE:=20}" "${STEP:=500ms}" "${DURATION:=1s}" "${RATES:=50,100,200,400}" "${RUNS:=2}" "${ROUNDS:=2}"
 fi
-: "${CHAT_N:=1000}" "${CHAT_RATE:=50}" "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=3000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=3s}" "${DURATION:=10s}" "${RAMP_START:=100}" "${RAMP_FACTOR:=1.6}" "${RAMP_MAX:=200000}"
+: "${CHAT_N:=1000}" "${CHAT_RATE:=50}" "${IDLE_N:=10000}" "${FANOUT_N:=1000}" "${FLOOD_N:=1000}" "${FLOOD_RATE:=3000}" "${BIG_N:=10000}" "${BIG_RATE:=10000}" "${RAMP_N:=1000}" "${STEP:=3s}" "${DURATION:=10s}" "${RUNS:=3}" "${ROUNDS:=3}"
+# The ladder's rates include 3,000 and 10,000 clicks/s, which the comparison
+# reads its p99 figures from.
+: "${RATES:=100,200,500,1000,2000,3000,5000,7000,10000,14000,20000,28000,40000}"
 OUT=${OUT:-docs}
 mkdir -p "$OUT"
 # Time for the machine to settle between workloads, so one server's load
 # (and the last one's exit) does not spill into the next measurement.
-: "${COOLDOWN:=10}"
+: "${COOLDOWN:=5}"
 
 # The server and the load tool get separate cores, so the comparison
 # measures the servers and not their fight with the load generator over the
@@ -41,13 +51,14 @@ fi
 : "${SERVER_CPUS:=}" "${TOOL_CPUS:=}"
 # Runs "$@" on the CPUs in $1 (all of them when $1 is empty).
 pinned() { local cpus=$1; shift; if [[ -n "$cpus" ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
-# Only SERVERS (a space-separated subset of "tally tally-interval-0
-# node-throttled node") and
-# WORKLOADS (of "idle fanout flood big ramp chat scale") are run when set; results of the
-# others are taken from the previous run's raw lines in $RAW (with docs/ as
-# $OUT: bench/results.jsonl, committed with the report), so one noisy workload
-# can be rerun alone.
-: "${SERVERS:=tally tally-interval-0 node-throttled node}" "${WORKLOADS:=idle fanout flood big ramp chat scale}"
+# Only SERVERS (a space-separated subset of "tally node-throttled node") and
+# WORKLOADS (of "ramp idle fanout flood chat big scale") are run when set:
+# the report then has only those, since it is made from one invocation's
+# lines and never merges them with an earlier run's. REPEATED workloads run
+# in every round; the others in the first only; TALLY_ONLY ones for tally
+# only.
+: "${SERVERS:=tally node-throttled node}" "${WORKLOADS:=ramp idle fanout flood chat big scale}"
+: "${REPEATED:=idle fanout chat}" "${TALLY_ONLY:=big scale}"
 
 # One descriptor per connection, on both ends of 10,000 connections.
 ulimit -n "$(ulimit -Hn)"
@@ -67,8 +78,8 @@ step "build"
 cargo build --release --locked --workspace --bins >&2
 (cd bench/node && { [[ node_modules/.package-lock.json -nt package-lock.json ]] || npm ci --no-audit --no-fund >&2; })
 
-# Each raw line records the commit it measured, since a partial rerun
-# merges lines from different commits into one report.
+# Each raw line records the commit it measured; the report refuses lines of
+# more than one commit or machine.
 commit=$(git rev-parse --short HEAD)
 [[ -z "$(git status --porcelain -- src bench/tally-bench Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
 # What measured, recorded in every raw line: a report regenerated elsewhere
@@ -107,17 +118,17 @@ bench() { pinned "$TOOL_CPUS" timeout "${WORKLOAD_TIMEOUT:-420}" target/release/
 
 run_workload() {
   case $1 in
-    idle) bench idle --connections "$IDLE_N" --hold 5s --server-pid "$server_pid" ;;
+    idle) bench --server-pid "$server_pid" idle --connections "$IDLE_N" --hold 5s ;;
     fanout) bench fanout --connections "$FANOUT_N" --rate 50 --duration "$DURATION" ;;
     flood) bench flood --connections "$FLOOD_N" --rate "$FLOOD_RATE" --duration "$DURATION" ;;
     big) bench flood --connections "$BIG_N" --rate "$BIG_RATE" --duration "$DURATION" ;;
     # The capacity ladder (kept under the workload name `ramp`, which the
     # raw lines of earlier runs use): three runs per rate judged by their
     # median, on past one failed rate, stopping after two in a row.
-    ramp) bench capacity --connections "$RAMP_N" --start-rate "$RAMP_START" --factor "$RAMP_FACTOR" --max-rate "$RAMP_MAX" --step "$STEP" --bound 100ms --runs "${RUNS:-3}" --server-pid "$server_pid" ;;
+    ramp) bench --server-pid "$server_pid" capacity --connections "$RAMP_N" --rates "$RATES" --step "$STEP" --bound 100ms --runs "$RUNS" ;;
     chat) bench chat --connections "$CHAT_N" --rate "$CHAT_RATE" --duration "$DURATION" ;;
     # Four source addresses, so the tool's ephemeral ports never run short.
-    scale) bench --source-addrs 4 scale --steps "$SCALE_STEPS" --flood-clients "$SCALE_FLOOD_N" --flood-rate 1000 --flood-duration "$DURATION" --server-pid "$server_pid" ;;
+    scale) bench --source-addrs 4 --server-pid "$server_pid" scale --steps "$SCALE_STEPS" --flood-clients "$SCALE_FLOOD_N" --flood-rate 1000 --flood-duration "$DURATION" ;;
   esac
 }
 
@@ -131,6 +142,8 @@ run_all() {
   local name=$1; shift
   [[ " $SERVERS " == *" $name "* ]] || return 0
   for workload in $WORKLOADS; do
+    (( round == 1 )) || [[ " $REPEATED " == *" $workload "* ]] || continue
+    [[ $name == tally ]] || [[ " $TALLY_ONLY " != *" $workload "* ]] || continue
     local db; db=$(mktemp -d)
     step "$name: $workload"
     sleep "$COOLDOWN"
@@ -170,43 +183,26 @@ export -f node_server
 # and chats far faster than a person: tally's rate limits and connection
 # caps are switched off for it (they would refuse the load, not measure it).
 NO_LIMITS=(--click-limit 0 --message-limit 0 --typing-limit 0 --join-limit 0 --refresh-limit 0 --new-name-limit 0 --new-conversation-limit 0 --max-connections-per-ip 0)
-# ROUNDS runs every server's workloads that many times, the servers taking
-# turns within each round, so that a slow spell of this machine does not
-# land on one server only; the report gives the median and the range.
-: "${ROUNDS:=1}"
 for round in $(seq "$ROUNDS"); do
   (( ROUNDS == 1 )) || step "round $round of $ROUNDS"
   run_all tally target/release/tally serve --addr 127.0.0.1:0 "${NO_LIMITS[@]}"
-  run_all tally-interval-0 target/release/tally serve --addr 127.0.0.1:0 --broadcast-interval 0 "${NO_LIMITS[@]}"
   run_all node-throttled env THROTTLE_MS=10 bash -c 'node_server "$@"' node_server
   run_all node bash -c 'node_server "$@"' node_server
 done
 
 step "report"
-# New lines replace the previous run's lines for the same server and workload.
 touch "$results/new.jsonl"
-if [[ -f "$RAW" ]]; then
-  node -e '
-    const fs = require("fs");
-    const [prev, fresh] = process.argv.slice(1).map((f) => fs.readFileSync(f, "utf8").split("\n").filter(Boolean));
-    const key = (l) => { const r = JSON.parse(l); return r.server + "/" + r.workload; };
-    const have = new Set(fresh.map(key));
-    console.log([...prev.filter((l) => !have.has(key(l))), ...fresh].join("\n"));
-  ' "$RAW" "$results/new.jsonl" >"$results/all.jsonl"
-else
-  cp "$results/new.jsonl" "$results/all.jsonl"
-fi
 # The report is written first, to a scratch directory: if it fails, the raw
 # lines and the report in $OUT stay as they were, in step with each other,
 # and this run's lines are kept beside them, so a fixed report can take
-# them without measuring again.
+# them without measuring again (node bench/report.mjs LINES OUTDIR).
 mkdir -p "$results/report"
-if ! node bench/report.mjs "$results/all.jsonl" "$results/report"; then
+if ! node bench/report.mjs "$results/new.jsonl" "$results/report"; then
   cp "$results/new.jsonl" "$RAW.failed-report"
   echo "the report failed; this run's raw lines are in $RAW.failed-report" >&2
   exit 1
 fi
 cp "$results/report/benchmarks.md" "$results/report/ramp.svg" "$OUT/"
 [[ ! -f "$results/report/scale.svg" ]] || cp "$results/report/scale.svg" "$OUT/"
-cp "$results/all.jsonl" "$RAW"
+cp "$results/new.jsonl" "$RAW"
 echo "wrote $OUT/benchmarks.md, $OUT/ramp.svg and $RAW" >&2

@@ -308,8 +308,7 @@ pub async fn crowd(
     let epoch_us = unix_micros();
     let start = instant_of(epoch_us);
     let mut crowd = Crowd::start(target, processes, epoch_us, shards).await?;
-    let mut clicker = Client::dial(target.home(), &target.guest(0)).await?;
-    let mut total = greeting(&mut clicker, target.home()).await?;
+    let mut total = 0;
     let mut steps = Vec::new();
     let mut stopped = None;
     let mut held = 0;
@@ -320,10 +319,7 @@ pub async fn crowd(
             processes,
             start,
         };
-        match step
-            .run(&mut crowd, &mut clicker, &mut total, held, connections)
-            .await
-        {
+        match step.run(&mut crowd, &mut total, held, connections).await {
             Ok(report) => {
                 held = report.connections;
                 steps.push(report);
@@ -334,7 +330,6 @@ pub async fn crowd(
             }
         }
     }
-    clicker.close().await;
     crowd.quit().await;
     Ok(CrowdReport {
         mode: "crowd",
@@ -356,7 +351,6 @@ impl Step<'_> {
     async fn run(
         &self,
         crowd: &mut Crowd,
-        clicker: &mut Client,
         total: &mut u64,
         held: usize,
         connections: usize,
@@ -393,8 +387,14 @@ impl Step<'_> {
         for probe in &health {
             probe.enter(Phase::Clicking);
         }
-        let (click_to_all, click_missed, click_short) =
-            self.click_to_all(crowd, clicker, total).await?;
+        // The clicker connects afresh for each step's clicks: one held
+        // across steps would sit unread while 50,000 others connect, long
+        // enough to miss engine.io's ping and be cut off by its node.
+        let mut clicker = Client::dial(self.target.home(), &self.target.guest(0)).await?;
+        *total = (*total).max(greeting(&mut clicker, self.target.home()).await?);
+        let clicked = self.click_to_all(crowd, &mut clicker, total).await;
+        clicker.close().await;
+        let (click_to_all, click_missed, click_short) = clicked?;
         for probe in &health {
             probe.enter(Phase::Flooding);
         }
