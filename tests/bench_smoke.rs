@@ -415,9 +415,9 @@ async fn a_crowd_split_over_shards_acts_as_one_load() {
     for step in &crowd.steps {
         assert_eq!(step.most_per_process, step.connections.div_ceil(3));
         assert_eq!(
-            (step.click_missed, step.click_short),
-            (0, 0),
-            "every click reached every connection of every shard: {step:?}"
+            (step.click_missed, step.click_short, step.closed),
+            (0, 0, 0),
+            "every click reached every connection of every shard, none cut off: {step:?}"
         );
         assert_eq!(step.click_to_all.samples, 2 * step.connections as u64);
         let flood = &step.flood;

@@ -76,18 +76,23 @@ impl SendTimes {
 /// Totals only grow, so the list is sorted and small totals that arrive late
 /// (messages may overtake each other) are ignored, as the contract asks.
 #[derive(Debug, Default)]
-pub struct Seen(Vec<(u64, u64)>);
+pub struct Seen {
+    sightings: Vec<(u64, u64)>,
+    /// The connection was found closed while reading: a connection that
+    /// missed totals because it was cut off, not because they were late.
+    pub closed: bool,
+}
 
 impl Seen {
     pub fn note(&mut self, total: u64, at: u64) {
         if total > self.max() {
-            self.0.push((total, at));
+            self.sightings.push((total, at));
         }
     }
 
     /// The largest total seen (0 before any).
     pub fn max(&self) -> u64 {
-        self.0.last().map_or(0, |&(t, _)| t)
+        self.sightings.last().map_or(0, |&(t, _)| t)
     }
 
     /// Records, for every acknowledged click, the delay until this client
@@ -97,10 +102,10 @@ impl Seen {
         let mut i = 0;
         let mut missed = 0;
         for (total, sent_at) in sent.iter() {
-            while i < self.0.len() && self.0[i].0 < total {
+            while i < self.sightings.len() && self.sightings[i].0 < total {
                 i += 1;
             }
-            match self.0.get(i) {
+            match self.sightings.get(i) {
                 Some(&(_, seen_at)) => record(h, seen_at.saturating_sub(sent_at)),
                 None => missed += 1,
             }

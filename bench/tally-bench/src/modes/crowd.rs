@@ -92,6 +92,10 @@ pub struct CrowdStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
+    /// Held connections found closed by the end of the step (cut off by a
+    /// node or the network rather than merely late), counted in the shorts
+    /// and misses too.
+    pub closed: usize,
     pub flood: CrowdFlood,
     /// `GET /healthz` on each node through the whole step, in `--url`
     /// order.
@@ -394,11 +398,11 @@ impl Step<'_> {
         *total = (*total).max(greeting(&mut clicker, self.target.home()).await?);
         let clicked = self.click_to_all(crowd, &mut clicker, total).await;
         clicker.close().await;
-        let (click_to_all, click_missed, click_short) = clicked?;
+        let clicked = clicked?;
         for probe in &health {
             probe.enter(Phase::Flooding);
         }
-        let flood = self.flood(crowd, total).await?;
+        let (flood, closed_after_flood) = self.flood(crowd, total).await?;
         let rss_after_traffic_kib_by_node = self.rss();
         let (tool_cpu_cores, tool_saturated) = tool.read();
         let mut healths = Vec::with_capacity(health.len());
@@ -414,9 +418,12 @@ impl Step<'_> {
             rss_kib_by_node,
             servers_rss_after_traffic_kib: sum(&rss_after_traffic_kib_by_node),
             rss_after_traffic_kib_by_node,
-            click_to_all,
-            click_missed,
-            click_short,
+            click_to_all: clicked.latency,
+            click_missed: clicked.missed,
+            click_short: clicked.short,
+            // Closed connections stay closed, so the later count includes
+            // the earlier one.
+            closed: clicked.closed.max(closed_after_flood),
             flood,
             health: healths,
             tool_cpu_cores,
@@ -439,7 +446,7 @@ impl Step<'_> {
         crowd: &mut Crowd,
         clicker: &mut Client,
         total: &mut u64,
-    ) -> Result<(Latency, u64, usize), BenchError> {
+    ) -> Result<Clicked, BenchError> {
         let mut sent = Vec::new();
         let mut pace = tokio::time::interval(self.settings.click_every);
         for _ in 0..self.settings.clicks {
@@ -469,12 +476,13 @@ impl Step<'_> {
             })
             .await?;
         let mut latency = histogram();
-        let (mut missed, mut short) = (0, 0);
+        let (mut missed, mut short, mut closed) = (0, 0, 0);
         for answer in answers {
             let Answer::Saw {
                 latency: seen,
                 missed: m,
                 short: s,
+                closed: c,
                 ..
             } = answer
             else {
@@ -483,14 +491,24 @@ impl Step<'_> {
             add_buckets(&mut latency, &seen);
             missed += m;
             short += s;
+            closed += c;
         }
-        Ok((summarize(&latency), missed, short))
+        Ok(Clicked {
+            latency: summarize(&latency),
+            missed,
+            short,
+            closed,
+        })
     }
 
     /// The flood: shard `k` clicks with its share of `flood_clients` at its
     /// share of the rate; then every shard learns every click and the final
     /// total, and says what its connections saw.
-    async fn flood(&self, crowd: &mut Crowd, total: &mut u64) -> Result<CrowdFlood, BenchError> {
+    async fn flood(
+        &self,
+        crowd: &mut Crowd,
+        total: &mut u64,
+    ) -> Result<(CrowdFlood, usize), BenchError> {
         let settings = self.settings;
         let n = self.processes;
         let base = *total;
@@ -540,12 +558,13 @@ impl Step<'_> {
         *total = final_total;
         let mut visible = histogram();
         let mut ack = histogram();
-        let (mut missed, mut short, mut unacked) = (0, 0, 0);
+        let (mut missed, mut short, mut unacked, mut closed) = (0, 0, 0, 0);
         for answer in answers {
             let Answer::Saw {
                 latency,
                 missed: m,
                 short: s,
+                closed: c,
                 flood,
             } = answer
             else {
@@ -554,12 +573,13 @@ impl Step<'_> {
             add_buckets(&mut visible, &latency);
             missed += m;
             short += s;
+            closed += c;
             if let Some(flood) = flood {
                 add_buckets(&mut ack, &flood.ack);
                 unacked += flood.unacked;
             }
         }
-        Ok(CrowdFlood {
+        let flood = CrowdFlood {
             clients: settings.flood_clients,
             target_rate_per_s: settings.flood_rate,
             achieved_rate_per_s: acked as f64
@@ -573,8 +593,17 @@ impl Step<'_> {
             visible_to_all: summarize(&visible),
             missed,
             converged: short == 0 && unacked == 0 && final_total == base + acked,
-        })
+        };
+        Ok((flood, closed))
     }
+}
+
+/// What the held connections saw of the clicks one at a time.
+struct Clicked {
+    latency: Latency,
+    missed: u64,
+    short: usize,
+    closed: usize,
 }
 
 /// The sum of the figures, if every one is known.

@@ -115,7 +115,10 @@ pub(crate) async fn listen_keep(
                     if reached(&seen, *target.borrow()) { break; }
                 }
                 Ok(_) => frames += 1,
-                Err(_) => break,
+                Err(_) => {
+                    seen.closed = true;
+                    break;
+                }
             },
             changed = target.changed() => {
                 if changed.is_err() || reached(&seen, *target.borrow_and_update()) { break; }

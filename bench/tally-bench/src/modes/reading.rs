@@ -46,6 +46,11 @@ impl Reading {
         }
     }
 
+    /// How many connections are reading.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// Waits until every connection has seen `total` (or [`SETTLE`] has
     /// passed) and hands them back with what each saw.
     pub async fn until(self, total: u64) -> Result<(Vec<Client>, Vec<Seen>), BenchError> {

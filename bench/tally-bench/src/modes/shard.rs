@@ -72,6 +72,10 @@ pub enum Answer {
         missed: u64,
         /// Connections, clickers included, that did not reach `until`.
         short: usize,
+        /// Reading connections found closed (cut off by a node or the
+        /// network), which are also short.
+        #[serde(default)]
+        closed: usize,
         /// The flood's acks, when this ended one.
         #[serde(skip_serializing_if = "Option::is_none")]
         flood: Option<FloodEnd>,
@@ -172,13 +176,17 @@ impl Worker<'_> {
     async fn obey(&mut self, order: Order) -> Result<Answer, BenchError> {
         match order {
             Order::Connect { upto } => {
-                let mut held = self.held().await?;
-                let from = held.len();
+                // The held connections go on reading (and answering the
+                // nodes' pings) while the new ones connect: tens of seconds
+                // unread on a busy machine would have the nodes close them
+                // for a missed pong.
+                let from = self.reading.as_ref().map_or(0, Reading::len);
                 let (mut fresh, times) =
                     connect_range(self.target, from..upto.max(from), "connecting").await?;
                 for (i, client) in fresh.iter_mut().enumerate() {
                     greeting(client, self.target.url(from + i)).await?;
                 }
+                let mut held = self.held().await?;
                 held.extend(fresh);
                 let mut handshakes = histogram();
                 for micros in times {
@@ -283,9 +291,11 @@ impl Worker<'_> {
         };
         let mut latency = histogram();
         let mut missed = 0;
+        let mut closed = 0;
         for seen in &seen {
             missed += seen.latencies(&sent, &mut latency);
             short += usize::from(seen.max() < until);
+            closed += usize::from(seen.closed);
         }
         // The clickers go back first, as they were held.
         clickers_back.extend(listeners);
@@ -294,6 +304,7 @@ impl Worker<'_> {
             latency: buckets(&latency),
             missed,
             short,
+            closed,
             flood,
         })
     }
