@@ -86,7 +86,7 @@ for nodes in 1 3; do
     node -e '
       const [line, nodes, workload, before, after, elapsed, rss, commit, cpu] = process.argv.slice(1);
       const r = JSON.parse(line);
-      Object.assign(r, { nodes: +nodes, workload, commit, cpu,
+      Object.assign(r, { nodes: +nodes, workload, commit, cpu, measured_at: new Date().toISOString(),
         db_commits_per_s: (after - before) / elapsed, db_commits_per_s_per_node: (after - before) / elapsed / nodes,
         nodes_rss_kib: +rss });
       console.log(JSON.stringify(r));
@@ -105,7 +105,7 @@ const get = (nodes, workload) => rows.find((r) => r.nodes === nodes && r.workloa
 const ms = (l) => (l ? `${l.p50_ms.toFixed(1)} / ${l.p99_ms.toFixed(1)}` : '–');
 const first = rows[0] ?? {};
 let md = `## Cluster: 1 node and 3 nodes on one machine (bench/cluster.sh)\n\n`;
-md += `One run of \`bench/cluster.sh\` at commit ${first.commit}, on ${first.cpu}: the nodes share core(s) ${serverCpus} `;
+md += `One run of \`bench/cluster.sh\` at commit ${first.commit}, measured ${first.measured_at ?? 'at an unrecorded time'}, on ${first.cpu}: the nodes share core(s) ${serverCpus} `;
 md += `(\`taskset\`), tally-bench has core(s) ${toolCpus}; one PostgreSQL database and one Redis shared by the nodes; `;
 md += `limits off (\`--click-limit 0 --max-connections-per-ip 0\` and the other event limits); \`--flush-interval ${flush}\`. `;
 md += `${n} connections spread over the nodes (connection i on node i mod n), the clicker and chat's first sender on the first node. `;
