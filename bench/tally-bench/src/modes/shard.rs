@@ -112,7 +112,7 @@ struct Flooding {
 }
 
 /// Runs a shard: reads orders from `orders`, writes answers to `answers`,
-/// until [`Order::Quit`] or the end of its input. `target`'s URLs are
+/// until a `quit` order or the end of its input. `target`'s URLs are
 /// already rotated for this shard, so its connections start on its own
 /// node.
 pub async fn shard(
