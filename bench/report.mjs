@@ -299,7 +299,7 @@ for (const s of SERVERS) {
     const detail = r.rates
       ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}; ${fmt(g.median_tool_cpu * 100, 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
       : (r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ');
-    md += `| ${s} | ${fmt(sustained(r), 0)}${r.floor ? ' (a floor: the tool was the limit)' : ''} | ${r.limited_by ?? '–'} | ${detail} |\n`;
+    md += `| ${s} | ${r.rates ? capacityCell(s) : fmt(sustained(r), 0)} | ${r.limited_by ?? '–'} | ${detail} |\n`;
   }
 }
 

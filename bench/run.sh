@@ -5,7 +5,7 @@
 # broadcasting after every click, the design's baseline), one server at a
 # time on this machine, and writes docs/benchmarks.md, docs/ramp.svg and
 # docs/scale.svg from the raw lines of this one invocation (kept in
-# bench/results.jsonl). Loads go to 127.0.0.1 only. Takes about 35 minutes.
+# bench/results.jsonl). Loads go to 127.0.0.1 only. Takes 15–35 minutes.
 #
 # Workloads: the capacity ladder (`ramp`: three runs at each rate of
 # RATES, judged by their median), idle memory, fanout, flood, chat and, for
