@@ -20,14 +20,7 @@ fi
 : "${PG:=postgres://postgres@127.0.0.1:5432}" "${N:=1000}" "${FANOUT_RATE:=1000}" "${FLOOD_RATE:=1000}"
 : "${CHAT_RATE:=50}" "${DURATION:=10s}" "${FLUSH:=100ms}" "${OUT:=docs}"
 mkdir -p "$OUT"
-ncpu=$(nproc)
-if (( ncpu >= 2 )); then
-  half=$((ncpu / 2))
-  : "${SERVER_CPUS:=0-$((half - 1))}" "${TOOL_CPUS:=$half-$((ncpu - 1))}"
-  SERVER_CPUS=${SERVER_CPUS/#0-0/0}; TOOL_CPUS=${TOOL_CPUS/#1-1/1}
-else
-  SERVER_CPUS=0 TOOL_CPUS=0
-fi
+source bench/lib.sh
 
 cargo build --release --locked -p tally -p tally-bench >&2
 bin=target/release
@@ -41,10 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port)
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
+start_redis
 db="$PG/tally_cluster_bench"
 commits() { psql "$PG/test" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = 'tally_cluster_bench'"; }
 
@@ -57,18 +47,7 @@ for nodes in 1 3; do
   psql "$PG/test" -qc "DROP DATABASE IF EXISTS tally_cluster_bench WITH (FORCE)" >/dev/null
   psql "$PG/test" -qc "CREATE DATABASE tally_cluster_bench" >/dev/null
   redis-cli -p "$redis_port" flushall >/dev/null
-  urls=()
-  node_pids=()
-  for i in $(seq "$nodes"); do
-    port=$(free_port)
-    TALLY_REDIS_URL="redis://127.0.0.1:$redis_port" TALLY_DATABASE_URL="$db" TALLY_FLUSH_INTERVAL="$FLUSH" \
-      TALLY_CLICK_LIMIT=0 TALLY_MESSAGE_LIMIT=0 TALLY_JOIN_LIMIT=0 TALLY_TYPING_LIMIT=0 TALLY_REFRESH_LIMIT=0 \
-      TALLY_NEW_NAME_LIMIT=0 TALLY_NEW_CONVERSATION_LIMIT=0 TALLY_MAX_CONNECTIONS_PER_IP=0 \
-      taskset -c "$SERVER_CPUS" "$bin/tally" --addr "127.0.0.1:$port" >"$work/node$nodes-$i.log" 2>&1 &
-    pids+=($!); node_pids+=($!)
-    urls+=("http://127.0.0.1:$port")
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  done
+  start_nodes "$nodes" "$db" "node$nodes"
   list=$(IFS=,; echo "${urls[*]}")
   for workload in fanout flood chat; do
     case $workload in

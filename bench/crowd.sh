@@ -30,14 +30,7 @@ fi
 : "${FLOOD_CLIENTS:=1000}" "${FLOOD_RATE:=1000}" "${FLOOD_DURATION:=10s}" "${CLICKS:=5}"
 : "${CONNECT_RATE:=3000}" "${SOURCES:=8}" "${FLUSH:=100ms}" "${OUT:=docs}"
 mkdir -p "$OUT"
-ncpu=$(nproc)
-if (( ncpu >= 2 )); then
-  half=$((ncpu / 2))
-  : "${SERVER_CPUS:=0-$((half - 1))}" "${TOOL_CPUS:=$half-$((ncpu - 1))}"
-  SERVER_CPUS=${SERVER_CPUS/#0-0/0}; TOOL_CPUS=${TOOL_CPUS/#1-1/1}
-else
-  SERVER_CPUS=0 TOOL_CPUS=0
-fi
+source bench/lib.sh
 ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --locked -p tally -p tally-bench >&2
@@ -54,30 +47,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port)
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 psql "$PG/test" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null
 psql "$PG/test" -qc "CREATE DATABASE $database" >/dev/null
 
-urls=()
-node_pids=()
-for i in $(seq "$NODES"); do
-  port=$(free_port)
-  # Limits off: the load opens thousands of connections from a few
-  # addresses and clicks far faster than people.
-  TALLY_REDIS_URL="redis://127.0.0.1:$redis_port" TALLY_DATABASE_URL="$PG/$database" TALLY_FLUSH_INTERVAL="$FLUSH" \
-    TALLY_CLICK_LIMIT=0 TALLY_MAX_CONNECTIONS_PER_IP=0 \
-    taskset -c "$SERVER_CPUS" "$bin/tally" --addr "127.0.0.1:$port" >"$work/node$i.log" 2>&1 &
-  pids+=($!); node_pids+=($!)
-  urls+=("http://127.0.0.1:$port")
-done
-for url in "${urls[@]}"; do
-  for _ in $(seq 100); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
-  curl -fs "$url/readyz" >/dev/null || { echo "a node did not start:" >&2; cat "$work"/node*.log >&2; exit 1; }
-done
+start_nodes "$NODES" "$PG/$database" node
 
 commit=$(git rev-parse --short HEAD)
 [[ -z "$(git status --porcelain -- src bench/tally-bench Cargo.toml Cargo.lock)" ]] || commit="$commit+changes"
@@ -91,11 +65,26 @@ for pid in "${node_pids[@]}"; do
   kill -0 "$pid" 2>/dev/null || { echo "a node died during the run:" >&2; tail -5 "$work"/node*.log >&2; exit 1; }
 done
 
-machine="$(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr)"
+machine=$(machine_line)
 node -e '
   const [line, commit, started, machine, rustc, redis, pg, command, serverCpus, toolCpus, flush] = process.argv.slice(1);
   console.log(JSON.stringify({ commit, measured_at: started, machine, versions: `${rustc}; ${redis}; ${pg}`, command,
     server_cpus: serverCpus, tool_cpus: toolCpus, flush_interval: flush, ...JSON.parse(line) }));
 ' "$line" "$commit" "$started" "$machine" "$(rustc --version)" "$(redis-server --version | cut -d' ' -f1-3)" \
-  "$(psql "$PG/test" -Atc 'SHOW server_version' | sed 's/^/PostgreSQL /')" "$command" "$SERVER_CPUS" "$TOOL_CPUS" "$FLUSH" >"$OUT/crowd.jsonl"
-node bench/crowd-report.mjs "$OUT/crowd.jsonl" "$OUT"
+  "$(psql "$PG/test" -Atc 'SHOW server_version' | sed 's/^/PostgreSQL /')" "$command" "$SERVER_CPUS" "$TOOL_CPUS" "$FLUSH" >"$work/crowd.jsonl"
+
+# The report is rendered in scratch first, so a renderer that fails leaves
+# the published one alone; a run that stopped before its last step is kept
+# beside it, not published in its place.
+mkdir -p "$work/report"
+node bench/crowd-report.mjs "$work/crowd.jsonl" "$work/report"
+stopped=$(node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); if (r.stopped) console.log(r.stopped)' "$work/crowd.jsonl")
+if [[ -n "$stopped" ]]; then
+  cp "$work/crowd.jsonl" "$OUT/crowd-stopped.jsonl"
+  cp "$work/report/benchmarks-crowd.md" "$OUT/benchmarks-crowd-stopped.md"
+  echo "the run stopped before its last step ($stopped): its line and report are in $OUT/crowd-stopped.jsonl and $OUT/benchmarks-crowd-stopped.md; $OUT/benchmarks-crowd.md is unchanged" >&2
+  exit 1
+fi
+cp "$work/crowd.jsonl" "$OUT/crowd.jsonl"
+cp "$work/report/benchmarks-crowd.md" "$work/report/crowd.svg" "$OUT/"
+echo "wrote $OUT/crowd.jsonl, $OUT/benchmarks-crowd.md and $OUT/crowd.svg" >&2

@@ -6,6 +6,7 @@
 // runs of one build on one machine, or nothing.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { chart, linePanel } from './svg.mjs';
 
 const [input, outDir = 'docs'] = process.argv.slice(2);
 const rows = readFileSync(input, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -104,36 +105,41 @@ const bracket = (server) => {
   const best = r.rates.find((g) => g.rate_per_s === cap);
   // `low` is what the capacity is at least, `high` what it is below (NaN:
   // not bounded by this ladder). A server that passed no rate is below the
-  // lowest; one that passed every rate, at least the highest, and when
-  // that rate was tool-bound the tool, not the server, set the ceiling.
+  // lowest; one that passed every rate, at least the highest. A rate that
+  // failed with the tool saturated bounds nothing: the tool, not the
+  // server, failed there, so a floor's upper side is open too.
+  const floor = !!r.floor || (!above && !!best?.tool_saturated);
   return {
-    cap, low: cap, high: above?.rate_per_s ?? NaN, failedBy: above?.failed_by, floor: r.floor,
+    cap, low: cap, next: above?.rate_per_s ?? NaN, high: floor ? NaN : (above?.rate_per_s ?? NaN), failedBy: above?.failed_by, floor,
     top: r.rates.at(-1)?.rate_per_s, topToolBound: !above && !!best?.tool_saturated,
   };
 };
 const capacityCell = (server) => {
   const b = bracket(server);
   if (!b) return '–';
-  if (!(b.cap > 0)) return `below ${fmt(b.high, 0)} (the lowest rate failed: ${b.failedBy})`;
-  if (!Number.isFinite(b.high)) return `≥ ${fmt(b.cap, 0)} (passed every rate of the ladder${b.topToolBound ? '; the tool was saturated at the top one, so this is a floor' : ''})`;
-  return `${fmt(b.cap, 0)} (${fmt(b.high, 0)} failed: ${b.failedBy}${b.floor ? '; a floor, the tool was the limit' : ''})`;
+  if (!(b.cap > 0)) return `below ${fmt(b.next, 0)} (the lowest rate failed: ${b.failedBy}${b.floor ? '; the tool was the limit there' : ''})`;
+  if (!Number.isFinite(b.next)) return `≥ ${fmt(b.cap, 0)} (passed every rate of the ladder${b.topToolBound ? '; the tool was saturated at the top one, so this is a floor' : ''})`;
+  return `≥ ${fmt(b.cap, 0)}${b.floor ? '' : `, < ${fmt(b.next, 0)}`} (${fmt(b.next, 0)} failed: ${b.failedBy}${b.floor ? '; a floor, the tool was the limit' : ''})`;
 };
-// The ratio of capacities as [least, point, most]: NaN where the ladder
-// leaves it unbounded.
+// The ratio of capacities: the point (tally's capacity over the peer's),
+// the least it can be (tally's at its lowest over the peer's at its
+// highest) and the most (the other way round); NaN where the ladder leaves
+// that side open, as a floor or a rate never failed does.
 const capacityRange = (other) => {
   const t = bracket('tally'), o = bracket(other);
   if (!t || !o) return null;
   const oLow = o.cap > 0 ? o.cap : NaN;
-  const least = t.cap / (Number.isFinite(o.high) ? o.high : o.cap);
-  const most = Number.isFinite(t.high) && oLow > 0 ? t.high / oLow : NaN;
+  const least = Number.isFinite(o.high) ? t.cap / o.high : NaN;
+  const most = Number.isFinite(t.high) ? (oLow > 0 ? t.high / oLow : Infinity) : NaN;
   const point = oLow > 0 ? t.cap / oLow : NaN;
   return { least, point, most };
 };
 const capacityRatio = (other) => {
   const r = capacityRange(other);
-  if (!r || !(r.least > 0)) return '–';
-  if (!Number.isFinite(r.point)) return `> ${fmt(r.least, 0)}× (the peer sustained none of the ladder's rates)`;
-  return `${fmt(r.point, 2)}× (${fmt(r.least, 2)}–${Number.isFinite(r.most) ? fmt(r.most, 2) : 'open'})`;
+  if (!r) return '–';
+  const side = (v) => (Number.isFinite(v) ? `${fmt(v, 2)}` : 'open');
+  if (!Number.isFinite(r.point)) return r.least > 0 ? `> ${fmt(r.least, 0)}× (the peer sustained none of the ladder's rates)` : '–';
+  return `${fmt(r.point, 2)}× (${side(r.least)}–${side(r.most)})`;
 };
 // A rung's p99 figures (one per run), and a mark when the rate failed by
 // something other than its latency, or was beyond where the ladder stopped.
@@ -236,10 +242,11 @@ const fanN = med('node', 'fanout', (r) => r.delivery.p99_ms);
 const capCheck = (other, times, name) => {
   const r = capacityRange(other);
   const text = `capacity ≥ ${times}× ${name}'s — tally ${capacityCell('tally')} vs ${capacityCell(other)} clicks/s, a ratio of ${capacityRatio(other)}`;
-  if (!r || !(r.least > 0)) return check(false, text, false);
+  if (!r) return check(false, text, false);
   if (r.least >= times) return check(true, text);
   if (Number.isFinite(r.most) && r.most < times) return check(false, text);
-  return `- ➖ undecided by this run (the ladder bounds the ratio only from below, at ${fmt(r.least, 2)}×): ${text}\n`;
+  const bounds = Number.isFinite(r.least) ? `only from below, at ${fmt(r.least, 2)}×` : Number.isFinite(r.most) ? `only from above, at ${fmt(r.most, 2)}×` : 'on neither side';
+  return `- ➖ undecided by this run (the ladder bounds the ratio ${bounds}): ${text}\n`;
 };
 const big = get('tally', 'big');
 md += `\n## Targets, checked on this run\n\n### Issue #4 (against Node, per click)\n\n`;
@@ -292,12 +299,12 @@ steps.forEach(({ s, pts }, i) => {
 svg += '</svg>\n';
 
 md += `\n## Capacity\n\n![p99 click-to-visible latency per offered rate](ramp.svg)\n\n`;
-md += `The capacity ladder (\`tally-bench capacity\`, ${params('ramp')}): at each rate, floods of the step length (clients reconnected each time), judged by the median of their p99 click → visible; a rate passes when that median is within 100 ms and more than half of its runs lost nothing (\`lost\`), kept acks within 90% of the clicks sent (\`throughput\`) and sent 90% of the offered rate (\`load generator\`). The ladder goes on past one failed rate and stops after two in a row; the capacity is the highest rate that passed. Each run also records the tool's CPU share of its core: where the median run's was above 90%, the rate is marked *tool-bound* and a capacity stopped by it is a floor, not the server's limit.\n\n`;
+md += `The capacity ladder (\`tally-bench capacity\`, ${params('ramp')}): at each rate, floods of the step length (clients reconnected each time), judged by the median of their p99 click → visible; a rate passes when that median is within 100 ms and more than half of its runs lost nothing (\`lost\`), kept acks within 90% of the clicks sent (\`throughput\`), sent 90% of the offered rate (\`load generator\`) and ran to the end (\`error\`: a refused connection or a server that stopped answering fails that run, not the ladder). The ladder goes on past one failed rate and stops after two in a row; the capacity is the highest rate that passed. Each run also records the tool's CPU share of its core: where the median run's was above 90%, the rate is marked *tool-bound* and a capacity stopped by it is a floor, not the server's limit.\n\n`;
 md += `| server | capacity clicks/s | stopped by | rates (clicks/s: p99 visible of each run in ms → verdict; tool CPU, server cores) |\n|---|---:|---|---|\n`;
 for (const s of SERVERS) {
   for (const r of runs(s, 'ramp')) {
     const detail = r.rates
-      ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}; ${fmt(g.median_tool_cpu * 100, 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
+      ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}${g.errors?.length ? ` (${g.errors.length} run${g.errors.length > 1 ? 's' : ''} erred: ${g.errors[0]})` : ''}; ${fmt(g.median_tool_cpu * 100, 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
       : (r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ');
     md += `| ${s} | ${r.rates ? capacityCell(s) : fmt(sustained(r), 0)} | ${r.limited_by ?? '–'} | ${detail} |\n`;
   }
@@ -334,38 +341,17 @@ if (scales.length) {
     md += check(top.health.failures === 0 && top.health.all.p99_ms < 50, `/healthz answers under 50 ms throughout (p99) at ${top.connections} — p99 ${fmt(top.health.all.p99_ms)} ms (connecting ${fmt(top.health.connecting.p99_ms)}, clicking ${fmt(top.health.clicking.p99_ms)}, flooding ${fmt(top.health.flooding.p99_ms)}), max ${fmt(top.health.all.max_ms)} ms, ${top.health.failures} failures`);
   }
   // Two panels side by side: RSS (MiB) and p99 latencies (ms), against connections.
-  const SW = 720, SH = 320, PW = 320, PT = 30, PB = 50, PL = 55;
-  const xsMax = Math.max(...scales.flatMap(({ r }) => r.steps.map((st) => st.connections)), 1);
-  const panel = (x0, title, series, yMaxRaw, unit) => {
-    const yMax = Math.max(yMaxRaw, 1) * 1.1;
-    const px = (x) => x0 + PL + (x / xsMax) * (PW - PL - 10);
-    const py = (y) => SH - PB - (y / yMax) * (SH - PT - PB);
-    let out = `<text x="${x0 + PW / 2}" y="18" text-anchor="middle" font-weight="bold">${title}</text>\n`;
-    for (let i = 0; i <= 4; i++) {
-      const y = (yMax / 4) * i;
-      out += `<line x1="${x0 + PL}" x2="${x0 + PW - 10}" y1="${py(y)}" y2="${py(y)}" stroke="#eee"/><text x="${x0 + PL - 4}" y="${py(y) + 4}" text-anchor="end">${fmt(y, 0)}</text>\n`;
-    }
-    for (const { r } of scales.slice(0, 1)) for (const st of r.steps) out += `<text x="${px(st.connections)}" y="${SH - PB + 16}" text-anchor="middle">${st.connections}</text>\n`;
-    out += `<text x="${x0 + (PL + PW) / 2}" y="${SH - 14}" text-anchor="middle">connections held (${unit})</text>\n`;
-    // Labels are stacked in the top left corner, not at the lines' ends,
-    // where lines that end close together would overlap them.
-    series.forEach(({ label, color, dash, pts }, i) => {
-      if (!pts.length) return;
-      out += `<polyline fill="none" stroke="${color}" stroke-width="2" ${dash ? 'stroke-dasharray="5 4"' : ''} points="${pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ')}"/>\n`;
-      for (const [x, y] of pts) out += `<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${color}"/>\n`;
-      out += `<text x="${x0 + PL + 6}" y="${PT + 10 + i * 13}" fill="${color}">${dash ? '- - ' : '— '}${label}</text>\n`;
-    });
-    return out;
-  };
+  const SW = 720, SH = 320, PW = SW / 2;
+  const xTicks = scales[0].r.steps.map((st) => st.connections);
   const rssSeries = scales.map(({ s, r }) => ({ label: s, color: colors[s], pts: r.steps.map((st) => [st.connections, (st.server_rss_after_traffic_kib ?? st.server_rss_kib ?? 0) / 1024]) }));
   const latSeries = scales.flatMap(({ s, r }) => [
     { label: `${s}: click → all`, color: colors[s], pts: r.steps.map((st) => [st.connections, st.click_to_all.p99_ms]) },
     { label: `${s}: /healthz`, color: colors[s], dash: true, pts: r.steps.map((st) => [st.connections, st.health.all.p99_ms]) },
   ]);
-  scaleSvg = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${SW} ${SH}" font-family="sans-serif" font-size="11">\n<rect width="${SW}" height="${SH}" fill="white"/>\n`;
-  scaleSvg += panel(0, 'server RSS (MiB), after traffic', rssSeries, Math.max(...rssSeries.flatMap((x) => x.pts.map((p) => p[1]))), 'RSS');
-  scaleSvg += panel(SW / 2, 'p99 latency (ms)', latSeries, Math.max(...latSeries.flatMap((x) => x.pts.map((p) => p[1]))), 'click → all solid, /healthz dashed');
-  scaleSvg += '</svg>\n';
+  scaleSvg = chart(SW, SH, [
+    linePanel({ x0: 0, width: PW, height: SH, left: 55, right: 10, title: 'server RSS (MiB), after traffic', series: rssSeries, xTicks, xLabel: 'connections held (RSS)' }),
+    linePanel({ x0: PW, width: PW, height: SH, left: 55, right: 10, title: 'p99 latency (ms)', series: latSeries, xTicks, xLabel: 'connections held (click → all solid, /healthz dashed)' }),
+  ]);
 }
 // Measured elsewhere, each in a run of its own, and linked rather than
 // inlined: a figure on this page comes from this page's run.

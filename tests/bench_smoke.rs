@@ -158,12 +158,14 @@ async fn every_mode_runs_and_counts_exactly() {
         &target,
         &bench::ScaleSettings {
             steps: vec![10, 25],
-            clicks: 2,
-            click_every: Duration::from_millis(50),
-            flood_clients: 4,
-            flood_rate: 100.0,
-            flood_duration: Duration::from_millis(300),
-            health_every: Duration::from_millis(50),
+            traffic: bench::StepTraffic {
+                clicks: 2,
+                click_every: Duration::from_millis(50),
+                flood_clients: 4,
+                flood_rate: 100.0,
+                flood_duration: Duration::from_millis(300),
+                health_every: Duration::from_millis(50),
+            },
             server_pid: Some(server.pid()),
         },
     )
@@ -233,12 +235,14 @@ async fn a_broadcast_in_steps_reaches_every_connection() {
         &target,
         &bench::ScaleSettings {
             steps: vec![connections],
-            clicks: 3,
-            click_every: Duration::from_millis(50),
-            flood_clients: 4,
-            flood_rate: 100.0,
-            flood_duration: Duration::from_millis(300),
-            health_every: Duration::from_millis(50),
+            traffic: bench::StepTraffic {
+                clicks: 3,
+                click_every: Duration::from_millis(50),
+                flood_clients: 4,
+                flood_rate: 100.0,
+                flood_duration: Duration::from_millis(300),
+                health_every: Duration::from_millis(50),
+            },
             server_pid: None,
         },
     )
@@ -397,12 +401,14 @@ async fn a_crowd_split_over_shards_acts_as_one_load() {
     let settings = bench::CrowdSettings {
         processes: 3,
         steps: vec![13, 31],
-        clicks: 2,
-        click_every: Duration::from_millis(50),
-        flood_clients: 7,
-        flood_rate: 140.0,
-        flood_duration: Duration::from_millis(400),
-        health_every: Duration::from_millis(50),
+        traffic: bench::StepTraffic {
+            clicks: 2,
+            click_every: Duration::from_millis(50),
+            flood_clients: 7,
+            flood_rate: 140.0,
+            flood_duration: Duration::from_millis(400),
+            health_every: Duration::from_millis(50),
+        },
     };
     // The shards as tasks: the same orders and answers as processes.
     let crowd = bench::crowd(&target, &settings, &bench::Shards::Tasks)

@@ -41,9 +41,9 @@ use tokio::task::JoinSet;
 pub use client::{Client, ClientError, Dial, Incoming};
 pub use modes::{
     Attack, AttackReport, CapacityReport, CapacitySettings, ChatReport, CrowdReport, CrowdSettings,
-    FanoutReport, FloodReport, IdleReport, Rung, ScaleReport, ScaleSettings, Shards, SoakReport,
-    Stalled, capacity, chat, crowd, fanout, fanout_with, flood, flood_with, idle, instant_of,
-    scale, shard, soak,
+    FanoutReport, FloodReport, HeldFlood, IdleReport, Rung, ScaleReport, ScaleSettings, Shards,
+    SoakReport, Stalled, StepTraffic, capacity, chat, crowd, fanout, fanout_with, flood,
+    flood_with, idle, instant_of, scale, shard, soak,
 };
 pub use progress::Progress;
 
@@ -231,12 +231,9 @@ pub(crate) async fn connect_range(
     let n = range.len();
     let bar = target.progress.bar(n as u64, label);
     let mut pending = JoinSet::new();
-    let mut clients = Vec::with_capacity(n);
-    let mut handshakes = Vec::with_capacity(n);
-    let mut done = |joined: Result<Result<(Client, u64), ClientError>, _>| {
-        let (client, micros) = joined??;
-        clients.push(client);
-        handshakes.push(micros);
+    let mut opened = Vec::with_capacity(n);
+    let mut done = |joined: Result<Result<(usize, Client, u64), ClientError>, _>| {
+        opened.push(joined??);
         bar.inc(1);
         Ok::<_, BenchError>(())
     };
@@ -253,14 +250,22 @@ pub(crate) async fn connect_range(
         pending.spawn(async move {
             let started = Instant::now();
             let client = Client::dial(&url, &how).await?;
-            Ok((client, micros_since(started)))
+            Ok((i, client, micros_since(started)))
         });
     }
     while let Some(joined) = pending.join_next().await {
         done(joined)?;
     }
     bar.finish_and_clear();
-    Ok((clients, handshakes))
+    // Handed back in the load's order, not the order the handshakes ended:
+    // connection `i` is the one on node `target.node(i)`,
+    // which is what a caller picking some of them (a flood's clickers)
+    // relies on.
+    opened.sort_unstable_by_key(|&(i, _, _)| i);
+    Ok(opened
+        .into_iter()
+        .map(|(_, client, micros)| (client, micros))
+        .unzip())
 }
 
 /// Waits for the greeting `count` every contract server sends on connect and

@@ -215,24 +215,8 @@ enum Mode {
             default_value = "5000,10000,19000"
         )]
         steps: Vec<usize>,
-        /// Clicks per step that must each reach every connection.
-        #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
-        clicks: u64,
-        /// Time between those clicks.
-        #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "500ms", value_parser = humantime::parse_duration)]
-        click_every: Duration,
-        /// Held connections that click in each step's flood.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_CLIENTS", default_value_t = 1000)]
-        flood_clients: usize,
-        /// The flood's clicks per second, all together.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_RATE", default_value_t = 1000.0)]
-        flood_rate: f64,
-        /// How long each flood lasts.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-        flood_duration: Duration,
-        /// How often `/healthz` is asked.
-        #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
-        health_every: Duration,
+        #[command(flatten)]
+        traffic: TrafficArgs,
     },
     /// `scale` over several processes, for more connections than one
     /// process may hold (each holds an even share, under the open-file
@@ -252,24 +236,8 @@ enum Mode {
             default_value = "20000,50000,100000"
         )]
         steps: Vec<usize>,
-        /// Clicks per step that must each reach every connection.
-        #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
-        clicks: u64,
-        /// Time between those clicks.
-        #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
-        click_every: Duration,
-        /// Held connections that click in each step's flood.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_CLIENTS", default_value_t = 1000)]
-        flood_clients: usize,
-        /// The flood's clicks per second, all together.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_RATE", default_value_t = 1000.0)]
-        flood_rate: f64,
-        /// How long each flood lasts.
-        #[arg(long, env = "TALLY_BENCH_FLOOD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-        flood_duration: Duration,
-        /// How often each node's `/healthz` is asked.
-        #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
-        health_every: Duration,
+        #[command(flatten)]
+        traffic: TrafficArgs,
     },
     /// One process of a `crowd` (started by it; orders on stdin, answers
     /// on stdout).
@@ -279,6 +247,61 @@ enum Mode {
         #[arg(long)]
         epoch_us: u64,
     },
+}
+
+/// What `scale` and `crowd` do at each step once its connections are held.
+#[derive(Debug, clap::Args)]
+struct TrafficArgs {
+    /// Clicks per step that must each reach every connection.
+    #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
+    clicks: u64,
+    /// Time between those clicks (at 100,000 connections a click takes
+    /// seconds to reach them all, so the next is not sent sooner).
+    #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+    click_every: Duration,
+    /// Held connections that click in each step's flood (over every
+    /// process of a crowd).
+    #[arg(long, env = "TALLY_BENCH_FLOOD_CLIENTS", default_value_t = 1000)]
+    flood_clients: usize,
+    /// The flood's clicks per second, all together.
+    #[arg(long, env = "TALLY_BENCH_FLOOD_RATE", default_value_t = 1000.0)]
+    flood_rate: f64,
+    /// How long each flood lasts.
+    #[arg(long, env = "TALLY_BENCH_FLOOD_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    flood_duration: Duration,
+    /// How often each node's `/healthz` is asked.
+    #[arg(long, env = "TALLY_BENCH_HEALTH_EVERY", default_value = "100ms", value_parser = humantime::parse_duration)]
+    health_every: Duration,
+}
+
+impl TrafficArgs {
+    /// The checked traffic for `steps` (which must rise).
+    fn for_steps(self, steps: &[usize]) -> anyhow::Result<bench::StepTraffic> {
+        anyhow::ensure!(
+            !steps.is_empty() && steps.windows(2).all(|pair| pair[0] < pair[1]),
+            "--steps must rise"
+        );
+        anyhow::ensure!(
+            (1..=steps[0]).contains(&self.flood_clients),
+            "--flood-clients must be between 1 and the first step"
+        );
+        anyhow::ensure!(
+            self.flood_rate > 0.0 && self.clicks > 0,
+            "--flood-rate and --clicks must be positive"
+        );
+        anyhow::ensure!(
+            !self.click_every.is_zero() && !self.health_every.is_zero(),
+            "--click-every and --health-every must be positive"
+        );
+        Ok(bench::StepTraffic {
+            clicks: self.clicks,
+            click_every: self.click_every,
+            flood_clients: self.flood_clients,
+            flood_rate: self.flood_rate,
+            flood_duration: self.flood_duration,
+            health_every: self.health_every,
+        })
+    }
 }
 
 impl Mode {
@@ -291,8 +314,17 @@ impl Mode {
             | Mode::Soak { connections, .. }
             | Mode::Capacity { connections, .. } => *connections,
             Mode::Scale { steps, .. } => steps.iter().copied().max().unwrap_or(0),
-            // The shards hold the connections; the parent only its clicker.
-            Mode::Crowd { .. } => 1,
+            // The shards hold the connections, each an even share, under the
+            // limit they inherit from this process: checking that share
+            // here fails at once rather than after a shard's first step.
+            Mode::Crowd {
+                processes, steps, ..
+            } => steps
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .div_ceil((*processes).max(1)),
             Mode::Shard { .. } => 1,
         }
     }
@@ -488,39 +520,10 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             };
             serde_json::to_string(&bench::capacity(&target, &settings).await?)
         }
-        Mode::Scale {
-            steps,
-            clicks,
-            click_every,
-            flood_clients,
-            flood_rate,
-            flood_duration,
-            health_every,
-        } => {
-            anyhow::ensure!(
-                steps.windows(2).all(|pair| pair[0] < pair[1]),
-                "--steps must rise"
-            );
-            anyhow::ensure!(
-                (1..=steps[0]).contains(&flood_clients),
-                "--flood-clients must be between 1 and the first step"
-            );
-            anyhow::ensure!(
-                flood_rate > 0.0 && clicks > 0,
-                "--flood-rate and --clicks must be positive"
-            );
-            anyhow::ensure!(
-                !click_every.is_zero() && !health_every.is_zero(),
-                "--click-every and --health-every must be positive"
-            );
+        Mode::Scale { steps, traffic } => {
             let settings = bench::ScaleSettings {
+                traffic: traffic.for_steps(&steps)?,
                 steps,
-                clicks,
-                click_every,
-                flood_clients,
-                flood_rate,
-                flood_duration,
-                health_every,
                 server_pid,
             };
             serde_json::to_string(&bench::scale(&target, &settings).await?)
@@ -528,39 +531,13 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Mode::Crowd {
             processes,
             steps,
-            clicks,
-            click_every,
-            flood_clients,
-            flood_rate,
-            flood_duration,
-            health_every,
+            traffic,
         } => {
             anyhow::ensure!(processes > 0, "--processes must be at least 1");
-            anyhow::ensure!(
-                !steps.is_empty() && steps.windows(2).all(|pair| pair[0] < pair[1]),
-                "--steps must rise"
-            );
-            anyhow::ensure!(
-                (1..=steps[0]).contains(&flood_clients),
-                "--flood-clients must be between 1 and the first step"
-            );
-            anyhow::ensure!(
-                flood_rate > 0.0 && clicks > 0,
-                "--flood-rate and --clicks must be positive"
-            );
-            anyhow::ensure!(
-                !click_every.is_zero() && !health_every.is_zero(),
-                "--click-every and --health-every must be positive"
-            );
             let settings = bench::CrowdSettings {
                 processes,
+                traffic: traffic.for_steps(&steps)?,
                 steps,
-                clicks,
-                click_every,
-                flood_clients,
-                flood_rate,
-                flood_duration,
-                health_every,
             };
             let exe = std::env::current_exe().context("finding this executable for the shards")?;
             serde_json::to_string(

@@ -22,21 +22,24 @@ const PROMPT: Duration = Duration::from_millis(20);
 /// Waits until the server handshakes a new connection promptly again (at
 /// most 30 s), so one overloaded run's backlog — a server still writing
 /// queued broadcasts — does not count against the next run. Probing with a
-/// handshake rather than a click leaves the total alone.
-async fn settle(target: &Target) -> Result<(), BenchError> {
+/// handshake rather than a click leaves the total alone. A handshake that
+/// fails counts as not yet prompt: an overloaded server may refuse for a
+/// while, and the next run, not the wait, is what fails if it never
+/// recovers.
+async fn settle(target: &Target) {
     let give_up = Instant::now() + Duration::from_secs(30);
     tokio::time::sleep(PAUSE).await;
     while Instant::now() < give_up {
         let started = Instant::now();
-        let client = Client::dial(target.home(), &target.guest(0)).await?;
-        let took = started.elapsed();
-        client.close().await;
-        if took < PROMPT {
-            break;
+        if let Ok(client) = Client::dial(target.home(), &target.guest(0)).await {
+            let took = started.elapsed();
+            client.close().await;
+            if took < PROMPT {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(())
 }
 
 /// How to climb.
@@ -76,11 +79,13 @@ pub struct CapacityReport {
     pub capacity_per_s: f64,
     /// Whether the capacity is only a floor on the server's: the rate that
     /// failed above it failed with the tool's own core saturated (or the
-    /// tool unable to send the offered rate), so the tool set the limit.
+    /// tool unable to send the offered rate), or, when every rate passed,
+    /// the top one had the tool saturated; either way the tool set the
+    /// limit.
     pub floor: bool,
     /// Why the first failed rate above the capacity failed: `latency`,
-    /// `lost`, `throughput`, `load generator`; `max rate` when none above
-    /// it failed.
+    /// `lost`, `throughput`, `load generator`, `error`; `max rate` when none
+    /// above it failed.
     pub limited_by: &'static str,
     /// A run at the first rate, before the ladder: reported, not judged.
     pub warmup: FloodReport,
@@ -109,6 +114,11 @@ pub struct Rung {
     /// the tool's, and a pass is a floor.
     pub tool_saturated: bool,
     pub runs: Vec<FloodReport>,
+    /// Runs that ended in an error (a refused connection, a server that
+    /// stopped answering) rather than a report: each counts as a failed
+    /// run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// Why one run fails apart from its latency, or `None`: the tool sent less
@@ -137,19 +147,21 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Judges one rate from its runs: it passes when the median p99 is within
 /// the bound and more than half of the runs had no other failure (a rate
-/// failing on losses half the time has not been sustained).
-pub fn judge(rate: f64, runs: Vec<FloodReport>, bound_ms: f64) -> Rung {
+/// failing on losses half the time has not been sustained). `errors` are
+/// the runs that gave no report; they count as failed runs.
+pub fn judge(rate: f64, runs: Vec<FloodReport>, errors: Vec<String>, bound_ms: f64) -> Rung {
     let mut p99: Vec<f64> = runs.iter().map(|r| r.visible.p99_ms).collect();
     let p99_in_order = p99.clone();
     let median_p99_ms = median(&mut p99);
     let median_tool_cpu = median(&mut runs.iter().map(|r| r.cpu.tool).collect::<Vec<_>>());
     let servers: Option<Vec<f64>> = runs.iter().map(|r| r.cpu.servers_cores).collect();
     let median_server_cores = servers.map(|mut s| median(&mut s));
-    let failures: Vec<&'static str> = runs.iter().filter_map(run_failure).collect();
-    let failed_by = if failures.len() * 2 >= runs.len().max(1) {
+    let mut failures: Vec<&'static str> = runs.iter().filter_map(run_failure).collect();
+    failures.extend(errors.iter().map(|_| "error"));
+    let failed_by = if failures.len() * 2 >= (runs.len() + errors.len()).max(1) {
         // The most telling reason: a tool that could not send wins, since
         // then nothing else about the run measured the server.
-        ["load generator", "lost", "throughput"]
+        ["load generator", "error", "lost", "throughput"]
             .into_iter()
             .find(|why| failures.contains(why))
     } else if median_p99_ms.is_nan() || median_p99_ms > bound_ms {
@@ -167,6 +179,7 @@ pub fn judge(rate: f64, runs: Vec<FloodReport>, bound_ms: f64) -> Rung {
         median_server_cores,
         tool_saturated: median_tool_cpu > SATURATED,
         runs,
+        errors,
     }
 }
 
@@ -176,14 +189,25 @@ pub fn verdict(rungs: &[Rung]) -> (f64, bool, &'static str) {
     let best = rungs
         .iter()
         .filter(|r| r.passed)
-        .map(|r| r.rate_per_s)
-        .fold(0.0, f64::max);
-    match rungs.iter().find(|r| !r.passed && r.rate_per_s > best) {
+        .max_by(|a, b| a.rate_per_s.total_cmp(&b.rate_per_s));
+    let best_rate = best.map_or(0.0, |r| r.rate_per_s);
+    match rungs.iter().find(|r| !r.passed && r.rate_per_s > best_rate) {
         Some(failed) => {
             let why = failed.failed_by.unwrap_or("latency");
-            (best, failed.tool_saturated || why == "load generator", why)
+            (
+                best_rate,
+                failed.tool_saturated || why == "load generator",
+                why,
+            )
         }
-        None => (best, false, "max rate"),
+        // Every rate passed: the ladder, not the server, ended the climb,
+        // and if the tool was saturated at the top the tool could not have
+        // offered much more either.
+        None => (
+            best_rate,
+            best.is_some_and(|r| r.tool_saturated),
+            "max rate",
+        ),
     }
 }
 
@@ -197,17 +221,26 @@ pub async fn capacity(
     // The first thousand connections a fresh server takes cost it page
     // faults and allocator growth (and Node its JIT), none of which later
     // runs pay: a warm-up run goes first and is not judged.
+    // A warm-up that errs ends the ladder: a server that cannot take the
+    // lowest rate once has no capacity to climb to.
     let warmup = flood(target, settings.clients, first, settings.duration).await?;
-    settle(target).await?;
+    settle(target).await;
     let mut rungs: Vec<Rung> = Vec::new();
     let mut failed_in_a_row = 0;
     for &rate in &settings.rates {
         let mut runs = Vec::with_capacity(settings.runs);
+        let mut errors = Vec::new();
         for _ in 0..settings.runs.max(1) {
-            runs.push(flood(target, settings.clients, rate, settings.duration).await?);
-            settle(target).await?;
+            // A run that errs (a server refusing connections under the
+            // previous run's backlog, say) fails that run, not the ladder:
+            // the rate is judged with it, and the climb goes on.
+            match flood(target, settings.clients, rate, settings.duration).await {
+                Ok(run) => runs.push(run),
+                Err(err) => errors.push(err.to_string()),
+            }
+            settle(target).await;
         }
-        let rung = judge(rate, runs, bound_ms);
+        let rung = judge(rate, runs, errors, bound_ms);
         failed_in_a_row = if rung.passed { 0 } else { failed_in_a_row + 1 };
         rungs.push(rung);
         if failed_in_a_row >= settings.stop_after.max(1) {
@@ -273,6 +306,7 @@ mod tests {
                 run(1000.0, 400.0, true, 0.5),
                 run(1000.0, 35.0, true, 0.5),
             ],
+            Vec::new(),
             100.0,
         );
         assert!(rung.passed, "{rung:?}");
@@ -289,14 +323,33 @@ mod tests {
                 run(1000.0, 30.0, true, 0.5),
                 run(1000.0, 30.0, false, 0.5),
             ],
+            Vec::new(),
             100.0,
         );
         assert_eq!(rung.failed_by, Some("lost"));
     }
 
     #[test]
+    fn runs_that_erred_fail_a_rate_when_they_are_half_of_it() {
+        let err = || vec!["connection refused".to_string(), "no greeting".to_string()];
+        let rung = judge(1000.0, vec![run(1000.0, 30.0, true, 0.5)], err(), 100.0);
+        assert_eq!(rung.failed_by, Some("error"));
+        assert_eq!(rung.errors.len(), 2);
+        let rung = judge(
+            1000.0,
+            vec![run(1000.0, 30.0, true, 0.5), run(1000.0, 35.0, true, 0.5)],
+            err()[..1].to_vec(),
+            100.0,
+        );
+        assert!(rung.passed, "one error in three runs: {rung:?}");
+        let rung = judge(1000.0, Vec::new(), err(), 100.0);
+        assert!(!rung.passed && rung.median_p99_ms.is_nan());
+    }
+
+    #[test]
     fn the_capacity_is_the_highest_pass_and_a_saturated_tool_makes_it_a_floor() {
-        let rung = |rate, p99, tool| judge(rate, vec![run(rate, p99, true, tool)], 100.0);
+        let rung =
+            |rate, p99, tool| judge(rate, vec![run(rate, p99, true, tool)], Vec::new(), 100.0);
         // A failure, a pass above it, then two failures: the pass counts.
         let rungs = vec![
             rung(1000.0, 20.0, 0.4),
@@ -309,6 +362,14 @@ mod tests {
         let rungs = vec![rung(1000.0, 20.0, 0.4), rung(2000.0, 150.0, 0.5)];
         assert_eq!(verdict(&rungs), (1000.0, false, "latency"));
         assert_eq!(verdict(&rungs[..1]), (1000.0, false, "max rate"));
+        // Every rate passed, the top one with the tool saturated: a floor.
+        let rungs = vec![rung(1000.0, 20.0, 0.4), rung(2000.0, 30.0, 0.95)];
+        assert_eq!(verdict(&rungs), (2000.0, true, "max rate"));
+        // None passed.
+        assert_eq!(
+            verdict(&[rung(1000.0, 200.0, 0.4)]),
+            (0.0, false, "latency")
+        );
     }
 
     #[test]

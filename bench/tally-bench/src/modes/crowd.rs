@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
 
 use super::health::{Health, HealthReport, Phase};
+use super::held::{HeldFlood, StepTraffic};
 use super::shard::{Answer, Order, instant_of, shard};
 use crate::client::{Client, Incoming};
 use crate::cpu::{CpuClock, SATURATED, own_cores};
@@ -33,17 +34,9 @@ pub struct CrowdSettings {
     pub processes: usize,
     /// Connections held at each step, rising, over all shards.
     pub steps: Vec<usize>,
-    /// Clicks, `click_every` apart, that must each reach every connection.
-    pub clicks: u64,
-    pub click_every: Duration,
-    /// Held connections that click in each step's flood, over all shards…
-    pub flood_clients: usize,
-    /// …at this rate, all together…
-    pub flood_rate: f64,
-    /// …for this long.
-    pub flood_duration: Duration,
-    /// How often each node's `/healthz` is asked.
-    pub health_every: Duration,
+    /// What each step does with them (the flood's clients are over all
+    /// shards).
+    pub traffic: StepTraffic,
 }
 
 /// Where the shards run.
@@ -96,36 +89,11 @@ pub struct CrowdStep {
     /// node or the network rather than merely late), counted in the shorts
     /// and misses too.
     pub closed: usize,
-    pub flood: CrowdFlood,
+    /// Its `tool_cpu_cores` are this process's and its shards'.
+    pub flood: HeldFlood,
     /// `GET /healthz` on each node through the whole step, in `--url`
     /// order.
     pub health: Vec<HealthReport>,
-    /// The tool's CPU (this process and its shards) over the step, in
-    /// cores, and whether that was above 90% of the cores it may use: then
-    /// the step's latencies are the tool's as much as the servers'.
-    pub tool_cpu_cores: f64,
-    pub tool_saturated: bool,
-}
-
-/// A flood from some of the held connections while all the others listen.
-#[derive(Debug, Serialize)]
-pub struct CrowdFlood {
-    pub clients: usize,
-    pub target_rate_per_s: f64,
-    /// Acknowledged clicks per second over the flood's time.
-    pub achieved_rate_per_s: f64,
-    pub clicks: u64,
-    pub unacked: u64,
-    pub ack: Latency,
-    /// Click sent → each listening connection first sees a total at least
-    /// that click's.
-    pub visible_to_all: Latency,
-    /// (click, listener) pairs never seen.
-    pub missed: u64,
-    /// Every connection, clickers and listeners, ended on the final total,
-    /// which is exactly the start total plus the acknowledged clicks, and
-    /// nothing was left unacknowledged.
-    pub converged: bool,
 }
 
 /// One shard and the pipe to it.
@@ -182,6 +150,10 @@ impl Crowd {
             own.urls.rotate_left(k % target.urls.len().max(1));
             own.connect_rate = target.connect_rate / processes as f64;
             own.server_pids.clear();
+            // Each shard numbers its connections from 0, so its users get a
+            // prefix of their own: `u` becomes `u0-`, `u1-`, … and no two
+            // shards sign in the same name.
+            own.users = target.users.as_ref().map(|prefix| format!("{prefix}{k}-"));
             links.push(match shards {
                 Shards::Tasks => {
                     let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -201,6 +173,9 @@ impl Crowd {
                 }
                 Shards::Processes(exe) => {
                     let mut command = tokio::process::Command::new(exe);
+                    if let Some(users) = &own.users {
+                        command.arg("--users").arg(users);
+                    }
                     command
                         .arg("--quiet")
                         .arg("--url")
@@ -253,9 +228,13 @@ impl Crowd {
         Ok(answers)
     }
 
-    async fn quit(self) {
-        for mut link in self.links {
+    /// Tells every shard to quit first, so they close their connections
+    /// together, then waits for each.
+    async fn quit(mut self) {
+        for link in &mut self.links {
             link.send(&Order::Quit).await.ok();
+        }
+        for link in self.links {
             if let Some(mut child) = link.process {
                 // A shard closes its connections and exits; one that hangs
                 // is killed rather than left behind.
@@ -294,6 +273,8 @@ impl ToolClock {
         }
     }
 
+    /// The cores busy since [`ToolClock::start`], and whether that was above
+    /// 90% of the cores this process (and so each shard) may use.
     fn read(&self) -> (f64, bool) {
         let share = self.clock.read();
         let cores = share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0);
@@ -364,9 +345,8 @@ impl Step<'_> {
             .target
             .urls
             .iter()
-            .map(|url| Health::spawn(url, self.settings.health_every))
+            .map(|url| Health::spawn(url, self.settings.traffic.health_every))
             .collect::<Result<Vec<_>, _>>()?;
-        let tool = ToolClock::start(&crowd.pids());
 
         let started = Instant::now();
         let answers = crowd
@@ -404,7 +384,6 @@ impl Step<'_> {
         }
         let (flood, closed_after_flood) = self.flood(crowd, total).await?;
         let rss_after_traffic_kib_by_node = self.rss();
-        let (tool_cpu_cores, tool_saturated) = tool.read();
         let mut healths = Vec::with_capacity(health.len());
         for probe in health {
             healths.push(probe.finish().await?);
@@ -426,8 +405,6 @@ impl Step<'_> {
             closed: clicked.closed.max(closed_after_flood),
             flood,
             health: healths,
-            tool_cpu_cores,
-            tool_saturated,
         })
     }
 
@@ -448,8 +425,8 @@ impl Step<'_> {
         total: &mut u64,
     ) -> Result<Clicked, BenchError> {
         let mut sent = Vec::new();
-        let mut pace = tokio::time::interval(self.settings.click_every);
-        for _ in 0..self.settings.clicks {
+        let mut pace = tokio::time::interval(self.settings.traffic.click_every);
+        for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
             let at = micros_since(self.start);
             let id = clicker.click().await?;
@@ -469,35 +446,12 @@ impl Step<'_> {
             *total = (*total).max(clicked);
         }
         let until = *total;
-        let answers = crowd
-            .order(|_| Order::Expect {
-                sent: sent.clone(),
-                until,
-            })
-            .await?;
-        let mut latency = histogram();
-        let (mut missed, mut short, mut closed) = (0, 0, 0);
-        for answer in answers {
-            let Answer::Saw {
-                latency: seen,
-                missed: m,
-                short: s,
-                closed: c,
-                ..
-            } = answer
-            else {
-                return Err(BenchError::Shard("answered Expect out of turn".into()));
-            };
-            add_buckets(&mut latency, &seen);
-            missed += m;
-            short += s;
-            closed += c;
-        }
+        let saw = Sightings::expect(crowd, sent, until).await?;
         Ok(Clicked {
-            latency: summarize(&latency),
-            missed,
-            short,
-            closed,
+            latency: summarize(&saw.latency),
+            missed: saw.missed,
+            short: saw.short,
+            closed: saw.closed,
         })
     }
 
@@ -508,26 +462,29 @@ impl Step<'_> {
         &self,
         crowd: &mut Crowd,
         total: &mut u64,
-    ) -> Result<(CrowdFlood, usize), BenchError> {
-        let settings = self.settings;
+    ) -> Result<(HeldFlood, usize), BenchError> {
+        let traffic = &self.settings.traffic;
         let n = self.processes;
         let base = *total;
-        let planned = (settings.flood_rate * settings.flood_duration.as_secs_f64()).ceil() as usize;
-        let capacity = planned + settings.flood_clients;
+        let capacity = traffic.planned_clicks() + traffic.flood_clients;
         let flood_started = Instant::now();
+        // The tool's CPU over the sending and its acks, not the whole step:
+        // connecting is slow and light, and would dilute a saturated flood.
+        let tool = ToolClock::start(&crowd.pids());
         let answers = crowd
             .order(|k| {
-                let clients = share(settings.flood_clients, k, n);
+                let clients = share(traffic.flood_clients, k, n);
                 Order::Flood {
                     clients,
-                    rate: settings.flood_rate * clients as f64 / settings.flood_clients as f64,
-                    duration_ms: u64::try_from(settings.flood_duration.as_millis())
+                    rate: traffic.flood_rate * clients as f64 / traffic.flood_clients as f64,
+                    duration_ms: u64::try_from(traffic.flood_duration.as_millis())
                         .unwrap_or(u64::MAX),
                     base,
                     capacity,
                 }
             })
             .await?;
+        let (tool_cpu_cores, tool_saturated) = tool.read();
         let mut acked = 0;
         let mut final_total = base;
         let mut sent = Vec::new();
@@ -549,52 +506,98 @@ impl Step<'_> {
         // total everyone must reach is at least the start plus every ack.
         final_total = final_total.max(base + acked);
         sent.sort_unstable();
+        let saw = Sightings::expect(crowd, sent, final_total).await?;
+        *total = saw.most_seen.max(final_total);
+        // The shards' own count of acks, which includes any that came after
+        // the quiet gap that ended their first answer.
+        let acked = saw.flood_acked.max(acked);
+        let flood = HeldFlood {
+            clients: traffic.flood_clients,
+            target_rate_per_s: traffic.flood_rate,
+            achieved_rate_per_s: acked as f64
+                / traffic
+                    .flood_duration
+                    .as_secs_f64()
+                    .max(clicking_secs - 0.5),
+            clicks: acked,
+            unacked: saw.unacked,
+            ack: summarize(&saw.ack),
+            visible_to_all: summarize(&saw.latency),
+            missed: saw.missed,
+            converged: saw.short == 0
+                && saw.unacked == 0
+                && saw.most_seen == final_total
+                && final_total == base + acked,
+            tool_cpu_cores,
+            tool_saturated,
+        };
+        Ok((flood, saw.closed))
+    }
+}
+
+/// Every shard's answer to one [`Order::Expect`], added up.
+struct Sightings {
+    latency: hdrhistogram::Histogram<u64>,
+    missed: u64,
+    short: usize,
+    closed: usize,
+    /// The largest total any connection saw.
+    most_seen: u64,
+    /// When the order ended a flood: its acks, their count and the clicks
+    /// left unacknowledged.
+    ack: hdrhistogram::Histogram<u64>,
+    flood_acked: u64,
+    unacked: u64,
+}
+
+impl Sightings {
+    /// Tells every shard the clicks `sent` and the total `until` they must
+    /// all reach, and adds up what they saw.
+    async fn expect(
+        crowd: &mut Crowd,
+        sent: Vec<(u64, u64)>,
+        until: u64,
+    ) -> Result<Self, BenchError> {
         let answers = crowd
             .order(|_| Order::Expect {
                 sent: sent.clone(),
-                until: final_total,
+                until,
             })
             .await?;
-        *total = final_total;
-        let mut visible = histogram();
-        let mut ack = histogram();
-        let (mut missed, mut short, mut unacked, mut closed) = (0, 0, 0, 0);
+        let mut saw = Sightings {
+            latency: histogram(),
+            missed: 0,
+            short: 0,
+            closed: 0,
+            most_seen: 0,
+            ack: histogram(),
+            flood_acked: 0,
+            unacked: 0,
+        };
         for answer in answers {
             let Answer::Saw {
                 latency,
-                missed: m,
-                short: s,
-                closed: c,
+                missed,
+                short,
+                closed,
+                most_seen,
                 flood,
             } = answer
             else {
                 return Err(BenchError::Shard("answered Expect out of turn".into()));
             };
-            add_buckets(&mut visible, &latency);
-            missed += m;
-            short += s;
-            closed += c;
+            add_buckets(&mut saw.latency, &latency);
+            saw.missed += missed;
+            saw.short += short;
+            saw.closed += closed;
+            saw.most_seen = saw.most_seen.max(most_seen);
             if let Some(flood) = flood {
-                add_buckets(&mut ack, &flood.ack);
-                unacked += flood.unacked;
+                add_buckets(&mut saw.ack, &flood.ack);
+                saw.flood_acked += flood.acked;
+                saw.unacked += flood.unacked;
             }
         }
-        let flood = CrowdFlood {
-            clients: settings.flood_clients,
-            target_rate_per_s: settings.flood_rate,
-            achieved_rate_per_s: acked as f64
-                / settings
-                    .flood_duration
-                    .as_secs_f64()
-                    .max(clicking_secs - 0.5),
-            clicks: acked,
-            unacked,
-            ack: summarize(&ack),
-            visible_to_all: summarize(&visible),
-            missed,
-            converged: short == 0 && unacked == 0 && final_total == base + acked,
-        };
-        Ok((flood, closed))
+        Ok(saw)
     }
 }
 

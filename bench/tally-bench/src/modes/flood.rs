@@ -105,6 +105,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one clicking client reports back.
 pub(crate) struct ClientResult {
+    /// The client's place among the clickers, so that a workload handing
+    /// them back (as `scale` and `crowd` do) keeps them in the load's order.
+    pub index: usize,
     pub ack: hdrhistogram::Histogram<u64>,
     pub max_seen: u64,
     pub frames: u64,
@@ -408,7 +411,7 @@ impl Clickers {
         for (i, client) in clients.into_iter().enumerate() {
             let first = tokio::time::Instant::now() + per_client.mul_f64(i as f64 / n as f64);
             tasks.spawn(click_loop(
-                client,
+                (i, client),
                 tokio::time::interval_at(first, per_client),
                 start,
                 sending_ends,
@@ -488,7 +491,7 @@ pub(crate) struct Acks {
 /// the client back open.
 #[allow(clippy::too_many_arguments)] // one task's whole context, passed once
 async fn click_loop(
-    mut client: Client,
+    (index, mut client): (usize, Client),
     mut pace: tokio::time::Interval,
     start: Instant,
     until: tokio::time::Instant,
@@ -550,6 +553,7 @@ async fn click_loop(
         }
     }
     let result = ClientResult {
+        index,
         ack,
         max_seen: seen.max(),
         frames,

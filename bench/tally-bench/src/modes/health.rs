@@ -115,10 +115,12 @@ impl Health {
         self.phase.store(phase as usize, Ordering::Relaxed);
     }
 
-    pub async fn finish(self) -> Result<HealthReport, BenchError> {
+    pub async fn finish(mut self) -> Result<HealthReport, BenchError> {
         self.stop.cancel();
+        let (_, never) = oneshot::channel();
+        let result = std::mem::replace(&mut self.result, never);
         let ([connecting, clicking, flooding], failures) =
-            self.result.await.map_err(|_| BenchError::ProberLost)?;
+            result.await.map_err(|_| BenchError::ProberLost)?;
         let mut all = histogram();
         for phase in [&connecting, &clicking, &flooding] {
             all.add(phase).ok();
@@ -130,6 +132,14 @@ impl Health {
             flooding: summarize(&flooding),
             failures,
         })
+    }
+}
+
+/// A prober dropped without [`Health::finish`] (its step failed) stops too,
+/// rather than asking `/healthz` every so often for the rest of the run.
+impl Drop for Health {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

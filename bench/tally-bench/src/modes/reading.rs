@@ -20,7 +20,8 @@ pub(crate) struct Reading {
     pub start: Instant,
     target: watch::Sender<u64>,
     stop: CancellationToken,
-    tasks: JoinSet<(Client, Seen, u64)>,
+    /// Each connection's place in `clients`, and its reader.
+    tasks: JoinSet<(usize, (Client, Seen, u64))>,
 }
 
 impl Reading {
@@ -35,8 +36,9 @@ impl Reading {
         let (target_tx, target_rx) = watch::channel(0);
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for client in clients {
-            tasks.spawn(listen_keep(client, start, target_rx.clone(), stop.clone()));
+        for (i, client) in clients.into_iter().enumerate() {
+            let reader = listen_keep(client, start, target_rx.clone(), stop.clone());
+            tasks.spawn(async move { (i, reader.await) });
         }
         Reading {
             start,
@@ -67,14 +69,18 @@ impl Reading {
         self.collect().await
     }
 
+    /// The connections in the order they were given (not the order their
+    /// readers ended), so a caller picking the first few of them picks the
+    /// same ones every time.
     async fn collect(mut self) -> Result<(Vec<Client>, Vec<Seen>), BenchError> {
-        let mut clients = Vec::with_capacity(self.tasks.len());
-        let mut seen = Vec::with_capacity(self.tasks.len());
+        let mut done = Vec::with_capacity(self.tasks.len());
         while let Some(joined) = self.tasks.join_next().await {
-            let (client, saw, _) = joined?;
-            clients.push(client);
-            seen.push(saw);
+            done.push(joined?);
         }
-        Ok((clients, seen))
+        done.sort_unstable_by_key(|&(i, _)| i);
+        Ok(done
+            .into_iter()
+            .map(|(_, (client, saw, _))| (client, saw))
+            .unzip())
     }
 }

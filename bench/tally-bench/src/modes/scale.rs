@@ -4,7 +4,7 @@
 //! with every connection ending on the exact total, and answer `/healthz`
 //! promptly all the while.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::cancel_after;
 use super::flood::Clickers;
 use super::health::{Health, HealthReport, Phase};
+use super::held::{HeldFlood, StepTraffic};
 use super::reading::Reading;
 use crate::client::{Client, Incoming};
+use crate::cpu::{CpuClock, own_cores};
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::SendTimes;
 use crate::{BenchError, SETTLE, Target, connect_range, greeting, micros_since, rss_kib};
@@ -24,17 +26,8 @@ use crate::{BenchError, SETTLE, Target, connect_range, greeting, micros_since, r
 pub struct ScaleSettings {
     /// Connections held at each step, rising; each step adds to the last.
     pub steps: Vec<usize>,
-    /// Clicks, `click_every` apart, that must each reach every connection.
-    pub clicks: u64,
-    pub click_every: Duration,
-    /// How many of the held connections click in each step's flood…
-    pub flood_clients: usize,
-    /// …at this rate, all together…
-    pub flood_rate: f64,
-    /// …for this long.
-    pub flood_duration: Duration,
-    /// How often `/healthz` is asked, all through each step.
-    pub health_every: Duration,
+    /// What each step does with them.
+    pub traffic: StepTraffic,
     /// The server's pid, to read its RSS.
     pub server_pid: Option<u32>,
 }
@@ -77,31 +70,9 @@ pub struct ScaleStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
-    pub flood: ScaleFlood,
+    pub flood: HeldFlood,
     /// `GET /healthz` through the whole step, from a thread of its own.
     pub health: HealthReport,
-}
-
-/// A flood from some of the held connections while all the others listen.
-#[derive(Debug, Serialize)]
-pub struct ScaleFlood {
-    pub clients: usize,
-    pub target_rate_per_s: f64,
-    /// Acknowledged clicks per second, over the sending time or until the
-    /// last ack if that came later.
-    pub achieved_rate_per_s: f64,
-    pub clicks: u64,
-    pub unacked: u64,
-    pub ack: Latency,
-    /// Click sent → each listening connection first sees a total at least
-    /// that click's: one sample per (click, listener).
-    pub visible_to_all: Latency,
-    /// (click, listener) pairs never seen.
-    pub missed: u64,
-    /// Every connection, clickers and listeners, ended on the final total;
-    /// the final total is the start total plus the acknowledged clicks; and
-    /// nothing was left unacknowledged.
-    pub converged: bool,
 }
 
 /// Runs the steps in turn, holding every connection from one step to the
@@ -155,7 +126,7 @@ impl Step<'_> {
         held: &mut Vec<Client>,
         total: &mut u64,
     ) -> Result<ScaleStep, BenchError> {
-        let health = Health::spawn(self.target.home(), self.settings.health_every)?;
+        let health = Health::spawn(self.target.home(), self.settings.traffic.health_every)?;
 
         // The connections held so far keep reading (and answering the
         // server's pings) while the new ones connect.
@@ -217,10 +188,10 @@ impl Step<'_> {
         held: &mut Vec<Client>,
         total: &mut u64,
     ) -> Result<(Latency, u64, usize), BenchError> {
-        let clicks = self.settings.clicks;
+        let clicks = self.settings.traffic.clicks;
         let sent = SendTimes::new(*total, clicks as usize);
         let reading = Reading::start(std::mem::take(held));
-        let mut pace = tokio::time::interval(self.settings.click_every);
+        let mut pace = tokio::time::interval(self.settings.traffic.click_every);
         for _ in 0..clicks {
             pace.tick().await;
             let at = micros_since(reading.start);
@@ -258,22 +229,23 @@ impl Step<'_> {
         &self,
         held: &mut Vec<Client>,
         total: &mut u64,
-    ) -> Result<ScaleFlood, BenchError> {
-        let settings = self.settings;
-        let n = settings.flood_clients.min(held.len());
+    ) -> Result<HeldFlood, BenchError> {
+        let traffic = &self.settings.traffic;
+        let n = traffic.flood_clients.min(held.len());
         let base = *total;
         let mut clients = std::mem::take(held);
         let listeners = clients.split_off(n);
         let reading = Reading::start(listeners);
         let start = reading.start;
         let stop = CancellationToken::new();
-        let planned = (settings.flood_rate * settings.flood_duration.as_secs_f64()).ceil() as usize;
+        let planned = traffic.planned_clicks();
         let sent = SendTimes::new(base, planned + n);
         let (final_tx, final_rx) = watch::channel(0);
+        let tool = CpuClock::start(&[]);
         let mut clickers = Clickers::spawn(
             clients,
-            settings.flood_rate,
-            settings.flood_duration,
+            traffic.flood_rate,
+            traffic.flood_duration,
             start,
             &sent,
             &final_rx,
@@ -282,37 +254,47 @@ impl Step<'_> {
         let acks = clickers
             .collect_acks(base, &self.target.progress.bar(planned as u64, "clicking"))
             .await;
-        let (acked, final_total) = (acks.acked, acks.final_total);
+        let tool_cpu = tool.read();
+        let final_total = acks.final_total.max(base + acks.acked);
         final_tx.send_replace(final_total);
         *total = final_total;
         let timer = cancel_after(&stop, SETTLE);
         let mut ack = histogram();
-        let mut converged = true;
-        let mut unacked = 0;
+        let mut short = 0;
+        let mut most_seen = base;
+        let (mut unacked, mut acked) = (0, 0);
         let mut held_clickers = Vec::with_capacity(n);
         while let Some(joined) = clickers.tasks.join_next().await {
             let (client, result) = joined?;
-            held_clickers.push(client);
+            held_clickers.push((result.index, client));
             ack.add(&result.ack).ok();
-            converged &= result.max_seen >= final_total;
+            short += usize::from(result.max_seen < final_total);
+            most_seen = most_seen.max(result.max_seen);
             unacked += result.unacked;
+            // Counted from each client's own record, so an ack that came
+            // after the quiet gap ended `collect_acks` still counts.
+            acked += result.sent - result.unacked;
         }
         timer.abort();
+        // Back in the order they were held, so the next step's flood has
+        // the same clickers.
+        held_clickers.sort_unstable_by_key(|&(i, _)| i);
         let (listeners, seen) = reading.until(final_total).await?;
         let mut visible = histogram();
         let mut missed = 0;
         for seen in &seen {
             missed += seen.latencies(&sent, &mut visible);
-            converged &= seen.max() >= final_total;
+            short += usize::from(seen.max() < final_total);
+            most_seen = most_seen.max(seen.max());
         }
-        converged &= unacked == 0 && final_total == base + acked;
-        held_clickers.extend(listeners);
-        *held = held_clickers;
-        Ok(ScaleFlood {
+        *held = held_clickers.into_iter().map(|(_, c)| c).collect();
+        held.extend(listeners);
+        *total = most_seen.max(final_total);
+        Ok(HeldFlood {
             clients: n,
-            target_rate_per_s: settings.flood_rate,
+            target_rate_per_s: traffic.flood_rate,
             achieved_rate_per_s: acked as f64
-                / settings
+                / traffic
                     .flood_duration
                     .as_secs_f64()
                     .max((acks.last_ack - clickers.sending_starts).as_secs_f64()),
@@ -321,7 +303,12 @@ impl Step<'_> {
             ack: summarize(&ack),
             visible_to_all: summarize(&visible),
             missed,
-            converged,
+            converged: short == 0
+                && unacked == 0
+                && most_seen == final_total
+                && final_total == base + acked,
+            tool_cpu_cores: tool_cpu.tool * own_cores() as f64,
+            tool_saturated: tool_cpu.tool_saturated,
         })
     }
 }

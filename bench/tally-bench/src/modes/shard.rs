@@ -74,8 +74,10 @@ pub enum Answer {
         short: usize,
         /// Reading connections found closed (cut off by a node or the
         /// network), which are also short.
-        #[serde(default)]
         closed: usize,
+        /// The largest total any of its connections saw: more than `until`
+        /// means a click was counted that no ack accounted for.
+        most_seen: u64,
         /// The flood's acks, when this ended one.
         #[serde(skip_serializing_if = "Option::is_none")]
         flood: Option<FloodEnd>,
@@ -89,6 +91,9 @@ pub enum Answer {
 pub struct FloodEnd {
     /// Click sent → its ack, µs.
     pub ack: Vec<(u64, u64)>,
+    /// Clicks acknowledged by the end, counting any acknowledged after the
+    /// [`Answer::Clicked`] that first reported them.
+    pub acked: u64,
     pub unacked: u64,
 }
 
@@ -262,6 +267,7 @@ impl Worker<'_> {
         let capacity = usize::try_from(until.saturating_sub(base)).unwrap_or(0);
         let sent = SendTimes::from_entries(base, capacity, sent);
         let mut short = 0;
+        let mut most_seen = 0;
         // The flood's clickers, if one is ending: they read on until they
         // see the final total.
         let mut flood = None;
@@ -270,18 +276,22 @@ impl Worker<'_> {
             flooding.final_total.send_replace(until);
             let timer = cancel_after(&flooding.stop, SETTLE);
             let mut ack = histogram();
-            let mut unacked = 0;
+            let (mut acked, mut unacked) = (0, 0);
             let mut tasks = flooding.clickers.tasks;
             while let Some(joined) = tasks.join_next().await {
                 let (client, result) = joined?;
                 ack.add(&result.ack).ok();
+                acked += result.sent - result.unacked;
                 unacked += result.unacked;
                 short += usize::from(result.max_seen < until);
-                clickers_back.push(client);
+                most_seen = most_seen.max(result.max_seen);
+                clickers_back.push((result.index, client));
             }
             timer.abort();
+            clickers_back.sort_unstable_by_key(|&(i, _)| i);
             flood = Some(FloodEnd {
                 ack: buckets(&ack),
+                acked,
                 unacked,
             });
         }
@@ -295,16 +305,19 @@ impl Worker<'_> {
         for seen in &seen {
             missed += seen.latencies(&sent, &mut latency);
             short += usize::from(seen.max() < until);
+            most_seen = most_seen.max(seen.max());
             closed += usize::from(seen.closed);
         }
         // The clickers go back first, as they were held.
-        clickers_back.extend(listeners);
-        self.reading = Some(Reading::start_at(clickers_back, self.start));
+        let mut held: Vec<Client> = clickers_back.into_iter().map(|(_, c)| c).collect();
+        held.extend(listeners);
+        self.reading = Some(Reading::start_at(held, self.start));
         Ok(Answer::Saw {
             latency: buckets(&latency),
             missed,
             short,
             closed,
+            most_seen,
             flood,
         })
     }

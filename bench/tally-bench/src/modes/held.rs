@@ -1,0 +1,63 @@
+//! What the workloads that hold connections from step to step share
+//! (`scale` in one process, `crowd` over its shards): the traffic each step
+//! puts on the held connections, and the report of its flood.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report::Latency;
+
+/// The traffic of every step, once its connections are held.
+#[derive(Debug, Clone)]
+pub struct StepTraffic {
+    /// Clicks, `click_every` apart, that must each reach every connection.
+    pub clicks: u64,
+    pub click_every: Duration,
+    /// How many of the held connections click in each step's flood…
+    pub flood_clients: usize,
+    /// …at this rate, all together…
+    pub flood_rate: f64,
+    /// …for this long.
+    pub flood_duration: Duration,
+    /// How often each node's `/healthz` is asked, all through each step.
+    pub health_every: Duration,
+}
+
+impl StepTraffic {
+    /// The clicks a flood plans to send; their totals, with one late click
+    /// per client at most, fit in this plus `flood_clients`.
+    pub fn planned_clicks(&self) -> usize {
+        (self.flood_rate * self.flood_duration.as_secs_f64()).ceil() as usize
+    }
+}
+
+/// A flood from some of the held connections while all the others listen.
+#[derive(Debug, Serialize)]
+pub struct HeldFlood {
+    pub clients: usize,
+    pub target_rate_per_s: f64,
+    /// Acknowledged clicks per second, over the sending time or until the
+    /// last ack if that came later.
+    pub achieved_rate_per_s: f64,
+    /// Clicks acknowledged by the end, late ones included.
+    pub clicks: u64,
+    pub unacked: u64,
+    pub ack: Latency,
+    /// Click sent → each listening connection first sees a total at least
+    /// that click's: one sample per (click, listener).
+    pub visible_to_all: Latency,
+    /// (click, listener) pairs never seen.
+    pub missed: u64,
+    /// Every connection, clickers and listeners, ended on the final total;
+    /// the final total is exactly the start total plus every acknowledged
+    /// click (no connection saw more, and none of them was acknowledged
+    /// after the others were counted); and nothing was left unacknowledged.
+    pub converged: bool,
+    /// The tool's CPU (every process of it) from the flood's start to its
+    /// last ack, in cores, and whether that was above 90% of the cores it
+    /// may use: then the flood's latencies are the tool's as much as the
+    /// servers'.
+    pub tool_cpu_cores: f64,
+    pub tool_saturated: bool,
+}
