@@ -38,7 +38,9 @@ by one, and the connections are spread over the ${r.nodes} nodes and over
 loopback source addresses. At each step: the connections held; the sum of
 the nodes' RSS after connecting and again after the step's traffic; clicks
 from one client on the first node, one at a time, that must each reach every
-connection (click → all: one sample per click and connection, on every node);
+connection (click → all: one sample per click and connection, on every node;
+each click is sent once every connection has seen the one before, so it
+times one click reaching everyone, not a queue of them);
 a flood from ${r.steps[0]?.flood.clients} of the held connections at
 ${fmt(r.steps[0]?.flood.target_rate_per_s, 0)} clicks/s, every connection
 required to end on the exact total (visible to all: one sample per click and

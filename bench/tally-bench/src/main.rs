@@ -255,8 +255,9 @@ struct TrafficArgs {
     /// Clicks per step that must each reach every connection.
     #[arg(long, env = "TALLY_BENCH_CLICKS", default_value_t = 5)]
     clicks: u64,
-    /// Time between those clicks (at 100,000 connections a click takes
-    /// seconds to reach them all, so the next is not sent sooner).
+    /// Least time between those clicks; each also waits until every
+    /// connection has seen the one before, so it times one click reaching
+    /// everyone rather than a queue of them.
     #[arg(long, env = "TALLY_BENCH_CLICK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
     click_every: Duration,
     /// Held connections that click in each step's flood (over every

@@ -16,9 +16,9 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
 
 use super::health::{Health, HealthReport, Phase};
-use super::held::{HeldFlood, StepTraffic};
+use super::held::{HeldFlood, StepTraffic, click_once};
 use super::shard::{Answer, Order, instant_of, shard};
-use crate::client::{Client, Incoming};
+use crate::client::Client;
 use crate::cpu::{CpuClock, SATURATED, own_cores};
 use crate::report::{Latency, add_buckets, histogram, summarize};
 use crate::{BenchError, SETTLE, Target, greeting, micros_since, rss_kib};
@@ -424,34 +424,30 @@ impl Step<'_> {
         clicker: &mut Client,
         total: &mut u64,
     ) -> Result<Clicked, BenchError> {
-        let mut sent = Vec::new();
+        let mut latency = histogram();
+        let (mut missed, mut short, mut closed) = (0, 0, 0);
         let mut pace = tokio::time::interval(self.settings.traffic.click_every);
         for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
             let at = micros_since(self.start);
-            let id = clicker.click().await?;
-            let acked = async {
-                loop {
-                    if let Incoming::Ack { id: acked, total } = clicker.recv().await?
-                        && acked == id
-                    {
-                        return Ok::<_, BenchError>(total);
-                    }
-                }
-            };
-            let clicked = tokio::time::timeout(SETTLE, acked)
-                .await
-                .map_err(|_| BenchError::Unacked { acked: 0, sent: 1 })??;
-            sent.push((clicked, at));
+            let clicked = click_once(clicker).await?;
             *total = (*total).max(clicked);
+            // Each click waits until every connection has seen it (or
+            // SETTLE has passed) before the next goes out: a click sent
+            // while the last is still being written to 100,000 sockets
+            // would queue behind it and time the backlog, not one click
+            // reaching everyone.
+            let saw = Sightings::expect(crowd, vec![(clicked, at)], *total).await?;
+            latency.add(&saw.latency).ok();
+            missed += saw.missed;
+            short = saw.short;
+            closed = saw.closed;
         }
-        let until = *total;
-        let saw = Sightings::expect(crowd, sent, until).await?;
         Ok(Clicked {
-            latency: summarize(&saw.latency),
-            missed: saw.missed,
-            short: saw.short,
-            closed: saw.closed,
+            latency: summarize(&latency),
+            missed,
+            short,
+            closed,
         })
     }
 

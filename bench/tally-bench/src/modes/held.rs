@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::client::{Client, Incoming};
 use crate::report::Latency;
+use crate::{BenchError, SETTLE};
 
 /// The traffic of every step, once its connections are held.
 #[derive(Debug, Clone)]
 pub struct StepTraffic {
-    /// Clicks, `click_every` apart, that must each reach every connection.
+    /// Clicks, at least `click_every` apart, that must each reach every
+    /// connection; each is sent once every connection has seen the last.
     pub clicks: u64,
     pub click_every: Duration,
     /// How many of the held connections click in each step's flood…
@@ -60,4 +63,21 @@ pub struct HeldFlood {
     /// servers'.
     pub tool_cpu_cores: f64,
     pub tool_saturated: bool,
+}
+
+/// One click from `clicker`, and the total its ack carried.
+pub(crate) async fn click_once(clicker: &mut Client) -> Result<u64, BenchError> {
+    let id = clicker.click().await?;
+    let acked = async {
+        loop {
+            if let Incoming::Ack { id: acked, total } = clicker.recv().await?
+                && acked == id
+            {
+                return Ok::<_, BenchError>(total);
+            }
+        }
+    };
+    tokio::time::timeout(SETTLE, acked)
+        .await
+        .map_err(|_| BenchError::Unacked { acked: 0, sent: 1 })?
 }

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::cancel_after;
 use super::flood::Clickers;
 use super::health::{Health, HealthReport, Phase};
-use super::held::{HeldFlood, StepTraffic};
+use super::held::{HeldFlood, StepTraffic, click_once};
 use super::reading::Reading;
-use crate::client::{Client, Incoming};
+use crate::client::Client;
 use crate::cpu::{CpuClock, own_cores};
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::SendTimes;
@@ -188,37 +188,34 @@ impl Step<'_> {
         held: &mut Vec<Client>,
         total: &mut u64,
     ) -> Result<(Latency, u64, usize), BenchError> {
-        let clicks = self.settings.traffic.clicks;
-        let sent = SendTimes::new(*total, clicks as usize);
-        let reading = Reading::start(std::mem::take(held));
+        let mut h = histogram();
+        let (mut missed, mut short) = (0, 0);
         let mut pace = tokio::time::interval(self.settings.traffic.click_every);
-        for _ in 0..clicks {
+        for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
+            let reading = Reading::start(std::mem::take(held));
             let at = micros_since(reading.start);
-            let id = clicker.click().await?;
-            let acked = async {
-                loop {
-                    if let Incoming::Ack { id: acked, total } = clicker.recv().await?
-                        && acked == id
-                    {
-                        return Ok::<_, BenchError>(total);
-                    }
+            let clicked = click_once(clicker).await;
+            let clicked = match clicked {
+                Ok(clicked) => clicked,
+                Err(err) => {
+                    *held = reading.stop().await?.0;
+                    return Err(err);
                 }
             };
-            let clicked = tokio::time::timeout(SETTLE, acked)
-                .await
-                .map_err(|_| BenchError::Unacked { acked: 0, sent: 1 })??;
-            sent.note(clicked, at);
             *total = (*total).max(clicked);
-        }
-        let (clients, seen) = reading.until(*total).await?;
-        *held = clients;
-        let mut h = histogram();
-        let mut missed = 0;
-        let mut short = 0;
-        for seen in &seen {
-            missed += seen.latencies(&sent, &mut h);
-            short += usize::from(seen.max() < *total);
+            let sent = SendTimes::new(clicked - 1, 1);
+            sent.note(clicked, at);
+            // Each click waits until every connection has seen it (or
+            // SETTLE has passed) before the next goes out, so it times one
+            // click reaching everyone, not a queue of them.
+            let (clients, seen) = reading.until(*total).await?;
+            *held = clients;
+            short = 0;
+            for seen in &seen {
+                missed += seen.latencies(&sent, &mut h);
+                short += usize::from(seen.max() < *total);
+            }
         }
         Ok((summarize(&h), missed, short))
     }
