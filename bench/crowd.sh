@@ -10,7 +10,9 @@
 # them at FLOOD_RATE clicks/s with every connection ending on the exact
 # total, and each node's /healthz all the while. Writes the raw line to
 # $OUT/crowd.jsonl and the report to $OUT/benchmarks-crowd.md with the chart
-# $OUT/crowd.svg. Loads go to 127.0.0.1 only.
+# $OUT/crowd.svg; a run that stopped before its last step leaves those alone,
+# writes $OUT/crowd-stopped.jsonl and $OUT/benchmarks-crowd-stopped.md
+# instead, and exits 1. Loads go to 127.0.0.1 only.
 #
 # Knobs (environment): PG (postgres://postgres@127.0.0.1:5432), NODES (6),
 # PROCESSES (6), STEPS (20000,50000,100000), FLOOD_CLIENTS (1000),

@@ -43,6 +43,8 @@ const times = rows.map((r) => r.measured_at).filter(Boolean).sort();
 // times) or, in raw lines from before it, the single-run ramp's (steps).
 const sustained = (r) => r.capacity_per_s ?? r.highest_sustained_rate_per_s;
 const rungs = (r) => (r?.rates ? r.rates.map((g) => ({ rate: g.rate_per_s, p99: g.median_p99_ms, g })) : (r?.steps ?? []).map((st) => ({ rate: st.target_rate_per_s, p99: st.visible.p99_ms, st })));
+// A share as a percentage; a missing one (JSON null) stays missing.
+const pct = (x) => (x === null || x === undefined ? NaN : x * 100);
 const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v) ? '–' : Number(v).toFixed(digits));
 const cpuPerK = (r) => (r?.clicks ? (r.server_cpu_s * 1e6) / r.clicks : NaN);
 const kib = (r) => (r?.rss_per_connection_bytes ?? NaN) / 1024;
@@ -103,22 +105,20 @@ const bracket = (server) => {
   const cap = r.capacity_per_s;
   const above = r.rates.find((g) => g.rate_per_s > cap);
   const best = r.rates.find((g) => g.rate_per_s === cap);
-  // `low` is what the capacity is at least, `high` what it is below (NaN:
-  // not bounded by this ladder). A server that passed no rate is below the
-  // lowest; one that passed every rate, at least the highest. A rate that
-  // failed with the tool saturated bounds nothing: the tool, not the
-  // server, failed there, so a floor's upper side is open too.
+  // The capacity is at least `cap` and below `high` (NaN: not bounded by
+  // this ladder); `next` is the rate that failed above it, if any. A server
+  // that passed no rate is below the lowest; one that passed every rate, at
+  // least the highest. A rate that failed with the tool saturated bounds
+  // nothing: the tool, not the server, failed there, so a floor's upper
+  // side is open, as is that of a ladder passed to a tool-bound top.
   const floor = !!r.floor || (!above && !!best?.tool_saturated);
-  return {
-    cap, low: cap, next: above?.rate_per_s ?? NaN, high: floor ? NaN : (above?.rate_per_s ?? NaN), failedBy: above?.failed_by, floor,
-    top: r.rates.at(-1)?.rate_per_s, topToolBound: !above && !!best?.tool_saturated,
-  };
+  return { cap, next: above?.rate_per_s ?? NaN, high: floor ? NaN : (above?.rate_per_s ?? NaN), failedBy: above?.failed_by, floor };
 };
 const capacityCell = (server) => {
   const b = bracket(server);
   if (!b) return '–';
-  if (!(b.cap > 0)) return `below ${fmt(b.next, 0)} (the lowest rate failed: ${b.failedBy}${b.floor ? '; the tool was the limit there' : ''})`;
-  if (!Number.isFinite(b.next)) return `≥ ${fmt(b.cap, 0)} (passed every rate of the ladder${b.topToolBound ? '; the tool was saturated at the top one, so this is a floor' : ''})`;
+  if (!(b.cap > 0)) return b.floor ? `unknown (the tool was the limit at the lowest rate, ${fmt(b.next, 0)})` : `below ${fmt(b.next, 0)} (the lowest rate failed: ${b.failedBy})`;
+  if (!Number.isFinite(b.next)) return `≥ ${fmt(b.cap, 0)} (passed every rate of the ladder${b.floor ? '; the tool was saturated at the top one, so this is a floor' : ''})`;
   return `≥ ${fmt(b.cap, 0)}${b.floor ? '' : `, < ${fmt(b.next, 0)}`} (${fmt(b.next, 0)} failed: ${b.failedBy}${b.floor ? '; a floor, the tool was the limit' : ''})`;
 };
 // The ratio of capacities: the point (tally's capacity over the peer's),
@@ -245,7 +245,7 @@ const capCheck = (other, times, name) => {
   if (!r) return check(false, text, false);
   if (r.least >= times) return check(true, text);
   if (Number.isFinite(r.most) && r.most < times) return check(false, text);
-  const bounds = Number.isFinite(r.least) ? `only from below, at ${fmt(r.least, 2)}×` : Number.isFinite(r.most) ? `only from above, at ${fmt(r.most, 2)}×` : 'on neither side';
+  const bounds = Number.isFinite(r.least) && Number.isFinite(r.most) ? `between ${fmt(r.least, 2)}× and ${fmt(r.most, 2)}×, either side of the target` : Number.isFinite(r.least) ? `only from below, at ${fmt(r.least, 2)}×` : Number.isFinite(r.most) ? `only from above, at ${fmt(r.most, 2)}×` : 'on neither side';
   return `- ➖ undecided by this run (the ladder bounds the ratio ${bounds}): ${text}\n`;
 };
 const big = get('tally', 'big');
@@ -276,7 +276,8 @@ md += check(chatT <= chatN / 2, `chat p99 ≤ ½ of Node's (in memory, not store
 
 // The ramp chart: p99 visible latency per step, log-log.
 const W = 640, H = 360, L = 60, R = 20, T = 20, B = 50;
-const steps = SERVERS.map((s) => ({ s, pts: rungs(get(s, 'ramp')).map(({ rate, p99 }) => [rate, Math.max(p99, 0.1)]).sort((a, b) => a[0] - b[0]) }));
+// A rate with no figure (every run erred) has no point: null is not 0 ms.
+const steps = SERVERS.map((s) => ({ s, pts: rungs(get(s, 'ramp')).filter(({ p99 }) => Number.isFinite(p99)).map(({ rate, p99 }) => [rate, Math.max(p99, 0.1)]).sort((a, b) => a[0] - b[0]) }));
 const all = steps.flatMap((x) => x.pts);
 const xmin = Math.min(...all.map((p) => p[0]), 250), xmax = Math.max(...all.map((p) => p[0]), 1000);
 const ymin = 0.5, ymax = Math.max(1000, ...all.map((p) => p[1]));
@@ -304,7 +305,7 @@ md += `| server | capacity clicks/s | stopped by | rates (clicks/s: p99 visible 
 for (const s of SERVERS) {
   for (const r of runs(s, 'ramp')) {
     const detail = r.rates
-      ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}${g.errors?.length ? ` (${g.errors.length} run${g.errors.length > 1 ? 's' : ''} erred: ${g.errors[0]})` : ''}; ${fmt(g.median_tool_cpu * 100, 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
+      ? r.rates.map((g) => `${fmt(g.rate_per_s, 0)}: ${g.p99_ms.map((x) => fmt(x)).join(', ')} → ${g.passed ? 'pass' : g.failed_by}${g.errors?.length ? ` (${g.errors.length} run${g.errors.length > 1 ? 's' : ''} erred: ${g.errors[0]})` : ''}; ${fmt(pct(g.median_tool_cpu), 0)}%${g.tool_saturated ? ' tool-bound' : ''}, ${fmt(g.median_server_cores, 2)}`).join('<br>')
       : (r.steps ?? []).map((st) => `${fmt(st.target_rate_per_s, 0)} → ${fmt(st.achieved_rate_per_s, 0)}, ${fmt(st.visible.p99_ms)}`).join('; ');
     md += `| ${s} | ${r.rates ? capacityCell(s) : fmt(sustained(r), 0)} | ${r.limited_by ?? '–'} | ${detail} |\n`;
   }
@@ -343,14 +344,15 @@ if (scales.length) {
   // Two panels side by side: RSS (MiB) and p99 latencies (ms), against connections.
   const SW = 720, SH = 320, PW = SW / 2;
   const xTicks = scales[0].r.steps.map((st) => st.connections);
+  const xMax = Math.max(...scales.flatMap(({ r }) => r.steps.map((st) => st.connections)));
   const rssSeries = scales.map(({ s, r }) => ({ label: s, color: colors[s], pts: r.steps.map((st) => [st.connections, (st.server_rss_after_traffic_kib ?? st.server_rss_kib ?? 0) / 1024]) }));
   const latSeries = scales.flatMap(({ s, r }) => [
     { label: `${s}: click → all`, color: colors[s], pts: r.steps.map((st) => [st.connections, st.click_to_all.p99_ms]) },
     { label: `${s}: /healthz`, color: colors[s], dash: true, pts: r.steps.map((st) => [st.connections, st.health.all.p99_ms]) },
   ]);
   scaleSvg = chart(SW, SH, [
-    linePanel({ x0: 0, width: PW, height: SH, left: 55, right: 10, title: 'server RSS (MiB), after traffic', series: rssSeries, xTicks, xLabel: 'connections held (RSS)' }),
-    linePanel({ x0: PW, width: PW, height: SH, left: 55, right: 10, title: 'p99 latency (ms)', series: latSeries, xTicks, xLabel: 'connections held (click → all solid, /healthz dashed)' }),
+    linePanel({ x0: 0, width: PW, height: SH, left: 55, right: 10, title: 'server RSS (MiB), after traffic', series: rssSeries, xTicks, xMax, xLabel: 'connections held (RSS)' }),
+    linePanel({ x0: PW, width: PW, height: SH, left: 55, right: 10, title: 'p99 latency (ms)', series: latSeries, xTicks, xMax, xLabel: 'connections held (click → all solid, /healthz dashed)' }),
   ]);
 }
 // Measured elsewhere, each in a run of its own, and linked rather than

@@ -8,9 +8,9 @@ const fmt0 = (v) => (Number.isFinite(v) ? v.toFixed(0) : '–');
 
 // One panel as SVG elements, its left edge at `x0`. `series` are
 // `{ label, color, dash, pts: [[x, y], …] }`; `xTicks` the x values to
-// label.
-export function linePanel({ x0, width, height, top = 30, bottom = 50, left = 60, right = 15, title, series, xTicks, xLabel }) {
-  const xMax = Math.max(1, ...xTicks);
+// label; the x axis runs to `xMax` (by default the largest tick).
+export function linePanel({ x0, width, height, top = 30, bottom = 50, left = 60, right = 15, title, series, xTicks, xMax: xMaxGiven, xLabel }) {
+  const xMax = Math.max(1, xMaxGiven ?? 0, ...xTicks);
   const yMax = Math.max(1, ...series.flatMap((s) => s.pts.map((p) => p[1])).filter(Number.isFinite)) * 1.1;
   const px = (x) => x0 + left + (x / xMax) * (width - left - right);
   const py = (y) => height - bottom - (y / yMax) * (height - top - bottom);

@@ -94,6 +94,31 @@ impl CpuClock {
     }
 }
 
+/// The tool's CPU in cores: this process's and, for a tool run as several
+/// (a crowd's shards), its helper processes'.
+#[derive(Debug, Clone)]
+pub struct ToolClock {
+    clock: CpuClock,
+}
+
+impl ToolClock {
+    /// Starts measuring this process and its `helpers`.
+    pub fn start(helpers: &[u32]) -> Self {
+        ToolClock {
+            clock: CpuClock::start(helpers),
+        }
+    }
+
+    /// The cores busy since [`ToolClock::start`], and whether that was above
+    /// 90% of the cores this process (and so each helper, which inherits
+    /// its affinity) may use.
+    pub fn read(&self) -> (f64, bool) {
+        let share = self.clock.read();
+        let cores = share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0);
+        (cores, cores > SATURATED * own_cores() as f64)
+    }
+}
+
 /// The CPU seconds of all of `pids`, if every one could be read.
 fn servers_seconds(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {

@@ -41,8 +41,8 @@ use tokio::task::JoinSet;
 pub use client::{Client, ClientError, Dial, Incoming};
 pub use modes::{
     Attack, AttackReport, CapacityReport, CapacitySettings, ChatReport, CrowdReport, CrowdSettings,
-    FanoutReport, FloodReport, HeldFlood, IdleReport, Rung, ScaleReport, ScaleSettings, Shards,
-    SoakReport, Stalled, StepTraffic, capacity, chat, crowd, fanout, fanout_with, flood,
+    FanoutReport, FloodReport, HeldFlood, IdleReport, RunError, Rung, ScaleReport, ScaleSettings,
+    Shards, SoakReport, Stalled, StepTraffic, capacity, chat, crowd, fanout, fanout_with, flood,
     flood_with, idle, instant_of, scale, shard, soak,
 };
 pub use progress::Progress;
@@ -187,6 +187,27 @@ pub enum BenchError {
     Refused(String),
     #[error("a shard of the load failed: {0}")]
     Shard(String),
+}
+
+impl BenchError {
+    /// Whether the tool, not the server, ran out of something: descriptors
+    /// or local ports. A run that failed so says nothing about the server,
+    /// as a tool that could not send the offered rate says nothing.
+    pub fn is_tool_side(&self) -> bool {
+        // EMFILE, ENFILE, EADDRNOTAVAIL (no local port left), ENOBUFS.
+        const OUT_OF: [i32; 4] = [24, 23, 99, 105];
+        let io = match self {
+            BenchError::FdLimit { .. } => return true,
+            BenchError::Client(ClientError::Tcp { source, .. }) => Some(source),
+            BenchError::Client(ClientError::Connect {
+                source: tokio_tungstenite::tungstenite::Error::Io(source),
+                ..
+            }) => Some(source),
+            _ => None,
+        };
+        io.and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| OUT_OF.contains(&code))
+    }
 }
 
 /// Raises this process's open-file limit to its hard limit and checks that

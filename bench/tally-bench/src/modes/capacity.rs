@@ -118,7 +118,25 @@ pub struct Rung {
     /// stopped answering) rather than a report: each counts as a failed
     /// run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
+    pub errors: Vec<RunError>,
+}
+
+/// A run that gave no report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunError {
+    pub error: String,
+    /// The tool ran out of descriptors or local ports: the run failed as a
+    /// `load generator` one does, saying nothing about the server.
+    pub tool_side: bool,
+}
+
+impl RunError {
+    pub fn of(err: &BenchError) -> Self {
+        RunError {
+            error: err.to_string(),
+            tool_side: err.is_tool_side(),
+        }
+    }
 }
 
 /// Why one run fails apart from its latency, or `None`: the tool sent less
@@ -148,8 +166,9 @@ fn median(values: &mut [f64]) -> f64 {
 /// Judges one rate from its runs: it passes when the median p99 is within
 /// the bound and more than half of the runs had no other failure (a rate
 /// failing on losses half the time has not been sustained). `errors` are
-/// the runs that gave no report; they count as failed runs.
-pub fn judge(rate: f64, runs: Vec<FloodReport>, errors: Vec<String>, bound_ms: f64) -> Rung {
+/// the runs that gave no report; they count as failed runs, as `load
+/// generator` ones when the tool ran out of something.
+pub fn judge(rate: f64, runs: Vec<FloodReport>, errors: Vec<RunError>, bound_ms: f64) -> Rung {
     let mut p99: Vec<f64> = runs.iter().map(|r| r.visible.p99_ms).collect();
     let p99_in_order = p99.clone();
     let median_p99_ms = median(&mut p99);
@@ -157,7 +176,13 @@ pub fn judge(rate: f64, runs: Vec<FloodReport>, errors: Vec<String>, bound_ms: f
     let servers: Option<Vec<f64>> = runs.iter().map(|r| r.cpu.servers_cores).collect();
     let median_server_cores = servers.map(|mut s| median(&mut s));
     let mut failures: Vec<&'static str> = runs.iter().filter_map(run_failure).collect();
-    failures.extend(errors.iter().map(|_| "error"));
+    failures.extend(errors.iter().map(|e| {
+        if e.tool_side {
+            "load generator"
+        } else {
+            "error"
+        }
+    }));
     let failed_by = if failures.len() * 2 >= (runs.len() + errors.len()).max(1) {
         // The most telling reason: a tool that could not send wins, since
         // then nothing else about the run measured the server.
@@ -236,7 +261,7 @@ pub async fn capacity(
             // the rate is judged with it, and the climb goes on.
             match flood(target, settings.clients, rate, settings.duration).await {
                 Ok(run) => runs.push(run),
-                Err(err) => errors.push(err.to_string()),
+                Err(err) => errors.push(RunError::of(&err)),
             }
             settle(target).await;
         }
@@ -331,7 +356,14 @@ mod tests {
 
     #[test]
     fn runs_that_erred_fail_a_rate_when_they_are_half_of_it() {
-        let err = || vec!["connection refused".to_string(), "no greeting".to_string()];
+        let err = || {
+            ["connection refused", "no greeting"]
+                .map(|error| RunError {
+                    error: error.into(),
+                    tool_side: false,
+                })
+                .to_vec()
+        };
         let rung = judge(1000.0, vec![run(1000.0, 30.0, true, 0.5)], err(), 100.0);
         assert_eq!(rung.failed_by, Some("error"));
         assert_eq!(rung.errors.len(), 2);
@@ -344,6 +376,14 @@ mod tests {
         assert!(rung.passed, "one error in three runs: {rung:?}");
         let rung = judge(1000.0, Vec::new(), err(), 100.0);
         assert!(!rung.passed && rung.median_p99_ms.is_nan());
+        // A tool out of descriptors failed, not the server.
+        let out_of_fds = RunError::of(&BenchError::FdLimit {
+            needed: 1064,
+            limit: 1024,
+        });
+        assert!(out_of_fds.tool_side);
+        let rung = judge(1000.0, Vec::new(), vec![out_of_fds], 100.0);
+        assert_eq!(rung.failed_by, Some("load generator"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::health::{Health, HealthReport, Phase};
 use super::held::{HeldFlood, StepTraffic, click_once};
 use super::shard::{Answer, Order, instant_of, shard};
 use crate::client::Client;
-use crate::cpu::{CpuClock, SATURATED, own_cores};
+use crate::cpu::ToolClock;
 use crate::report::{Latency, add_buckets, histogram, summarize};
 use crate::{BenchError, SETTLE, Target, greeting, micros_since, rss_kib};
 
@@ -261,27 +261,6 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// This process's CPU and its shard processes', in cores.
-struct ToolClock {
-    clock: CpuClock,
-}
-
-impl ToolClock {
-    fn start(shards: &[u32]) -> Self {
-        ToolClock {
-            clock: CpuClock::start(shards),
-        }
-    }
-
-    /// The cores busy since [`ToolClock::start`], and whether that was above
-    /// 90% of the cores this process (and so each shard) may use.
-    fn read(&self) -> (f64, bool) {
-        let share = self.clock.read();
-        let cores = share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0);
-        (cores, cores > SATURATED * own_cores() as f64)
-    }
-}
-
 /// Runs the crowd's steps. A step that fails ends the run; the report keeps
 /// the steps before it and says why.
 pub async fn crowd(
@@ -427,6 +406,9 @@ impl Step<'_> {
         let mut latency = histogram();
         let (mut missed, mut short, mut closed) = (0, 0, 0);
         let mut pace = tokio::time::interval(self.settings.traffic.click_every);
+        // A click that took longer than `click_every` to reach everyone
+        // does not make the next one due at once.
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
             let at = micros_since(self.start);
@@ -504,13 +486,15 @@ impl Step<'_> {
         sent.sort_unstable();
         let saw = Sightings::expect(crowd, sent, final_total).await?;
         *total = saw.most_seen.max(final_total);
-        // The shards' own count of acks, which includes any that came after
-        // the quiet gap that ended their first answer.
+        // The rate counts the acks in time; `clicks` the shards' own count
+        // of acks, which includes any that came after the quiet gap that
+        // ended their first answer.
+        let on_time = acked;
         let acked = saw.flood_acked.max(acked);
         let flood = HeldFlood {
             clients: traffic.flood_clients,
             target_rate_per_s: traffic.flood_rate,
-            achieved_rate_per_s: acked as f64
+            achieved_rate_per_s: on_time as f64
                 / traffic
                     .flood_duration
                     .as_secs_f64()

@@ -4,10 +4,16 @@
 
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use super::cancel_after;
+use super::flood::ClientResult;
 use crate::client::{Client, Incoming};
-use crate::report::Latency;
+use crate::report::{Latency, histogram};
 use crate::{BenchError, SETTLE};
 
 /// The traffic of every step, once its connections are held.
@@ -80,4 +86,58 @@ pub(crate) async fn click_once(clicker: &mut Client) -> Result<u64, BenchError> 
     tokio::time::timeout(SETTLE, acked)
         .await
         .map_err(|_| BenchError::Unacked { acked: 0, sent: 1 })?
+}
+
+/// A flood's clickers once they have read on to the final total: their
+/// clients back in the order they clicked in (so the next step's flood has
+/// the same ones), and what they add up to.
+pub(crate) struct ClickersDone {
+    pub clients: Vec<Client>,
+    pub ack: Histogram<u64>,
+    /// Clicks acknowledged by the end, by each client's own count, so an
+    /// ack that came after the quiet gap that ended the acks' collection
+    /// still counts.
+    pub acked: u64,
+    pub unacked: u64,
+    /// Clickers that did not see `until`.
+    pub short: usize,
+    /// The largest total a clicker saw.
+    pub most_seen: u64,
+}
+
+impl ClickersDone {
+    /// Tells the clickers `tasks` the final total `until`, waits until they
+    /// have seen it (at most [`SETTLE`], then `stop` ends them), and adds
+    /// up what they report.
+    pub async fn collect(
+        mut tasks: JoinSet<(Client, ClientResult)>,
+        final_total: &watch::Sender<u64>,
+        stop: &CancellationToken,
+        until: u64,
+    ) -> Result<Self, BenchError> {
+        final_total.send_replace(until);
+        let timer = cancel_after(stop, SETTLE);
+        let mut done = ClickersDone {
+            clients: Vec::with_capacity(tasks.len()),
+            ack: histogram(),
+            acked: 0,
+            unacked: 0,
+            short: 0,
+            most_seen: 0,
+        };
+        let mut clients = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            let (client, result) = joined?;
+            done.ack.add(&result.ack).ok();
+            done.acked += result.sent - result.unacked;
+            done.unacked += result.unacked;
+            done.short += usize::from(result.max_seen < until);
+            done.most_seen = done.most_seen.max(result.max_seen);
+            clients.push((result.index, client));
+        }
+        timer.abort();
+        clients.sort_unstable_by_key(|&(i, _)| i);
+        done.clients = clients.into_iter().map(|(_, client)| client).collect();
+        Ok(done)
+    }
 }

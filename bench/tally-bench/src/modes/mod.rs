@@ -14,7 +14,7 @@ mod scale;
 mod shard;
 mod soak;
 
-pub use capacity::{CapacityReport, CapacitySettings, Rung, capacity};
+pub use capacity::{CapacityReport, CapacitySettings, RunError, Rung, capacity};
 pub use chat::{ChatReport, chat};
 pub use crowd::{CrowdReport, CrowdSettings, CrowdStep, Shards, crowd};
 pub use fanout::{FanoutReport, Stalled, fanout, fanout_with};

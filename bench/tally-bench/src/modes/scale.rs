@@ -10,16 +10,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::cancel_after;
 use super::flood::Clickers;
 use super::health::{Health, HealthReport, Phase};
-use super::held::{HeldFlood, StepTraffic, click_once};
+use super::held::{ClickersDone, HeldFlood, StepTraffic, click_once};
 use super::reading::Reading;
 use crate::client::Client;
-use crate::cpu::{CpuClock, own_cores};
+use crate::cpu::ToolClock;
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::SendTimes;
-use crate::{BenchError, SETTLE, Target, connect_range, greeting, micros_since, rss_kib};
+use crate::{BenchError, Target, connect_range, greeting, micros_since, rss_kib};
 
 /// How to scale.
 #[derive(Debug, Clone)]
@@ -191,6 +190,9 @@ impl Step<'_> {
         let mut h = histogram();
         let (mut missed, mut short) = (0, 0);
         let mut pace = tokio::time::interval(self.settings.traffic.click_every);
+        // A click that took longer than `click_every` to reach everyone
+        // does not make the next one due at once.
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
             let reading = Reading::start(std::mem::take(held));
@@ -204,7 +206,7 @@ impl Step<'_> {
                 }
             };
             *total = (*total).max(clicked);
-            let sent = SendTimes::new(clicked - 1, 1);
+            let sent = SendTimes::new(clicked.saturating_sub(1), 1);
             sent.note(clicked, at);
             // Each click waits until every connection has seen it (or
             // SETTLE has passed) before the next goes out, so it times one
@@ -238,7 +240,7 @@ impl Step<'_> {
         let planned = traffic.planned_clicks();
         let sent = SendTimes::new(base, planned + n);
         let (final_tx, final_rx) = watch::channel(0);
-        let tool = CpuClock::start(&[]);
+        let tool = ToolClock::start(&[]);
         let mut clickers = Clickers::spawn(
             clients,
             traffic.flood_rate,
@@ -251,31 +253,13 @@ impl Step<'_> {
         let acks = clickers
             .collect_acks(base, &self.target.progress.bar(planned as u64, "clicking"))
             .await;
-        let tool_cpu = tool.read();
+        let (tool_cpu_cores, tool_saturated) = tool.read();
         let final_total = acks.final_total.max(base + acks.acked);
-        final_tx.send_replace(final_total);
         *total = final_total;
-        let timer = cancel_after(&stop, SETTLE);
-        let mut ack = histogram();
-        let mut short = 0;
-        let mut most_seen = base;
-        let (mut unacked, mut acked) = (0, 0);
-        let mut held_clickers = Vec::with_capacity(n);
-        while let Some(joined) = clickers.tasks.join_next().await {
-            let (client, result) = joined?;
-            held_clickers.push((result.index, client));
-            ack.add(&result.ack).ok();
-            short += usize::from(result.max_seen < final_total);
-            most_seen = most_seen.max(result.max_seen);
-            unacked += result.unacked;
-            // Counted from each client's own record, so an ack that came
-            // after the quiet gap ended `collect_acks` still counts.
-            acked += result.sent - result.unacked;
-        }
-        timer.abort();
-        // Back in the order they were held, so the next step's flood has
-        // the same clickers.
-        held_clickers.sort_unstable_by_key(|&(i, _)| i);
+        let tasks = std::mem::take(&mut clickers.tasks);
+        let done = ClickersDone::collect(tasks, &final_tx, &stop, final_total).await?;
+        let mut short = done.short;
+        let mut most_seen = done.most_seen.max(base);
         let (listeners, seen) = reading.until(final_total).await?;
         let mut visible = histogram();
         let mut missed = 0;
@@ -284,28 +268,30 @@ impl Step<'_> {
             short += usize::from(seen.max() < final_total);
             most_seen = most_seen.max(seen.max());
         }
-        *held = held_clickers.into_iter().map(|(_, c)| c).collect();
+        *held = done.clients;
         held.extend(listeners);
         *total = most_seen.max(final_total);
         Ok(HeldFlood {
             clients: n,
             target_rate_per_s: traffic.flood_rate,
-            achieved_rate_per_s: acked as f64
+            // The rate counts the acks in time, over the time until the last
+            // of them: late ones have no time of their own to count to.
+            achieved_rate_per_s: acks.acked as f64
                 / traffic
                     .flood_duration
                     .as_secs_f64()
                     .max((acks.last_ack - clickers.sending_starts).as_secs_f64()),
-            clicks: acked,
-            unacked,
-            ack: summarize(&ack),
+            clicks: done.acked,
+            unacked: done.unacked,
+            ack: summarize(&done.ack),
             visible_to_all: summarize(&visible),
             missed,
             converged: short == 0
-                && unacked == 0
+                && done.unacked == 0
                 && most_seen == final_total
-                && final_total == base + acked,
-            tool_cpu_cores: tool_cpu.tool * own_cores() as f64,
-            tool_saturated: tool_cpu.tool_saturated,
+                && final_total == base + done.acked,
+            tool_cpu_cores,
+            tool_saturated,
         })
     }
 }

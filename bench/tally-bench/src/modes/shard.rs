@@ -14,13 +14,13 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::cancel_after;
 use super::flood::Clickers;
+use super::held::ClickersDone;
 use super::reading::Reading;
 use crate::client::Client;
 use crate::report::{buckets, histogram, record};
 use crate::timeline::SendTimes;
-use crate::{BenchError, SETTLE, Target, connect_range, greeting};
+use crate::{BenchError, Target, connect_range, greeting};
 
 /// What the parent asks of a shard.
 #[derive(Debug, Serialize, Deserialize)]
@@ -263,7 +263,9 @@ impl Worker<'_> {
     }
 
     async fn expect(&mut self, sent: &[(u64, u64)], until: u64) -> Result<Answer, BenchError> {
-        let base = sent.first().map_or(until, |&(total, _)| total - 1);
+        let base = sent
+            .first()
+            .map_or(until, |&(total, _)| total.saturating_sub(1));
         let capacity = usize::try_from(until.saturating_sub(base)).unwrap_or(0);
         let sent = SendTimes::from_entries(base, capacity, sent);
         let mut short = 0;
@@ -271,29 +273,23 @@ impl Worker<'_> {
         // The flood's clickers, if one is ending: they read on until they
         // see the final total.
         let mut flood = None;
-        let mut clickers_back = Vec::new();
+        let mut held = Vec::new();
         if let Some(flooding) = self.flooding.take() {
-            flooding.final_total.send_replace(until);
-            let timer = cancel_after(&flooding.stop, SETTLE);
-            let mut ack = histogram();
-            let (mut acked, mut unacked) = (0, 0);
-            let mut tasks = flooding.clickers.tasks;
-            while let Some(joined) = tasks.join_next().await {
-                let (client, result) = joined?;
-                ack.add(&result.ack).ok();
-                acked += result.sent - result.unacked;
-                unacked += result.unacked;
-                short += usize::from(result.max_seen < until);
-                most_seen = most_seen.max(result.max_seen);
-                clickers_back.push((result.index, client));
-            }
-            timer.abort();
-            clickers_back.sort_unstable_by_key(|&(i, _)| i);
+            let done = ClickersDone::collect(
+                flooding.clickers.tasks,
+                &flooding.final_total,
+                &flooding.stop,
+                until,
+            )
+            .await?;
+            short += done.short;
+            most_seen = done.most_seen;
             flood = Some(FloodEnd {
-                ack: buckets(&ack),
-                acked,
-                unacked,
+                ack: buckets(&done.ack),
+                acked: done.acked,
+                unacked: done.unacked,
             });
+            held = done.clients;
         }
         let (listeners, seen) = match self.reading.take() {
             Some(reading) => reading.until(until).await?,
@@ -309,7 +305,6 @@ impl Worker<'_> {
             closed += usize::from(seen.closed);
         }
         // The clickers go back first, as they were held.
-        let mut held: Vec<Client> = clickers_back.into_iter().map(|(_, c)| c).collect();
         held.extend(listeners);
         self.reading = Some(Reading::start_at(held, self.start));
         Ok(Answer::Saw {
