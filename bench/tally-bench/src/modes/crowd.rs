@@ -85,6 +85,12 @@ pub struct CrowdStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
+    /// The tool's CPU (this process and its shards) over those clicks, in cores, and whether that was
+    /// above 90% of the cores it may use: then click → all measured the
+    /// tool's reading of every frame as much as the servers' writing them.
+    pub click_tool_cpu_cores: f64,
+    pub click_tool_saturated: bool,
+
     /// Held connections found closed by the end of the step (cut off by a
     /// node or the network rather than merely late), counted in the shorts
     /// and misses too.
@@ -355,7 +361,9 @@ impl Step<'_> {
         // enough to miss engine.io's ping and be cut off by its node.
         let mut clicker = Client::dial(self.target.home(), &self.target.guest(0)).await?;
         *total = (*total).max(greeting(&mut clicker, self.target.home()).await?);
+        let tool = ToolClock::start(&crowd.pids());
         let clicked = self.click_to_all(crowd, &mut clicker, total).await;
+        let (click_tool_cpu_cores, click_tool_saturated) = tool.read();
         clicker.close().await;
         let clicked = clicked?;
         for probe in &health {
@@ -379,6 +387,8 @@ impl Step<'_> {
             click_to_all: clicked.latency,
             click_missed: clicked.missed,
             click_short: clicked.short,
+            click_tool_cpu_cores,
+            click_tool_saturated,
             // Closed connections stay closed, so the later count includes
             // the earlier one.
             closed: clicked.closed.max(closed_after_flood),

@@ -69,6 +69,11 @@ pub struct ScaleStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
+    /// The tool's CPU over those clicks, in cores, and whether that was
+    /// above 90% of the cores it may use: then click → all measured the
+    /// tool's reading of every frame as much as the servers' writing them.
+    pub click_tool_cpu_cores: f64,
+    pub click_tool_saturated: bool,
     pub flood: HeldFlood,
     /// `GET /healthz` through the whole step, from a thread of its own.
     pub health: HealthReport,
@@ -148,8 +153,10 @@ impl Step<'_> {
         let rss_per_connection_bytes = self.per_connection(server_rss_kib, held.len());
 
         health.enter(Phase::Clicking);
+        let tool = ToolClock::start(&[]);
         let (click_to_all, click_missed, click_short) =
             self.click_to_all(clicker, held, total).await?;
+        let (click_tool_cpu_cores, click_tool_saturated) = tool.read();
         health.enter(Phase::Flooding);
         let flood = self.flood(held, total).await?;
         let server_rss_after_traffic_kib = self.settings.server_pid.and_then(rss_kib);
@@ -166,6 +173,8 @@ impl Step<'_> {
             click_to_all,
             click_missed,
             click_short,
+            click_tool_cpu_cores,
+            click_tool_saturated,
             flood,
             health,
         })
