@@ -113,9 +113,40 @@ impl ToolClock {
     /// 90% of the cores this process (and so each helper, which inherits
     /// its affinity) may use.
     pub fn read(&self) -> (f64, bool) {
+        saturation(self.cores())
+    }
+
+    fn cores(&self) -> f64 {
         let share = self.clock.read();
-        let cores = share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0);
-        (cores, cores > SATURATED * own_cores() as f64)
+        share.tool * own_cores() as f64 + share.servers_cores.unwrap_or(0.0)
+    }
+}
+
+/// Cores busy, and whether that is above [`SATURATED`] of this process's.
+fn saturation(cores: f64) -> (f64, bool) {
+    (cores, cores > SATURATED * own_cores() as f64)
+}
+
+/// The tool's CPU over several spans added up: the busy parts of a phase,
+/// leaving out the waits between them (the pause before each of a step's
+/// clicks), which would dilute a saturated tool into a busy one.
+#[derive(Debug, Default)]
+pub struct ToolSpans {
+    cpu_s: f64,
+    wall_s: f64,
+}
+
+impl ToolSpans {
+    /// Adds the span `clock` has measured so far.
+    pub fn add(&mut self, clock: &ToolClock) {
+        let wall = clock.clock.started.elapsed().as_secs_f64();
+        self.cpu_s += clock.cores() * wall.max(1e-3);
+        self.wall_s += wall;
+    }
+
+    /// The cores busy over the spans, and whether that was saturated.
+    pub fn read(&self) -> (f64, bool) {
+        saturation(self.cpu_s / self.wall_s.max(1e-3))
     }
 }
 

@@ -183,12 +183,21 @@ pub fn judge(rate: f64, runs: Vec<FloodReport>, errors: Vec<RunError>, bound_ms:
             "error"
         }
     }));
-    let failed_by = if failures.len() * 2 >= (runs.len() + errors.len()).max(1) {
-        // The most telling reason: a tool that could not send wins, since
-        // then nothing else about the run measured the server.
-        ["load generator", "error", "lost", "throughput"]
+    let all = (runs.len() + errors.len()).max(1);
+    let count = |why: &str| failures.iter().filter(|&&f| f == why).count();
+    let failed_by = if count("load generator") * 2 >= all {
+        // The tool alone failed half the runs: nothing else about them
+        // measured the server, so the rate is the tool's limit.
+        Some("load generator")
+    } else if failures.len() * 2 >= all {
+        // Otherwise the commonest of the server's failures (in this order
+        // on a tie); a run the tool failed says nothing either way.
+        let reasons = ["error", "lost", "throughput"];
+        let most = reasons.iter().map(|why| count(why)).max().unwrap_or(0);
+        reasons
             .into_iter()
-            .find(|why| failures.contains(why))
+            .find(|why| most > 0 && count(why) == most)
+            .or(Some("load generator"))
     } else if median_p99_ms.is_nan() || median_p99_ms > bound_ms {
         Some("latency")
     } else {
@@ -382,8 +391,17 @@ mod tests {
             limit: 1024,
         });
         assert!(out_of_fds.tool_side);
-        let rung = judge(1000.0, Vec::new(), vec![out_of_fds], 100.0);
+        let rung = judge(1000.0, Vec::new(), vec![out_of_fds.clone()], 100.0);
         assert_eq!(rung.failed_by, Some("load generator"));
+        // One run the tool failed and two that lost clicks: the server
+        // lost them, and that is the verdict, not the tool's limit.
+        let rung = judge(
+            1000.0,
+            vec![run(1000.0, 30.0, false, 0.5), run(1000.0, 30.0, false, 0.5)],
+            vec![out_of_fds],
+            100.0,
+        );
+        assert_eq!(rung.failed_by, Some("lost"));
     }
 
     #[test]

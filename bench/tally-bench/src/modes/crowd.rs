@@ -19,7 +19,7 @@ use super::health::{Health, HealthReport, Phase};
 use super::held::{HeldFlood, StepTraffic, click_once};
 use super::shard::{Answer, Order, instant_of, shard};
 use crate::client::Client;
-use crate::cpu::ToolClock;
+use crate::cpu::{ToolClock, ToolSpans};
 use crate::report::{Latency, add_buckets, histogram, summarize};
 use crate::{BenchError, SETTLE, Target, greeting, micros_since, rss_kib};
 
@@ -85,12 +85,12 @@ pub struct CrowdStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
-    /// The tool's CPU (this process and its shards) over those clicks, in cores, and whether that was
-    /// above 90% of the cores it may use: then click → all measured the
-    /// tool's reading of every frame as much as the servers' writing them.
+    /// The tool's CPU (this process and its shards) from each click until
+    /// every connection saw it, in cores, and whether that was above 90%
+    /// of the cores it may use: then click → all measured the tool's
+    /// reading of every frame as much as the servers' writing them.
     pub click_tool_cpu_cores: f64,
     pub click_tool_saturated: bool,
-
     /// Held connections found closed by the end of the step (cut off by a
     /// node or the network rather than merely late), counted in the shorts
     /// and misses too.
@@ -361,9 +361,7 @@ impl Step<'_> {
         // enough to miss engine.io's ping and be cut off by its node.
         let mut clicker = Client::dial(self.target.home(), &self.target.guest(0)).await?;
         *total = (*total).max(greeting(&mut clicker, self.target.home()).await?);
-        let tool = ToolClock::start(&crowd.pids());
         let clicked = self.click_to_all(crowd, &mut clicker, total).await;
-        let (click_tool_cpu_cores, click_tool_saturated) = tool.read();
         clicker.close().await;
         let clicked = clicked?;
         for probe in &health {
@@ -387,8 +385,8 @@ impl Step<'_> {
             click_to_all: clicked.latency,
             click_missed: clicked.missed,
             click_short: clicked.short,
-            click_tool_cpu_cores,
-            click_tool_saturated,
+            click_tool_cpu_cores: clicked.tool_cpu_cores,
+            click_tool_saturated: clicked.tool_saturated,
             // Closed connections stay closed, so the later count includes
             // the earlier one.
             closed: clicked.closed.max(closed_after_flood),
@@ -419,8 +417,11 @@ impl Step<'_> {
         // A click that took longer than `click_every` to reach everyone
         // does not make the next one due at once.
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tool = ToolSpans::default();
+        let pids = crowd.pids();
         for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
+            let busy = ToolClock::start(&pids);
             let at = micros_since(self.start);
             let clicked = click_once(clicker).await?;
             *total = (*total).max(clicked);
@@ -430,16 +431,20 @@ impl Step<'_> {
             // would queue behind it and time the backlog, not one click
             // reaching everyone.
             let saw = Sightings::expect(crowd, vec![(clicked, at)], *total).await?;
+            tool.add(&busy);
             latency.add(&saw.latency).ok();
             missed += saw.missed;
             short = saw.short;
             closed = saw.closed;
         }
+        let (tool_cpu_cores, tool_saturated) = tool.read();
         Ok(Clicked {
             latency: summarize(&latency),
             missed,
             short,
             closed,
+            tool_cpu_cores,
+            tool_saturated,
         })
     }
 
@@ -597,6 +602,9 @@ struct Clicked {
     missed: u64,
     short: usize,
     closed: usize,
+    /// The tool's CPU from each click until everyone saw it.
+    tool_cpu_cores: f64,
+    tool_saturated: bool,
 }
 
 /// The sum of the figures, if every one is known.

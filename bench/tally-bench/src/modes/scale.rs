@@ -15,7 +15,7 @@ use super::health::{Health, HealthReport, Phase};
 use super::held::{ClickersDone, HeldFlood, StepTraffic, click_once};
 use super::reading::Reading;
 use crate::client::Client;
-use crate::cpu::ToolClock;
+use crate::cpu::{ToolClock, ToolSpans};
 use crate::report::{Latency, histogram, record, summarize};
 use crate::timeline::SendTimes;
 use crate::{BenchError, Target, connect_range, greeting, micros_since, rss_kib};
@@ -69,8 +69,8 @@ pub struct ScaleStep {
     pub click_missed: u64,
     /// Connections that did not end on the last click's total.
     pub click_short: usize,
-    /// The tool's CPU over those clicks, in cores, and whether that was
-    /// above 90% of the cores it may use: then click → all measured the
+    /// The tool's CPU from each click until every connection saw it, in
+    /// cores, and whether that was above 90% of the cores it may use: then click → all measured the
     /// tool's reading of every frame as much as the servers' writing them.
     pub click_tool_cpu_cores: f64,
     pub click_tool_saturated: bool,
@@ -153,9 +153,9 @@ impl Step<'_> {
         let rss_per_connection_bytes = self.per_connection(server_rss_kib, held.len());
 
         health.enter(Phase::Clicking);
-        let tool = ToolClock::start(&[]);
+        let mut tool = ToolSpans::default();
         let (click_to_all, click_missed, click_short) =
-            self.click_to_all(clicker, held, total).await?;
+            self.click_to_all(clicker, held, total, &mut tool).await?;
         let (click_tool_cpu_cores, click_tool_saturated) = tool.read();
         health.enter(Phase::Flooding);
         let flood = self.flood(held, total).await?;
@@ -189,12 +189,14 @@ impl Step<'_> {
     }
 
     /// `clicks` clicks from the clicker, each awaited; every held connection
-    /// must see each one.
+    /// must see each one. The tool's CPU from each click until everyone saw
+    /// it goes into `tool`.
     async fn click_to_all(
         &self,
         clicker: &mut Client,
         held: &mut Vec<Client>,
         total: &mut u64,
+        tool: &mut ToolSpans,
     ) -> Result<(Latency, u64, usize), BenchError> {
         let mut h = histogram();
         let (mut missed, mut short) = (0, 0);
@@ -204,6 +206,7 @@ impl Step<'_> {
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for _ in 0..self.settings.traffic.clicks {
             pace.tick().await;
+            let busy = ToolClock::start(&[]);
             let reading = Reading::start(std::mem::take(held));
             let at = micros_since(reading.start);
             let clicked = click_once(clicker).await;
@@ -221,6 +224,7 @@ impl Step<'_> {
             // SETTLE has passed) before the next goes out, so it times one
             // click reaching everyone, not a queue of them.
             let (clients, seen) = reading.until(*total).await?;
+            tool.add(&busy);
             *held = clients;
             short = 0;
             for seen in &seen {
