@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::report::{Latency, histogram, record, summarize};
 use crate::{BenchError, micros_since};
@@ -34,7 +34,9 @@ pub struct HealthReport {
 /// a load balancer's check does: HTTP/1.1 with nothing else, so a plain
 /// request line is all it takes.
 pub(crate) struct Health {
-    stop: CancellationToken,
+    /// Stops the prober when dropped, so one whose step failed before
+    /// [`Health::finish`] does not ask `/healthz` for the rest of the run.
+    stop: DropGuard,
     phase: Arc<AtomicUsize>,
     result: oneshot::Receiver<([Histogram<u64>; 3], u64)>,
 }
@@ -104,7 +106,7 @@ impl Health {
             })
             .map_err(BenchError::Runtime)?;
         Ok(Health {
-            stop,
+            stop: stop.drop_guard(),
             phase,
             result,
         })
@@ -115,10 +117,9 @@ impl Health {
         self.phase.store(phase as usize, Ordering::Relaxed);
     }
 
-    pub async fn finish(mut self) -> Result<HealthReport, BenchError> {
-        self.stop.cancel();
-        let (_, never) = oneshot::channel();
-        let result = std::mem::replace(&mut self.result, never);
+    pub async fn finish(self) -> Result<HealthReport, BenchError> {
+        let Health { stop, result, .. } = self;
+        drop(stop);
         let ([connecting, clicking, flooding], failures) =
             result.await.map_err(|_| BenchError::ProberLost)?;
         let mut all = histogram();
@@ -132,14 +133,6 @@ impl Health {
             flooding: summarize(&flooding),
             failures,
         })
-    }
-}
-
-/// A prober dropped without [`Health::finish`] (its step failed) stops too,
-/// rather than asking `/healthz` every so often for the rest of the run.
-impl Drop for Health {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

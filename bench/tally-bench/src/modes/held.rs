@@ -118,7 +118,7 @@ impl ClickersDone {
         final_total.send_replace(until);
         let timer = cancel_after(stop, SETTLE);
         let mut done = ClickersDone {
-            clients: Vec::with_capacity(tasks.len()),
+            clients: Vec::new(),
             ack: histogram(),
             acked: 0,
             unacked: 0,
